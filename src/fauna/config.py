@@ -1,0 +1,361 @@
+"""The one configuration model.
+
+Every default lives here and nowhere else: the CLI, the KFP components and the
+pipeline all read a `Config`. `params.yaml` in the repository is this model's
+defaults written out (a test keeps them equal), i.e. the paper's settings.
+Profiles (`src/fauna/profiles/*.yaml`) are partial overlays on top of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from fauna.errors import FaunaError
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+# The paper's 30 classes, in its order (`+` stands for a space, as in the Kaggle CSV).
+PAPER_CLASSES = (
+    "antelope bat beaver bobcat buffalo chihuahua chimpanzee collie dalmatian "
+    "german+shepherd grizzly+bear hippopotamus horse killer+whale mole moose mouse otter ox "
+    "persian+cat raccoon rat rhinoceros seal siamese+cat spider+monkey squirrel walrus weasel "
+    "wolf"
+).split()
+
+
+class ConfigError(FaunaError, ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass
+class DataConfig:
+    # Kaggle handle, local folder/archive, s3://bucket/prefix or http(s) URL.
+    source: str = "kaggle:sanjeetbeniwal/animal-classification-30-classes"
+    name: str = "animals30"
+    # auto | folders | csv
+    layout: str = "auto"
+    min_images_per_class: int = 2
+    # Pillow's decompression-bomb guard: images above this many pixels are quarantined.
+    max_image_pixels: int = 89_478_485
+    # s3://bucket/prefix to keep a content-addressed copy of the raw data ("" = off).
+    cache_uri: str = ""
+
+
+@dataclass
+class PreprocessConfig:
+    image_size: int = 128
+    # crop = the paper's version 2 (shorter side + centre crop); stretch = version 1.
+    mode: str = "crop"
+    jpeg_quality: int = 95
+    images_per_shard: int = 1024
+    # 0 = all cores.
+    workers: int = 0
+
+
+@dataclass
+class SplitConfig:
+    test_fraction: float = 0.15
+    val_fraction: float = 0.10
+    seed: int = 42
+
+
+@dataclass
+class AugmentConfig:
+    # none | augment | oversample
+    mode: str = "augment"
+    horizontal_flip: bool = True
+    rotation: float = 0.1
+    zoom: float = 0.1
+    translation: float = 0.1
+    contrast: float = 0.1
+    # oversample: level every class up to this count (0 = the largest class).
+    target_count: int = 0
+    seed: int = 42
+
+
+@dataclass
+class BackboneTrainConfig:
+    """Training settings that may differ per backbone (see `TrainConfig.overrides`)."""
+
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = 1e-5
+    head_epochs: int = 10
+    fine_tune_epochs: int = 90
+    # Layers unfrozen for fine-tuning, counted from the top; -1 = all.
+    fine_tune_layers: int = 30
+    dense_units: list[int] = field(default_factory=lambda: [512, 256])
+    dropout: float = 0.5
+    l1: float = 0.0
+    l2: float = 1e-4
+    # Inverse-time decay of the learning rate per step (the paper's Keras `decay`), 0 = off.
+    decay: float = 0.0
+
+
+@dataclass
+class TrainConfig(BackboneTrainConfig):
+    backbones: list[str] = field(default_factory=lambda: ["vgg16", "resnet50", "inceptionv3"])
+    # imagenet | none | path or s3:// URI of a weights file
+    weights: str = "imagenet"
+    early_stopping_patience: int = 10
+    reduce_lr_factor: float = 0.5
+    reduce_lr_patience: int = 2
+    class_weights: bool = False
+    mixed_precision: bool = True
+    seed: int = 42
+    overrides: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            # The paper: smaller batch, no regularisation, fewer epochs, LR 10x VGG's.
+            "resnet50": {
+                "batch_size": 32,
+                "learning_rate": 1e-3,
+                "fine_tune_learning_rate": 1e-4,
+                "l2": 0.0,
+                "dropout": 0.2,
+                "fine_tune_epochs": 40,
+            },
+            # The paper: all layers trainable, LR 1e-4, decay 1e-7, L1 1e-4, batch 32.
+            "inceptionv3": {
+                "batch_size": 32,
+                "learning_rate": 1e-4,
+                "fine_tune_learning_rate": 1e-4,
+                "fine_tune_layers": -1,
+                "l1": 1e-4,
+                "l2": 0.0,
+                "decay": 1e-7,
+                "fine_tune_epochs": 40,
+            },
+        }
+    )
+
+    def for_backbone(self, name: str) -> BackboneTrainConfig:
+        """The base settings with this backbone's overrides applied."""
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(BackboneTrainConfig)}
+        return _build(BackboneTrainConfig, {**base, **self.overrides.get(name, {})}, "train")
+
+
+@dataclass
+class EvaluateConfig:
+    top_confused_pairs: int = 10
+
+
+@dataclass
+class TsneConfig:
+    perplexity: float = 30.0
+    max_samples: int = 2000
+    seed: int = 42
+
+
+@dataclass
+class CompareConfig:
+    # macro_f1 | top1 | top3 | weighted_f1 | roc_auc | neg_loss
+    champion_metric: str = "macro_f1"
+
+
+@dataclass
+class PipelineConfig:
+    bucket: str = "fauna"
+    image_cpu: str = "ghcr.io/fauna-ml/fauna-cpu:latest"
+    image_gpu: str = "ghcr.io/fauna-ml/fauna-gpu:latest"
+    use_gpu: bool = True
+    gpu_count: int = 1
+    gpu_node_selector: dict[str, str] = field(
+        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+    )
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    train_cpu: str = "4"
+    train_memory: str = "16Gi"
+    step_cpu: str = "2"
+    step_memory: str = "4Gi"
+    step_timeout_seconds: int = 4 * 3600
+    train_timeout_seconds: int = 24 * 3600
+    s3_secret: str = "fauna-s3"
+    kaggle_secret: str = "fauna-kaggle"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tsne: TsneConfig = field(default_factory=TsneConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Config:
+        return _build(cls, data or {}, "")
+
+    def merged(self, overlay: dict[str, Any]) -> Config:
+        """A copy with `overlay` (a partial nested dict) applied on top."""
+        return Config.from_dict(_deep_merge(self.to_dict(), overlay))
+
+
+def load_config(
+    path: str | Path | None = None,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- profile overlay <- explicit overrides (dotted keys allowed)."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        cfg = cfg.merged(yaml.safe_load(p.read_text()) or {})
+    if profile:
+        prof = PROFILES_DIR / f"{profile}.yaml"
+        if not prof.is_file():
+            known = ", ".join(sorted(x.stem for x in PROFILES_DIR.glob("*.yaml")))
+            raise ConfigError(f"unknown profile {profile!r} (known: {known})")
+        cfg = cfg.merged(yaml.safe_load(prof.read_text()) or {})
+    if overrides:
+        cfg = cfg.merged(_undot(overrides))
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.epochs=3` -> ("train.epochs", 3); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override must look like section.key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def config_from_json(text: str) -> Config:
+    """Components receive the config as JSON text (a KFP string parameter)."""
+    return Config.from_dict(json.loads(text))
+
+
+def _undot(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
+            out[key] = _deep_merge(out[key], value)
+        elif key == "overrides" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            merged = dict(out[key])
+            for name, settings in value.items():
+                merged[name] = {**merged.get(name, {}), **(settings or {})}
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {where or 'config'}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(names))})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        dotted = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, dotted)
+        else:
+            kwargs[name] = _coerce(value, hint, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = getattr(hint, "__origin__", None)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = hint.__args__
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _check(cfg: Config) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.data.layout in ("auto", "folders", "csv"), "data.layout must be auto|folders|csv")
+    need(cfg.data.min_images_per_class >= 1, "data.min_images_per_class must be >= 1")
+    need(cfg.preprocess.mode in ("crop", "stretch"), "preprocess.mode must be crop|stretch")
+    need(16 <= cfg.preprocess.image_size <= 1024, "preprocess.image_size must be in 16..1024")
+    need(1 <= cfg.preprocess.jpeg_quality <= 100, "preprocess.jpeg_quality must be in 1..100")
+    need(cfg.preprocess.images_per_shard >= 1, "preprocess.images_per_shard must be >= 1")
+    need(0 < cfg.split.test_fraction < 1, "split.test_fraction must be in (0, 1)")
+    need(0 <= cfg.split.val_fraction < 1, "split.val_fraction must be in [0, 1)")
+    need(
+        cfg.augment.mode in ("none", "augment", "oversample"),
+        "augment.mode must be none|augment|oversample",
+    )
+    need(cfg.train.backbones != [], "train.backbones must name at least one backbone")
+    need(
+        cfg.compare.champion_metric
+        in ("macro_f1", "top1", "top3", "weighted_f1", "roc_auc", "neg_loss"),
+        "compare.champion_metric must be macro_f1|top1|top3|weighted_f1|roc_auc|neg_loss",
+    )
+    for name, settings in cfg.train.overrides.items():
+        cfg.train.for_backbone(name)  # raises ConfigError on unknown keys
+        del settings
+
+
+def add_arguments(parser: Any) -> None:
+    """`fauna config`: show the configuration every other command would use."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+
+
+def run(args: Any, cfg: Config) -> int:
+    print(json.dumps(cfg.to_dict(), indent=2) if args.json else cfg.to_yaml(), end="")
+    return 0

@@ -1,0 +1,116 @@
+"""What a dataset artifact directory holds, and the small files every step shares.
+
+Each step reads and writes a directory (a KFP `Dataset` artifact on a cluster):
+
+    ingest      images/<label>/<file>, manifest.csv (path,label,sha256,width,height,format)
+    preprocess  shards/part-*.tfrecord, manifest.csv (id,label,label_index,sha256,shard)
+    split       {train,val,test}/part-*.tfrecord, manifest.csv (... ,split), split.json
+    augment     the split layout plus augment.json (how train is augmented)
+
+and all of them carry classes.json (the label order), and where input can be
+rejected, quarantine.json + report.txt (what was rejected and why; counts reconcile).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fauna.errors import FaunaError
+
+MANIFEST = "manifest.csv"
+CLASSES = "classes.json"
+QUARANTINE = "quarantine.json"
+REPORT = "report.txt"
+PREPROCESS_INFO = "preprocess.json"
+SPLIT_INFO = "split.json"
+AUGMENT_INFO = "augment.json"
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(FaunaError):
+    """The input cannot make a usable dataset (one clear line, no traceback)."""
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DatasetError(f"missing {path.name} in {path.parent}: is this the right step output?")
+    return json.loads(path.read_text())
+
+
+def write_manifest(path: Path, rows: Iterable[dict[str, Any]], fields: list[str]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row[k] for k in fields})
+            count += 1
+    return count
+
+
+def read_manifest(path: Path) -> Iterator[dict[str, str]]:
+    if not path.is_file():
+        raise DatasetError(f"missing {path.name} in {path.parent}: is this the right step output?")
+    with path.open(newline="") as fh:
+        yield from csv.DictReader(fh)
+
+
+def read_classes(directory: Path) -> list[str]:
+    return list(read_json(directory / CLASSES))
+
+
+@dataclass
+class Quarantine:
+    """Everything a step rejected, with a reason, so nothing is lost silently."""
+
+    step: str
+    total_in: int = 0
+    kept: int = 0
+    items: list[dict[str, str]] = field(default_factory=list)
+
+    def reject(self, item: str, reason: str, detail: str = "") -> None:
+        self.items.append({"item": item, "reason": reason, "detail": detail})
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(i["reason"] for i in self.items).most_common())
+
+    @property
+    def reconciles(self) -> bool:
+        return self.total_in == self.kept + len(self.items)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.step}: {self.total_in} in = {self.kept} kept + {len(self.items)} quarantined"
+            + ("" if self.reconciles else "  ** COUNTS DO NOT RECONCILE **"),
+        ]
+        for reason, n in self.reasons.items():
+            lines.append(f"  {n:6d}  {reason}")
+        return "\n".join(lines)
+
+    def write(self, directory: Path) -> None:
+        write_json(
+            directory / QUARANTINE,
+            {
+                "step": self.step,
+                "total_in": self.total_in,
+                "kept": self.kept,
+                "quarantined": len(self.items),
+                "reconciles": self.reconciles,
+                "reasons": self.reasons,
+                "items": self.items,
+            },
+        )
+        (directory / REPORT).write_text(self.summary() + "\n")
