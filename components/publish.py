@@ -1,0 +1,40 @@
+from fauna.components import CPU_IMAGE
+from kfp import dsl
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def publish(
+    config_json: str,
+    run_id: str,
+    report: dsl.Input[dsl.Dataset],
+    models: dsl.Input[list[dsl.Model]],
+    data: dsl.Input[dsl.Dataset],
+    published: dsl.Output[dsl.Dataset],
+):
+    """Upload the run to S3 and move the champion pointer only when it is beaten."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from fauna.config import config_from_json
+    from fauna.steps.publish import publish_run
+
+    # Work on a copy: the promotion note is added to the report, and inputs are read-only.
+    report_dir = Path(published.path) / "report"
+    shutil.copytree(report.path, report_dir)
+    result = publish_run(
+        report_dir,
+        [Path(m.path) for m in models],
+        Path(data.path),
+        run_id,
+        config_from_json(config_json),
+    )
+    (Path(published.path) / "publish.json").write_text(json.dumps(result.to_dict(), indent=2))
+    published.metadata.update(
+        {
+            "run_uri": result.run_uri,
+            "report_uri": result.report_uri,
+            "promoted": result.promotion.promoted,
+            "reason": result.promotion.reason,
+        }
+    )

@@ -1,0 +1,227 @@
+"""`fauna local-run` (`make local-run`): the whole pipeline on this machine.
+
+Backends:
+- embedded (default without Docker): the same pipeline function under
+  `kfp.local.SubprocessRunner(use_venv=False)`, with this environment's Python;
+  publishing goes to `S3_ENDPOINT_URL` when set (a real MinIO), otherwise to an
+  S3 server embedded for the run (moto). The embedded bucket is saved under
+  runs/embedded-s3/ and restored next time, so the champion carries over.
+- kind: a kind cluster with KFP + MinIO (scripts/kind-local-run.sh), chosen when a
+  Docker engine and `kind` are available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fauna import storage
+from fauna.config import Config, load_config, parse_override
+from fauna.errors import FaunaError
+
+RUNS_DIR = Path("runs")
+EMBEDDED_S3_DIR = RUNS_DIR / "embedded-s3"
+KIND_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kind-local-run.sh"
+SAMPLE_PER_CLASS = 24
+
+
+def choose_backend(requested: str | None) -> tuple[str, str]:
+    """(backend, why) — kind only where a Docker engine and kind both work."""
+    if requested in ("embedded", "kind"):
+        return requested, "requested with BACKEND"
+    if requested:
+        raise FaunaError(f"BACKEND must be embedded or kind, got {requested!r}")
+    if not shutil.which("kind"):
+        return "embedded", "kind is not installed"
+    if not shutil.which("docker"):
+        return "embedded", "docker is not installed"
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    if probe.returncode != 0:
+        return "embedded", "no Docker engine answers `docker info`"
+    return "kind", "Docker and kind are available"
+
+
+def kaggle_credentials_present() -> bool:
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return True
+    return (Path.home() / ".kaggle" / "kaggle.json").is_file()
+
+
+def choose_data(data: str | None, cfg: Config, run_dir: Path) -> tuple[str, str]:
+    """(source, description): DATA, else Kaggle with credentials, else a generated sample."""
+    if data:
+        return data, f"your data: {data}"
+    if kaggle_credentials_present():
+        return cfg.data.source, f"the Kaggle dataset {cfg.data.source}"
+    from fauna.synthetic import generate
+
+    sample = run_dir / "sample-data"
+    generate(sample, per_class=SAMPLE_PER_CLASS, size_range=(96, 144), seed=cfg.split.seed)
+    return str(sample.resolve()), (
+        f"a GENERATED sample ({SAMPLE_PER_CLASS} images x 30 classes of coloured patterns, "
+        "not animals): no Kaggle credentials and no DATA given"
+    )
+
+
+@contextmanager
+def s3_endpoint(bucket: str):
+    """Yield (endpoint, embedded?): the configured S3/MinIO, or an embedded server for the run."""
+    if os.environ.get("S3_ENDPOINT_URL"):
+        storage.ensure_bucket(bucket)
+        yield os.environ["S3_ENDPOINT_URL"], False
+        return
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    os.environ["S3_ENDPOINT_URL"] = endpoint
+    # The embedded server accepts any credentials; only fill in what is missing.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "embedded")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "embedded")
+    try:
+        storage.ensure_bucket(bucket)
+        saved_bucket = EMBEDDED_S3_DIR / bucket
+        if saved_bucket.is_dir() and any(saved_bucket.iterdir()):
+            storage.upload_dir(saved_bucket, f"s3://{bucket}")
+        yield endpoint, True
+        if saved_bucket.exists():
+            shutil.rmtree(saved_bucket)
+        storage.download_dir(f"s3://{bucket}", saved_bucket)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_pipeline_locally(cfg: Config, source: str, run_dir: Path) -> dict[str, Any]:
+    """Run the pipeline under kfp.local; returns publish.json of the run."""
+    from fauna.pipelines.pipeline import build_pipeline
+    from kfp import local
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(run_dir / "kfp"),
+        raise_on_error=True,
+    )
+    pipeline = build_pipeline(cfg)
+    with warnings.catch_warnings():
+        # kfp.local warns that the images are not Python images: it runs this venv's Python.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        task = pipeline(
+            config_json=json.dumps(cfg.to_dict(), sort_keys=True),
+            source=source,
+            backbones=list(cfg.train.backbones),
+        )
+    published = Path(task.output.path)
+    return json.loads((published / "publish.json").read_text()) | {"local_dir": str(published)}
+
+
+def verify_published(result: dict[str, Any]) -> None:
+    """Do not trust the reported status alone: check the objects are really in the bucket."""
+    missing = [
+        uri
+        for uri in [f"{result['report_uri']}/report.html", f"{result['report_uri']}/metrics.json"]
+        + [f"{uri}/model.keras" for uri in result["model_uris"].values()]
+        if not storage.exists(uri)
+    ]
+    if missing:
+        raise FaunaError(f"the run reported success but these are missing: {', '.join(missing)}")
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    rows = [f"{'backbone':<14}{'top-1':>8}{'top-3':>8}{'macro-F1':>10}{'train s':>9}{'img/s':>8}"]
+    for name, m in metrics["backbones"].items():
+        rows.append(
+            f"{name:<14}{m.get('top1', float('nan')):>8.3f}{m.get('top3', float('nan')):>8.3f}"
+            f"{m.get('macro_f1', float('nan')):>10.3f}{m.get('train_seconds', float('nan')):>9.0f}"
+            f"{m.get('images_per_second', float('nan')):>8.1f}"
+        )
+    return "\n".join(rows)
+
+
+def local_config(args: Any) -> Config:
+    """The smoke profile unless PROFILE says otherwise, then the usual layers and shortcuts."""
+    overrides = dict(parse_override(o) for o in args.overrides)
+    if args.backbones:
+        overrides["train.backbones"] = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    if args.image_size:
+        overrides["preprocess.image_size"] = int(args.image_size)
+    if args.epochs:
+        overrides.update(epoch_overrides(int(args.epochs)))
+    overrides.setdefault("pipeline.use_gpu", False)
+    return load_config(args.config, args.profile or os.environ.get("PROFILE") or "smoke", overrides)
+
+
+def epoch_overrides(epochs: int) -> dict[str, Any]:
+    """EPOCHS=N: one head-only epoch, then N-1 of fine-tuning (N=1: head only)."""
+    if epochs < 1:
+        raise FaunaError(f"EPOCHS must be >= 1, got {epochs}")
+    return {"train.head_epochs": 1, "train.fine_tune_epochs": epochs - 1}
+
+
+def add_local_run_arguments(parser: Any) -> None:
+    env = os.environ.get
+    parser.add_argument("--data", default=env("DATA"), help="folder, archive, s3:// or URL ($DATA)")
+    parser.add_argument("--backbones", default=env("BACKBONES"), help="comma list ($BACKBONES)")
+    parser.add_argument("--epochs", default=env("EPOCHS"), help="epochs per backbone ($EPOCHS)")
+    parser.add_argument("--image-size", default=env("IMAGE_SIZE"), help="pixels ($IMAGE_SIZE)")
+    parser.add_argument(
+        "--backend", default=env("BACKEND"), help="embedded or kind (default: auto; $BACKEND)"
+    )
+    parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="where runs are kept")
+
+
+def run_local_run(args: Any, cfg: Config) -> int:
+    del cfg  # rebuilt: local runs default to the smoke profile
+    cfg = local_config(args)
+    backend, why = choose_backend(args.backend)
+    print(f"backend: {backend} ({why})")
+    if backend == "kind":
+        env = {**os.environ, "PROFILE": args.profile or os.environ.get("PROFILE") or "smoke"}
+        return subprocess.call(["bash", str(KIND_SCRIPT)], env=env)
+
+    run_dir = Path(args.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source, described = choose_data(args.data, cfg, run_dir)
+    print(f"data: {described}")
+    print(f"backbones: {', '.join(cfg.train.backbones)} at {cfg.preprocess.image_size} px")
+    started = time.monotonic()
+    with s3_endpoint(cfg.pipeline.bucket) as (endpoint, embedded):
+        print(f"S3: {'embedded server at ' if embedded else ''}{endpoint}")
+        result = run_pipeline_locally(cfg, source, run_dir)
+        verify_published(result)
+        metrics = json.loads(storage.read_text(f"{result['report_uri']}/metrics.json"))
+    report = Path(result["local_dir"]) / "report"
+    print()
+    print(summary_table(metrics))
+    print()
+    promotion = result["promotion"]
+    print(
+        f"champion of this run: {metrics['champion']['backbone']} "
+        f"({metrics['champion']['metric']} = {metrics['champion']['value']:.3f})"
+    )
+    print(("promoted: " if promotion["promoted"] else "not promoted: ") + promotion["reason"])
+    print(f"report:  {(report / 'report.html').resolve()}")
+    print(f"         {result['report_uri']}/report.html")
+    for name, uri in result["model_uris"].items():
+        print(f"model {name}: {uri}")
+    if embedded:
+        print(f"(the embedded S3 bucket is saved in {EMBEDDED_S3_DIR.resolve()})")
+    print(f"finished in {time.monotonic() - started:.0f} s; run folder: {run_dir.resolve()}")
+    return 0

@@ -1,0 +1,122 @@
+"""The compiled pipeline YAML: fan-out, fan-in, placement, caching, secrets by reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from fauna.pipelines.cli import compile_pipeline
+
+from fauna.config import Config
+
+
+def _compile(tmp_path: Path, **pipeline) -> tuple[str, list[dict]]:
+    cfg = Config().merged({"pipeline": pipeline}) if pipeline else Config()
+    path = compile_pipeline(cfg, tmp_path / f"p{len(list(tmp_path.iterdir()))}.yaml")
+    text = path.read_text()
+    return text, list(yaml.safe_load_all(text))
+
+
+@pytest.fixture(scope="module")
+def gpu_docs(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("gpu"), use_gpu=True, image_gpu="reg/fauna-gpu:abc123")
+
+
+def _spec(docs):
+    return docs[0]
+
+
+def _platform(docs):
+    return docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _executor(docs, name):
+    return _spec(docs)["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
+
+
+def test_compile_is_deterministic(tmp_path):
+    first, _ = _compile(tmp_path)
+    second, _ = _compile(tmp_path)
+    assert first == second
+
+
+def test_fan_out_over_backbones_and_collected_fan_in(gpu_docs):
+    _, docs = gpu_docs
+    spec = _spec(docs)
+    root = spec["root"]
+    assert root["inputDefinitions"]["parameters"]["backbones"]["defaultValue"] == [
+        "vgg16",
+        "resnet50",
+        "inceptionv3",
+    ]
+    loop = next(t for t in root["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("backbones")
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"train", "evaluate", "tsne"} <= set(body)
+    # compare and publish sit outside the loop and take lists of artifacts (dsl.Collected).
+    compare = root["dag"]["tasks"]["compare"]
+    assert set(compare["inputs"]["artifacts"]) >= {"models", "evaluations", "tsnes"}
+    models_in = spec["components"]["comp-compare"]["inputDefinitions"]["artifacts"]["models"]
+    assert models_in["isArtifactList"] is True
+    assert root["dag"]["tasks"]["publish"]["dependentTasks"] == ["compare", "for-loop-2"] or (
+        "compare" in root["dag"]["tasks"]["publish"]["dependentTasks"]
+    )
+
+
+def test_gpu_placement_when_on(gpu_docs):
+    _, docs = gpu_docs
+    train = _executor(docs, "train")
+    assert train["image"] == "reg/fauna-gpu:abc123"
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    k8s = _platform(docs)["exec-train"]
+    assert k8s["nodeSelector"]["labels"] == Config().pipeline.gpu_node_selector
+    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert k8s["activeDeadlineSeconds"] == Config().pipeline.train_timeout_seconds
+
+
+def test_no_gpu_settings_when_off(tmp_path):
+    text, docs = _compile(tmp_path, use_gpu=False, image_cpu="reg/fauna-cpu:abc123")
+    train = _executor(docs, "train")
+    assert train["image"] == "reg/fauna-cpu:abc123"
+    assert "accelerator" not in train.get("resources", {})
+    k8s = _platform(docs)["exec-train"]
+    assert "nodeSelector" not in k8s and "tolerations" not in k8s
+    assert "nvidia.com/gpu" not in text
+
+
+def test_every_step_has_image_resources_and_timeout(gpu_docs):
+    _, docs = gpu_docs
+    executors = _spec(docs)["deploymentSpec"]["executors"]
+    assert len(executors) == 9
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"].startswith(("ghcr.io/", "reg/")), name
+        assert container["resources"]["cpuLimit"] > 0, name
+        assert _platform(docs)[name]["activeDeadlineSeconds"] > 0, name
+
+
+def test_caching_off_for_ingest_and_publish_only(gpu_docs):
+    _, docs = gpu_docs
+    tasks = _spec(docs)["root"]["dag"]["tasks"]
+    assert tasks["ingest"]["cachingOptions"] == {}
+    assert tasks["publish"]["cachingOptions"] == {}
+    for name in ("preprocess", "split", "augment", "compare"):
+        assert tasks[name]["cachingOptions"] == {"enableCache": True}, name
+
+
+def test_secrets_by_reference_only(tmp_path, monkeypatch):
+    secret = "AKIA-very-secret-value-123"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "KAGGLE_KEY", "KAGGLE_USERNAME"):
+        monkeypatch.setenv(key, secret)
+    text, docs = _compile(tmp_path)
+    assert secret not in text
+    platform = _platform(docs)
+    ingest_secrets = {s["secretName"]: s for s in platform["exec-ingest"]["secretAsEnv"]}
+    assert set(ingest_secrets) == {"fauna-s3", "fauna-kaggle"}
+    assert ingest_secrets["fauna-kaggle"]["optional"] is True
+    env = {e["envVar"] for e in ingest_secrets["fauna-s3"]["keyToEnv"]}
+    assert env == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL"}
+    publish = platform["exec-publish"]["secretAsEnv"]
+    assert [s["secretName"] for s in publish] == ["fauna-s3"]
