@@ -40,6 +40,8 @@ class DataConfig:
     name: str = "animals30"
     # auto | folders | csv
     layout: str = "auto"
+    # Allowed class names (labels outside are quarantined as unknown); [] = any label found.
+    classes: list[str] = field(default_factory=list)
     min_images_per_class: int = 2
     # Pillow's decompression-bomb guard: images above this many pixels are quarantined.
     max_image_pixels: int = 89_478_485
