@@ -51,7 +51,8 @@ def serialize(rec: Record) -> bytes:
             }
         )
     )
-    return example.SerializeToString()
+    # deterministic: the same record gives the same bytes in every process (stable map order)
+    return example.SerializeToString(deterministic=True)
 
 
 def deserialize(data: bytes) -> Record:

@@ -1,0 +1,296 @@
+"""Split a preprocessed dataset into train / val / test, stratified per class.
+
+Per class: `test_fraction` of the images go to test (the paper's 15%), then
+`val_fraction` of what is left is carved out as validation for early stopping.
+Exact duplicates (same sha256, within or across classes) form one group and the
+groups, not the images, are assigned, so a duplicate can never sit in train
+and in test at once. Each class has its own seeded random stream: the same
+input and seed give byte-identical output, and adding a class leaves the
+other classes' splits as they were.
+
+Tiny classes: a class with at least two groups always keeps one in train and
+gets at least one in test; validation gets at least one where three or more
+groups remain, so train keeps two. A class with a single group (one image, or
+only copies of one image) stays in train, and split.json notes it.
+
+The records are copied into new shards per split in a seeded random order (an
+external shuffle, one shard in memory at a time), because the preprocess output
+is ordered by class and a train-time shuffle buffer cannot mix a large
+class-sorted stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from fauna.config import Config, SplitConfig
+from fauna.dataset import (
+    CLASSES,
+    MANIFEST,
+    PREPROCESS_INFO,
+    SPLIT_INFO,
+    SPLITS,
+    DatasetError,
+    read_classes,
+    read_json,
+    read_manifest,
+    write_json,
+    write_manifest,
+)
+from fauna.records import Record, iter_records, serialize, shard_paths
+
+log = logging.getLogger(__name__)
+
+SPLIT_FIELDS = ["id", "label", "label_index", "sha256", "split"]
+CARRIED_FILES = (CLASSES, "source.json", PREPROCESS_INFO)
+# More open bucket files than this and a bucket holds more than one shard's worth.
+MAX_BUCKETS = 256
+
+
+@dataclass
+class SplitResult:
+    out: Path
+    total: int
+    counts: dict[str, int]
+    per_class: dict[str, dict[str, int]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.total == sum(self.counts[s] for s in SPLITS)
+
+    def summary(self) -> str:
+        parts = " + ".join(f"{self.counts[s]} {s}" for s in SPLITS)
+        return f"split: {self.total} in = {parts}" + ("" if self.reconciles else "  ** MISMATCH **")
+
+
+class ShuffledShardWriter:
+    """Writes records as shards in a seeded random order, holding one shard in memory.
+
+    Pass one deals records over temporary buckets in turn, so each bucket gets an
+    even sample of the whole (class-sorted) stream; `close()` then loads each
+    bucket, shuffles it and writes it out as `part-NNNNN.tfrecord`.
+    """
+
+    def __init__(self, directory: Path, expected: int, per_shard: int, seed: str) -> None:
+        self.directory = Path(directory)
+        self.per_shard = max(1, per_shard)
+        self.rng = random.Random(seed)
+        self.count = 0
+        self.buckets_dir = self.directory / ".buckets"
+        self.buckets_dir.mkdir(parents=True, exist_ok=True)
+        n = min(MAX_BUCKETS, max(1, math.ceil(expected / self.per_shard)))
+        self.bucket_paths = [self.buckets_dir / f"bucket-{i:05d}" for i in range(n)]
+        self.writers = [tf.io.TFRecordWriter(str(p)) for p in self.bucket_paths]
+
+    def write(self, rec: Record) -> None:
+        self.writers[self.count % len(self.writers)].write(serialize(rec))
+        self.count += 1
+
+    def close(self) -> int:
+        """Write the final shards; returns how many."""
+        for writer in self.writers:
+            writer.close()
+        shard = 0
+        for path in self.bucket_paths:
+            items = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+            path.unlink()
+            self.rng.shuffle(items)
+            for start in range(0, len(items), self.per_shard):
+                name = self.directory / f"part-{shard:05d}.tfrecord"
+                with tf.io.TFRecordWriter(str(name)) as writer:
+                    for item in items[start : start + self.per_shard]:
+                        writer.write(item)
+                shard += 1
+        self.buckets_dir.rmdir()
+        return shard
+
+
+def prepare_output(source: Path, out: Path) -> None:
+    """Create out/{train,val,test}, removing shards a previous run left there."""
+    if out.resolve() == source.resolve():
+        raise DatasetError(f"output directory must differ from the input: {out}")
+    for name in SPLITS:
+        directory = out / name
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in shard_paths(directory):
+            stale.unlink()  # unlink, never truncate: it may be a hardlink to an input
+        shutil.rmtree(directory / ".buckets", ignore_errors=True)
+
+
+def copy_carried(source: Path, out: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+        else:
+            log.warning("%s has no %s; not carried forward", source, name)
+
+
+def _rounded(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _take(
+    groups: list[list[dict[str, str]]], target: int, at_least_one: bool
+) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+    """Greedily take whole groups, in order, up to `target` images."""
+    taken, rest, n = [], [], 0
+    for group in groups:
+        if n + len(group) <= target:
+            taken.append(group)
+            n += len(group)
+        else:
+            rest.append(group)
+    if at_least_one and not taken and len(rest) >= 2:
+        smallest = min(rest, key=len)
+        rest.remove(smallest)
+        taken.append(smallest)
+    return taken, rest
+
+
+def assign_splits(
+    rows: list[dict[str, str]], classes: list[str], cfg: SplitConfig
+) -> tuple[dict[str, str], list[str]]:
+    """id -> split for every manifest row, plus notes on classes handled specially."""
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        groups[row["sha256"]].append(row)
+    order = {name: i for i, name in enumerate(classes)}
+    strata: dict[str, list[list[dict[str, str]]]] = defaultdict(list)
+    for sha in sorted(groups):
+        group = groups[sha]
+        votes = Counter(r["label"] for r in group)
+        # A duplicate group belongs to its most frequent label (ties: the first class).
+        label = min(votes, key=lambda name: (-votes[name], order[name]))
+        strata[label].append(group)
+
+    assignment: dict[str, str] = {}
+    notes: list[str] = []
+    for label in classes:
+        class_groups = strata.get(label, [])
+        if not class_groups:
+            continue
+        random.Random(f"{cfg.seed}:{label}").shuffle(class_groups)
+        n = sum(len(g) for g in class_groups)
+        if len(class_groups) < 2:
+            notes.append(f"class {label!r} has {n} image(s), all identical or one: train only")
+        test_target = min(_rounded(n * cfg.test_fraction), n - 1)
+        test, pool = _take(class_groups, test_target, at_least_one=True)
+        pool_n = sum(len(g) for g in pool)
+        val_target = min(_rounded(pool_n * cfg.val_fraction), pool_n - 1)
+        val, train = _take(pool, val_target, at_least_one=cfg.val_fraction > 0 and len(pool) >= 3)
+        for name, chosen in (("test", test), ("val", val), ("train", train)):
+            for group in chosen:
+                for row in group:
+                    assignment[row["id"]] = name
+    return assignment, notes
+
+
+def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
+    """Split the preprocess output `pre` into `out` (see the module docstring)."""
+    pre, out = Path(pre), Path(out)
+    classes = read_classes(pre)
+    rows = list(read_manifest(pre / MANIFEST))
+    if not rows:
+        raise DatasetError(f"no images in {pre / MANIFEST}: nothing to split")
+    ids = Counter(r["id"] for r in rows)
+    repeated = [i for i, n in ids.items() if n > 1]
+    if repeated:
+        raise DatasetError(f"{len(repeated)} id(s) repeat in the manifest, e.g. {repeated[0]}")
+    unknown = sorted({r["label"] for r in rows} - set(classes))
+    if unknown:
+        raise DatasetError(f"labels missing from classes.json: {', '.join(unknown)}")
+    if not shard_paths(pre / "shards"):
+        raise DatasetError(f"no shards in {pre / 'shards'}: is this a preprocess output?")
+
+    assignment, notes = assign_splits(rows, classes, cfg)
+    for note in notes:
+        log.warning(note)
+    expected = Counter(assignment.values())
+    info = read_json(pre / PREPROCESS_INFO) if (pre / PREPROCESS_INFO).is_file() else {}
+    # Keep the preprocess step's shard size (from its info, else from its manifest).
+    rows_per_shard = Counter(r.get("shard") for r in rows)
+    per_shard = int(info.get("images_per_shard") or max(rows_per_shard.values()))
+
+    prepare_output(pre, out)
+    writers = {
+        name: ShuffledShardWriter(out / name, expected[name], per_shard, f"{cfg.seed}:{name}")
+        for name in SPLITS
+    }
+    seen: set[str] = set()
+    for rec in tqdm(iter_records(pre / "shards"), total=len(rows), desc="split", unit="img"):
+        name = assignment.get(rec.id)
+        if name is None:
+            raise DatasetError(f"record {rec.id!r} in the shards is not in the manifest")
+        if rec.id in seen:
+            raise DatasetError(f"record {rec.id!r} appears twice in the shards")
+        seen.add(rec.id)
+        writers[name].write(rec)
+    shards = {name: writer.close() for name, writer in writers.items()}
+    missing = len(rows) - len(seen)
+    if missing:
+        raise DatasetError(f"{missing} manifest row(s) have no record in the shards")
+
+    counts = {name: writers[name].count for name in SPLITS}
+    # Counts reconcile: every input image is in exactly one split.
+    assert sum(counts.values()) == len(rows) == len(assignment), (counts, len(rows))
+
+    out_rows = [{**r, "split": assignment[r["id"]]} for r in rows]
+    write_manifest(out / MANIFEST, out_rows, SPLIT_FIELDS)
+    per_class = {label: {name: 0 for name in SPLITS} for label in classes}
+    for row in out_rows:
+        per_class[row["label"]][row["split"]] += 1
+    for c in per_class.values():
+        c["total"] = sum(c[s] for s in SPLITS)
+
+    group_sizes = Counter(r["sha256"] for r in rows)
+    labels_per_sha: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        labels_per_sha[r["sha256"]].add(r["label"])
+    result = SplitResult(out, len(rows), counts, per_class, notes)
+    write_json(
+        out / SPLIT_INFO,
+        {
+            "seed": cfg.seed,
+            "test_fraction": cfg.test_fraction,
+            "val_fraction": cfg.val_fraction,
+            "totals": {"in": len(rows), **counts, "reconciles": result.reconciles},
+            "fractions": {name: round(counts[name] / len(rows), 4) for name in SPLITS},
+            "per_class": per_class,
+            "duplicates": {
+                "groups": sum(1 for n in group_sizes.values() if n > 1),
+                "images_in_groups": sum(n for n in group_sizes.values() if n > 1),
+                "cross_class_groups": sum(1 for s in labels_per_sha.values() if len(s) > 1),
+            },
+            "shards": shards,
+            "images_per_shard": per_shard,
+            "notes": notes,
+        },
+    )
+    copy_carried(pre, out, CARRIED_FILES)
+    log.info(result.summary())
+    return result
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--data", required=True, help="preprocess output directory")
+    parser.add_argument("--out", required=True, help="directory to write the splits into")
+
+
+def run(args: Any, cfg: Config) -> int:
+    result = split_dataset(Path(args.data), Path(args.out), cfg.split)
+    print(result.summary())
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(f"wrote {result.out} (manifest.csv, split.json)")
+    return 0
