@@ -1,0 +1,40 @@
+from fauna.components import CPU_IMAGE
+from kfp import dsl
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def compare(
+    config_json: str,
+    models: dsl.Input[list[dsl.Model]],
+    evaluations: dsl.Input[list[dsl.Dataset]],
+    tsnes: dsl.Input[list[dsl.Dataset]],
+    report: dsl.Output[dsl.Dataset],
+    report_html: dsl.Output[dsl.HTML],
+    metrics: dsl.Output[dsl.Metrics],
+    data: dsl.Input[dsl.Dataset] = None,
+):
+    """One report over every backbone (inputs from dsl.Collected, matched by backbone name)."""
+    import shutil
+    from pathlib import Path
+
+    from fauna.config import config_from_json
+    from fauna.steps.compare import compare_backbones
+
+    out = Path(report.path)
+    result = compare_backbones(
+        [Path(m.path) for m in models],
+        [Path(e.path) for e in evaluations],
+        [Path(t.path) for t in tsnes],
+        out,
+        config_from_json(config_json),
+        data_dir=Path(data.path) if data is not None else None,
+    )
+    Path(report_html.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "report.html", report_html.path)
+    champion = result["champion"]
+    metrics.log_metric(f"champion_{champion['metric']}", float(champion["value"]))
+    for backbone, values in result["backbones"].items():
+        for key in ("top1", "top3", "macro_f1", "weighted_f1", "roc_auc", "loss"):
+            if values[key] is not None:
+                metrics.log_metric(f"{backbone}_{key}", float(values[key]))
+    report.metadata.update({"champion": champion["backbone"], "synthetic": result["synthetic"]})

@@ -1,0 +1,27 @@
+from fauna.components import CPU_IMAGE
+from kfp import dsl
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def tsne(
+    config_json: str,
+    model: dsl.Input[dsl.Model],
+    data: dsl.Input[dsl.Dataset],
+    tsne: dsl.Output[dsl.Dataset],
+    plot: dsl.Output[dsl.HTML],
+):
+    """t-SNE of the penultimate-layer features of the test images (PNG, NPZ and an HTML view)."""
+    import shutil
+    from pathlib import Path
+
+    from fauna.config import config_from_json
+    from fauna.steps.tsne import tsne_embeddings
+
+    out = Path(tsne.path)
+    info = tsne_embeddings(
+        Path(model.path), Path(data.path), out, config_from_json(config_json).tsne
+    )
+    # The KFP UI renders an HTML artifact's file itself: the page, images inlined.
+    Path(plot.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "tsne.html", plot.path)
+    tsne.metadata.update({"backbone": info["backbone"], "n": info["n"]})

@@ -1,0 +1,73 @@
+"""The paper's reported test-split results, in one place (see ../shared/PAPER.md).
+
+The comparison report puts these beside our own numbers. The paper's "F1" is
+compared with our macro-F1 (the paper does not say how it averaged; macro is the
+honest choice on an imbalanced 30-class problem).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    model: str
+    # Our backbone name this row is the reference for ("" = context only).
+    backbone: str
+    setup: str
+    top1: float  # fractions, as our metrics are
+    top3: float
+    f1: float
+
+
+PAPER_TITLE = "Clasificador Multiclase con Redes Neuronales Convolucionales"
+
+PAPER_RESULTS: tuple[PaperResult, ...] = (
+    PaperResult(
+        "VGG16 v1",
+        "",
+        "Kaggle weights, 64x64, no augmentation, 40 epochs",
+        0.4774,
+        0.6876,
+        0.4079,
+    ),
+    PaperResult(
+        "VGG16 v2",
+        "vgg16",
+        "ImageNet weights, 128 crop, regularisation, 100 epochs, ReduceLROnPlateau",
+        0.8441,
+        0.9379,
+        0.7862,
+    ),
+    PaperResult(
+        "ResNet50",
+        "resnet50",
+        "smaller batch, no regularisation, fewer epochs, LR 10x VGG's",
+        0.8712,
+        0.9646,
+        0.8201,
+    ),
+    PaperResult(
+        "InceptionV3",
+        "inceptionv3",
+        "all layers trainable, LR 1e-4, L1 1e-4, batch 32, 50 epochs",
+        0.8641,
+        0.9507,
+        0.8097,
+    ),
+)
+
+
+def paper_reference(backbone: str) -> PaperResult | None:
+    """The paper's row for one of our backbones, if the paper trained it."""
+    for row in PAPER_RESULTS:
+        if row.backbone and row.backbone == backbone.lower():
+            return row
+    return None
+
+
+def paper_results_dict() -> dict[str, dict[str, Any]]:
+    """For metrics.json: model name -> its reported numbers."""
+    return {row.model: asdict(row) for row in PAPER_RESULTS}
