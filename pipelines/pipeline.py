@@ -106,6 +106,7 @@ def build_pipeline(cfg: Config):
                 models=dsl.Collected(model),
                 evaluations=dsl.Collected(eval_task.outputs["evaluation"]),
                 tsnes=dsl.Collected(tsne_task.outputs["tsne"]),
+                data=data,
             ),
             p,
         )

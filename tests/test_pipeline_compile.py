@@ -59,9 +59,9 @@ def test_fan_out_over_backbones_and_collected_fan_in(gpu_docs):
     assert set(compare["inputs"]["artifacts"]) >= {"models", "evaluations", "tsnes"}
     models_in = spec["components"]["comp-compare"]["inputDefinitions"]["artifacts"]["models"]
     assert models_in["isArtifactList"] is True
-    assert root["dag"]["tasks"]["publish"]["dependentTasks"] == ["compare", "for-loop-2"] or (
-        "compare" in root["dag"]["tasks"]["publish"]["dependentTasks"]
-    )
+    assert "compare" in root["dag"]["tasks"]["publish"]["dependentTasks"]
+    publish_in = spec["components"]["comp-publish"]["inputDefinitions"]["artifacts"]["models"]
+    assert publish_in["isArtifactList"] is True
 
 
 def test_gpu_placement_when_on(gpu_docs):
@@ -73,17 +73,19 @@ def test_gpu_placement_when_on(gpu_docs):
     k8s = _platform(docs)["exec-train"]
     assert k8s["nodeSelector"]["labels"] == Config().pipeline.gpu_node_selector
     assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert k8s["activeDeadlineSeconds"] == Config().pipeline.train_timeout_seconds
+    assert int(k8s["activeDeadlineSeconds"]) == Config().pipeline.train_timeout_seconds
 
 
 def test_no_gpu_settings_when_off(tmp_path):
-    text, docs = _compile(tmp_path, use_gpu=False, image_cpu="reg/fauna-cpu:abc123")
+    _, docs = _compile(tmp_path, use_gpu=False, image_cpu="reg/fauna-cpu:abc123")
     train = _executor(docs, "train")
     assert train["image"] == "reg/fauna-cpu:abc123"
     assert "accelerator" not in train.get("resources", {})
     k8s = _platform(docs)["exec-train"]
     assert "nodeSelector" not in k8s and "tolerations" not in k8s
-    assert "nvidia.com/gpu" not in text
+    executors = docs[0]["deploymentSpec"]["executors"].values()
+    assert not any("accelerator" in e["container"].get("resources", {}) for e in executors)
+    assert not any("tolerations" in e or "nodeSelector" in e for e in _platform(docs).values())
 
 
 def test_every_step_has_image_resources_and_timeout(gpu_docs):
@@ -94,7 +96,7 @@ def test_every_step_has_image_resources_and_timeout(gpu_docs):
         container = executor["container"]
         assert container["image"].startswith(("ghcr.io/", "reg/")), name
         assert container["resources"]["cpuLimit"] > 0, name
-        assert _platform(docs)[name]["activeDeadlineSeconds"] > 0, name
+        assert int(_platform(docs)[name]["activeDeadlineSeconds"]) > 0, name
 
 
 def test_caching_off_for_ingest_and_publish_only(gpu_docs):

@@ -50,8 +50,10 @@ def test_submit_sends_the_spec_and_parameters_without_secrets(kfp_api, secret_en
     assert rc == 0
     (create,) = _posts(kfp_api, "/runs")
     assert SECRET not in create.raw
-    spec = create.body["pipeline_spec"]
-    assert spec["pipelineInfo"]["name"] == "fauna"
+    sent = create.body["pipeline_spec"]  # the pipeline spec and its Kubernetes platform spec
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "fauna"
+    executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {s["secretName"] for s in executors["exec-publish"]["secretAsEnv"]} == {"fauna-s3"}
     params = create.body["runtime_config"]["parameters"]
     assert params["backbones"] == ["vgg16", "resnet50"]
     assert json.loads(params["config_json"])["pipeline"]["use_gpu"] is False
@@ -101,7 +103,7 @@ def test_schedule_is_idempotent_and_carries_the_cron(kfp_api, secret_env, tmp_pa
     assert len(creates) == 2 and len(kfp_api.recurring) == 1  # replaced, not added
     body = creates[-1].body
     assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 0"
-    assert body["no_catchup"] is True and body["max_concurrency"] == "1"
+    assert body["no_catchup"] is True and int(body["max_concurrency"]) == 1
     assert body["display_name"] == "weekly"
     assert body["runtime_config"]["parameters"]["backbones"] == ["resnet50"]
     assert SECRET not in creates[-1].raw
