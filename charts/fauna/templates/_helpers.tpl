@@ -1,0 +1,115 @@
+{{/* The release's full name: "fauna" for a release named fauna, else <release>-fauna. */}}
+{{- define "fauna.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fauna.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "fauna.labels" -}}
+{{ include "fauna.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "fauna.serviceAccountName" -}}
+{{- default (include "fauna.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* Images: one registry and tag for both, as `make image` builds them. */}}
+{{- define "fauna.tag" -}}
+{{- default .Chart.AppVersion .Values.image.tag -}}
+{{- end -}}
+{{- define "fauna.imageCpu" -}}
+{{- printf "%s/fauna-cpu:%s" .Values.image.registry (include "fauna.tag" .) -}}
+{{- end -}}
+{{- define "fauna.imageGpu" -}}
+{{- printf "%s/fauna-gpu:%s" .Values.image.registry (include "fauna.tag" .) -}}
+{{- end -}}
+
+{{/* Secrets: the one named in values, else the one this chart creates. */}}
+{{- define "fauna.s3SecretName" -}}
+{{- default (printf "%s-s3" (include "fauna.fullname" .)) .Values.s3.existingSecret -}}
+{{- end -}}
+{{- define "fauna.kaggleSecretName" -}}
+{{- default (printf "%s-kaggle" (include "fauna.fullname" .)) .Values.kaggle.existingSecret -}}
+{{- end -}}
+
+{{/* The S3 endpoint URL: explicit, else the bundled MinIO, else "" (AWS S3). */}}
+{{- define "fauna.s3Endpoint" -}}
+{{- if .Values.s3.endpoint -}}
+{{- .Values.s3.endpoint -}}
+{{- else if .Values.minio.enabled -}}
+{{- printf "http://%s-minio.%s.svc:9000" (include "fauna.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fauna.forcePathStyle" -}}
+{{- if kindIs "bool" .Values.s3.forcePathStyle -}}
+{{- .Values.s3.forcePathStyle -}}
+{{- else -}}
+{{- ne (include "fauna.s3Endpoint" .) "" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fauna.pipelineRoot" -}}
+{{- default (printf "s3://%s/pipeline-root" .Values.s3.bucket) .Values.kfp.launcher.pipelineRoot -}}
+{{- end -}}
+
+{{/* Environment for anything that talks to the bucket through fauna's storage layer. */}}
+{{- define "fauna.s3Env" -}}
+- name: AWS_REGION
+  value: {{ .Values.s3.region | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fauna.s3SecretName" . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fauna.s3SecretName" . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- with include "fauna.s3Endpoint" . }}
+- name: S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The parameters the CronJob submits: values.params plus what the chart decides. */}}
+{{- define "fauna.params" -}}
+{{- $pipeline := dict
+      "bucket" .Values.s3.bucket
+      "image_cpu" (include "fauna.imageCpu" .)
+      "image_gpu" (include "fauna.imageGpu" .)
+      "s3_secret" (include "fauna.s3SecretName" .)
+      "kaggle_secret" (include "fauna.kaggleSecretName" .) -}}
+{{- $params := mergeOverwrite (deepCopy (.Values.params | default dict)) (dict "pipeline" (mergeOverwrite (deepCopy (dig "pipeline" dict (.Values.params | default dict))) $pipeline)) -}}
+{{- toYaml $params -}}
+{{- end -}}
+
+{{/* Security: every pod non-root with the runtime's default seccomp profile. */}}
+{{- define "fauna.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Every container: no privilege escalation, no capabilities, read-only root (scratch in /tmp). */}}
+{{- define "fauna.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
