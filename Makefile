@@ -8,7 +8,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint format bench bench-preprocess bench-train local-run compile \
-        submit schedule image push local-down clean
+        submit schedule clean
+
+# Images, push, the kind route and settings from env.sh (REGISTRY, TAG, BUCKET, ...).
+include mk/cluster.mk
+# What every cluster command passes: exactly the images `make image` builds, and the bucket.
+CLUSTER_SETS = $(IMAGE_SETS) $(if $(BUCKET),--set pipeline.bucket=$(BUCKET))
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,8 +49,15 @@ bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensor
 local-run: $(STAMP) ## run the whole pipeline on this machine (PROFILE, DATA, BACKBONES, EPOCHS, IMAGE_SIZE, BACKEND)
 	$(BIN)/fauna local-run
 
-compile: $(STAMP) ## compile the pipeline to pipeline.yaml
-	$(BIN)/fauna compile --out pipeline.yaml
+compile: $(STAMP) ## compile the pipeline to pipeline.yaml (against the images of this commit)
+	$(BIN)/fauna compile --out pipeline.yaml $(CLUSTER_SETS)
+
+submit: $(STAMP) ## submit a run to Kubeflow and wait (env.sh: KF_PIPELINES_ENDPOINT, REGISTRY, BUCKET)
+	$(BIN)/fauna submit --wait --config params.yaml $(CLUSTER_SETS) $(SUBMIT_ARGS)
+
+schedule: $(STAMP) ## weekly retraining as a KFP recurring run (CRON="0 0 3 * * 0", NAME=...)
+	$(BIN)/fauna schedule --config params.yaml --cron "$(or $(CRON),0 0 3 * * 0)" \
+	  --name $(or $(NAME),fauna-retraining) $(CLUSTER_SETS)
 
 clean: ## remove build outputs and local runs (keeps .venv)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache runs pipeline.yaml

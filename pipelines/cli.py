@@ -111,10 +111,17 @@ def connect(host: str):
         reason = getattr(exc, "reason", exc)
         raise SubmitError(f"cannot reach Kubeflow Pipelines at {host}: {reason}") from None
     import kfp
+    from kfp.client import ServiceAccountTokenVolumeCredentials
 
+    # In-cluster on multi-user Kubeflow (the chart's CronJob), authenticate with the
+    # projected service-account token; elsewhere no credentials are needed.
+    token = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+    credentials = (
+        ServiceAccountTokenVolumeCredentials(token) if token and Path(token).is_file() else None
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return kfp.Client(host=host)
+        return kfp.Client(host=host, credentials=credentials)
 
 
 def _api_call(what: str, fn, *args, **kwargs):

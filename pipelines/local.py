@@ -175,6 +175,25 @@ def epoch_overrides(epochs: int) -> dict[str, Any]:
     return {"train.head_epochs": 1, "train.fine_tune_epochs": epochs - 1}
 
 
+def run_kind(args: Any) -> int:
+    """Hand over to the kind + MinIO script, passing the same choices as `fauna submit` flags."""
+    sets = list(args.overrides)
+    if args.backbones:
+        sets.append(f"train.backbones=[{args.backbones.replace(' ', '')}]")
+    if args.image_size:
+        sets.append(f"preprocess.image_size={int(args.image_size)}")
+    if args.epochs:
+        sets += [f"{k}={v}" for k, v in epoch_overrides(int(args.epochs)).items()]
+    env = {
+        **os.environ,
+        "PROFILE": args.profile or os.environ.get("PROFILE") or "smoke",
+        "SUBMIT_ARGS": " ".join([os.environ.get("SUBMIT_ARGS", ""), *(f"--set {s}" for s in sets)]),
+    }
+    if args.data:
+        env["DATA"] = args.data
+    return subprocess.call(["bash", str(KIND_SCRIPT)], env=env)
+
+
 def add_local_run_arguments(parser: Any) -> None:
     env = os.environ.get
     parser.add_argument("--data", default=env("DATA"), help="folder, archive, s3:// or URL ($DATA)")
@@ -193,8 +212,7 @@ def run_local_run(args: Any, cfg: Config) -> int:
     backend, why = choose_backend(args.backend)
     print(f"backend: {backend} ({why})")
     if backend == "kind":
-        env = {**os.environ, "PROFILE": args.profile or os.environ.get("PROFILE") or "smoke"}
-        return subprocess.call(["bash", str(KIND_SCRIPT)], env=env)
+        return run_kind(args)
 
     run_dir = Path(args.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)

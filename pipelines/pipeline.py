@@ -40,10 +40,14 @@ def _step(task: dsl.PipelineTask, p: PipelineConfig, *, s3: bool = False) -> dsl
 
 def _use_s3_secret(task: dsl.PipelineTask, p: PipelineConfig) -> None:
     kubernetes.use_secret_as_env(
+        task, secret_name=p.s3_secret, secret_key_to_env={k: k for k in S3_ENV_KEYS}
+    )
+    # The endpoint is only needed for MinIO: a Secret without it (AWS S3) must still work.
+    kubernetes.use_secret_as_env(
         task,
         secret_name=p.s3_secret,
-        secret_key_to_env={k: k for k in (*S3_ENV_KEYS, *S3_SETTINGS_KEYS)},
-        optional=False,
+        secret_key_to_env={k: k for k in S3_SETTINGS_KEYS},
+        optional=True,
     )
 
 

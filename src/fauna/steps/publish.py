@@ -64,7 +64,7 @@ def metric_value(metrics: dict[str, Any], metric: str) -> float:
     return float(metrics[metric])
 
 
-def test_split_signature(data_dir: Path) -> str:
+def signature_of_test_split(data_dir: Path) -> str:
     """A hash of which images (by content) and labels make up the test split."""
     rows = sorted(
         (r["sha256"], r["label"])
@@ -179,7 +179,7 @@ def publish_run(
         "metric": metric,
         "value": metric_value(comparison["backbones"][best], metric),
         "model_uri": model_uris[best],
-        "test_split_signature": test_split_signature(data_dir),
+        "test_split_signature": signature_of_test_split(data_dir),
         "synthetic": bool(comparison.get("synthetic", False)),
     }
     champion = read_champion(bucket)
@@ -212,7 +212,9 @@ def publish_run(
         promotion=promotion,
     )
     storage.write_text(
-        f"{run_uri}/publish.json", json.dumps(result.to_dict(), indent=2), "application/json"
+        f"{run_uri}/publish.json",
+        json.dumps(result.to_dict(), indent=2),
+        content_type="application/json",
     )
     return result
 
