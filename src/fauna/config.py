@@ -98,13 +98,13 @@ class BackboneTrainConfig:
     l2: float = 1e-4
     # Inverse-time decay of the learning rate per step (the paper's Keras `decay`), 0 = off.
     decay: float = 0.0
+    # imagenet | none | path or s3:// URI of a weights file (per backbone via overrides).
+    weights: str = "imagenet"
 
 
 @dataclass
 class TrainConfig(BackboneTrainConfig):
     backbones: list[str] = field(default_factory=lambda: ["vgg16", "resnet50", "inceptionv3"])
-    # imagenet | none | path or s3:// URI of a weights file
-    weights: str = "imagenet"
     early_stopping_patience: int = 10
     reduce_lr_factor: float = 0.5
     reduce_lr_patience: int = 2

@@ -1,0 +1,205 @@
+"""predict: the top species for some images, with a trained model.
+
+Images go through exactly what the training images went through: the preprocess
+step's own resize (crop or stretch, EXIF orientation, RGB) and JPEG encoding with
+the settings in the model's preprocess.json, then the training pipeline's decoder.
+The model itself applies the backbone's normalisation. A file that cannot be read
+gets a one-line error; the other files are still predicted.
+
+--model takes a model folder (a train step output), an s3:// prefix holding one
+(downloaded once into ~/.cache/fauna/models), or `champion` (the promoted model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fauna.config import Config
+from fauna.dataset import PREPROCESS_INFO, read_classes, read_json
+from fauna.errors import FaunaError
+
+MODEL_FILE = "model.keras"
+BATCH_SIZE = 32
+
+
+class PredictError(FaunaError):
+    """The model cannot be found or loaded."""
+
+
+@dataclass
+class Prediction:
+    path: Path
+    # (class name, probability), most likely first.
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "top": [{"label": label, "probability": p} for label, p in self.top],
+            "error": self.error,
+        }
+
+
+def display_name(label: str) -> str:
+    """`german+shepherd` -> `german shepherd` (the Kaggle CSV uses + for spaces)."""
+    return label.replace("+", " ")
+
+
+# ------------------------------------------------------------------ model location
+
+
+def resolve_model_uri(text: str, cfg: Config) -> Path:
+    """A local model folder for `text`: a folder, an s3:// prefix, or `champion`."""
+    if text == "champion":
+        return resolve_model_uri(champion_model_uri(cfg), cfg)
+    if text.startswith("s3://"):
+        return download_model(text)
+    path = Path(text).expanduser()
+    if path.is_file() and path.name == MODEL_FILE:
+        path = path.parent
+    if not (path / MODEL_FILE).is_file():
+        raise PredictError(f"not a trained model folder (no {MODEL_FILE}): {text}")
+    return path
+
+
+def champion_model_uri(cfg: Config) -> str:
+    """The model URI the champion pointer in the pipeline bucket names."""
+    try:
+        from fauna.steps.publish import CHAMPION_KEY, read_champion
+    except ImportError as exc:  # pragma: no cover - publish ships with fauna
+        raise PredictError(f"--model champion needs the publish step ({exc})") from None
+    champion = read_champion(cfg.pipeline.bucket)
+    if not champion or not champion.get("model_uri"):
+        raise PredictError(
+            f"no champion yet (s3://{cfg.pipeline.bucket}/{CHAMPION_KEY} is missing): "
+            "run the pipeline first, or pass a model folder or s3:// URI"
+        )
+    return str(champion["model_uri"])
+
+
+def download_model(uri: str) -> Path:
+    """Download an s3:// model folder into the cache; reused while the objects are unchanged."""
+    from fauna import storage
+    from fauna.backbones import cache_dir
+
+    listing = sorted(storage.list_keys(uri))
+    if not listing:
+        raise PredictError(f"nothing found under {uri}")
+    signature = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    target = cache_dir("models") / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    marker = target / ".fauna-download.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("signature") == signature:
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        storage.download_dir(uri, staging)
+        if not (staging / MODEL_FILE).is_file():
+            raise PredictError(f"not a trained model (no {MODEL_FILE}) under {uri}")
+        (staging / marker.name).write_text(json.dumps({"uri": uri, "signature": signature}))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.replace(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# ---------------------------------------------------------------------- prediction
+
+
+def prepare_image(path: Path, size: int, mode: str, quality: int):
+    """One file -> float32 (size, size, 3) pixels in [0, 255], as training saw them."""
+    from fauna.inputs import decode_image
+    from fauna.steps.preprocess import preprocess_image
+
+    return decode_image(preprocess_image(Path(path), size, mode, quality), size)
+
+
+def predict_images(
+    model_dir: str | Path, images: Sequence[str | Path], top_k: int = 3
+) -> list[Prediction]:
+    """Top-k (class, probability) per image; unreadable images get an error instead."""
+    import numpy as np
+    import tensorflow as tf
+
+    from fauna.model import load_model
+
+    model_dir = Path(model_dir)
+    classes = read_classes(model_dir)
+    info = read_json(model_dir / PREPROCESS_INFO)
+    size, mode = int(info["image_size"]), info.get("mode", "crop")
+    quality = int(info.get("jpeg_quality", 95))
+    try:
+        model = load_model(str(model_dir / MODEL_FILE))
+    except Exception as exc:  # a damaged or foreign file: one line, not a traceback
+        raise PredictError(f"cannot load {model_dir / MODEL_FILE}: {exc}") from None
+    k = max(1, min(top_k, len(classes)))
+
+    results = [Prediction(Path(p)) for p in images]
+    for start in range(0, len(results), BATCH_SIZE):
+        batch = results[start : start + BATCH_SIZE]
+        pixels, ready = [], []
+        for item in batch:
+            try:
+                pixels.append(prepare_image(item.path, size, mode, quality))
+                ready.append(item)
+            except Exception as exc:  # every unreadable file gets its reason, the rest go on
+                item.error = f"cannot read image: {_reason(exc)}"
+        if not ready:
+            continue
+        probabilities = np.asarray(model(tf.stack(pixels), training=False))
+        for item, probs in zip(ready, probabilities, strict=True):
+            best = np.argsort(probs)[::-1][:k]
+            item.top = [(classes[i], float(probs[i])) for i in best]
+    return results
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model folder, s3://bucket/prefix of one, or 'champion' (the promoted model)",
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("--top-k", type=int, default=3, help="how many species to show")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+
+def run(args: Any, cfg: Config) -> int:
+    model_dir = resolve_model_uri(args.model, cfg)
+    predictions = predict_images(model_dir, args.images, top_k=args.top_k)
+    for pred in predictions:
+        if args.json:
+            print(json.dumps(pred.to_dict()))
+        elif pred.ok:
+            print(pred.path)
+            for rank, (label, prob) in enumerate(pred.top, 1):
+                print(f"  {rank}. {display_name(label):<20} {prob:7.2%}")
+        if not pred.ok:
+            print(f"fauna predict: {pred.path}: {pred.error}", file=sys.stderr)
+    failed = sum(not p.ok for p in predictions)
+    if failed:
+        print(f"fauna predict: {failed} of {len(predictions)} image(s) failed", file=sys.stderr)
+    return 1 if failed else 0
