@@ -111,8 +111,9 @@ def s3_endpoint(bucket: str):
 
 def run_pipeline_locally(cfg: Config, source: str, run_dir: Path) -> dict[str, Any]:
     """Run the pipeline under kfp.local; returns publish.json of the run."""
-    from fauna.pipelines.pipeline import build_pipeline
     from kfp import local
+
+    from fauna.pipelines.pipeline import build_pipeline
 
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -162,17 +163,28 @@ def local_config(args: Any) -> Config:
         overrides["train.backbones"] = [b.strip() for b in args.backbones.split(",") if b.strip()]
     if args.image_size:
         overrides["preprocess.image_size"] = int(args.image_size)
-    if args.epochs:
-        overrides.update(epoch_overrides(int(args.epochs)))
     overrides.setdefault("pipeline.use_gpu", False)
-    return load_config(args.config, args.profile or os.environ.get("PROFILE") or "smoke", overrides)
+    cfg = load_config(args.config, args.profile or os.environ.get("PROFILE") or "smoke", overrides)
+    if args.epochs:
+        cfg = cfg.merged(epochs_overlay(cfg, int(args.epochs)))
+    return cfg
 
 
-def epoch_overrides(epochs: int) -> dict[str, Any]:
-    """EPOCHS=N: one head-only epoch, then N-1 of fine-tuning (N=1: head only)."""
-    if epochs < 1:
-        raise FaunaError(f"EPOCHS must be >= 1, got {epochs}")
-    return {"train.head_epochs": 1, "train.fine_tune_epochs": epochs - 1}
+def epochs_overlay(cfg: Config, total: int) -> dict[str, Any]:
+    """EPOCHS=N for every backbone, as `fauna train --epochs N` splits it between the phases.
+
+    Set per backbone, since per-backbone overrides (the paper's) would otherwise win.
+    """
+    from fauna.steps.train import with_total_epochs
+
+    phases = {}
+    for name in cfg.train.backbones:
+        split = with_total_epochs(cfg.train.for_backbone(name), total)
+        phases[name] = {
+            "head_epochs": split.head_epochs,
+            "fine_tune_epochs": split.fine_tune_epochs,
+        }
+    return {"train": {"overrides": phases}}
 
 
 def run_kind(args: Any) -> int:
@@ -183,7 +195,10 @@ def run_kind(args: Any) -> int:
     if args.image_size:
         sets.append(f"preprocess.image_size={int(args.image_size)}")
     if args.epochs:
-        sets += [f"{k}={v}" for k, v in epoch_overrides(int(args.epochs)).items()]
+        overlay = epochs_overlay(local_config(args), int(args.epochs))
+        sets.append(
+            "train.overrides=" + json.dumps(overlay["train"]["overrides"], separators=(",", ":"))
+        )
     env = {
         **os.environ,
         "PROFILE": args.profile or os.environ.get("PROFILE") or "smoke",
