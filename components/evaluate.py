@@ -1,5 +1,6 @@
-from fauna.components import CPU_IMAGE
 from kfp import dsl
+
+from fauna.components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -1,5 +1,6 @@
-from fauna.components import GPU_IMAGE
 from kfp import dsl
+
+from fauna.components import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

@@ -40,8 +40,9 @@ class SubmitError(FaunaError):
 
 def compile_pipeline(cfg: Config, out: str | Path) -> Path:
     """Write the pipeline YAML; the same config always gives the same bytes."""
-    from fauna.pipelines.pipeline import build_pipeline
     from kfp import compiler
+
+    from fauna.pipelines.pipeline import build_pipeline
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

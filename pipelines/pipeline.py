@@ -8,6 +8,8 @@ caching and credentials by Secret reference are set here, from the config.
 
 import json
 
+from kfp import dsl, kubernetes
+
 from fauna.components.augment import augment
 from fauna.components.compare import compare
 from fauna.components.evaluate import evaluate
@@ -17,8 +19,6 @@ from fauna.components.publish import publish
 from fauna.components.split import split
 from fauna.components.train import train
 from fauna.components.tsne import tsne
-from kfp import dsl, kubernetes
-
 from fauna.config import Config, PipelineConfig
 
 PIPELINE_NAME = "fauna"

@@ -176,10 +176,10 @@ def test_mismatched_inputs_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_component_and_cli(tmp_path: Path, capsys) -> None:
-    from fauna.components.compare import compare
     from kfp import dsl
 
     from fauna.cli import main
+    from fauna.components.compare import compare
 
     runs = {b: make_run(tmp_path, b, True) for b in METRICS}
     report_html = dsl.HTML(uri=str(tmp_path / "html" / "report.html"))
@@ -207,8 +207,9 @@ def test_component_and_cli(tmp_path: Path, capsys) -> None:
 
 def test_component_compiles_with_list_inputs(tmp_path: Path) -> None:
     import yaml
-    from fauna.components.compare import compare
     from kfp import compiler
+
+    from fauna.components.compare import compare
 
     compiler.Compiler().compile(compare, str(tmp_path / "compare.yaml"))
     spec = yaml.safe_load((tmp_path / "compare.yaml").read_text())

@@ -278,9 +278,10 @@ def test_tsne_outputs_and_sample_cap(dataset: Path, model_dir: Path, tmp_path: P
 
 
 def test_components_log_kfp_artifacts(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
+    from kfp import dsl
+
     from fauna.components.evaluate import evaluate
     from fauna.components.tsne import tsne
-    from kfp import dsl
 
     cfg = json.dumps(Config().to_dict())
     evaluation = dsl.Dataset(uri=str(tmp_path / "evaluation"))

@@ -517,9 +517,9 @@ def test_cli_prints_a_summary(capsys, zoo: Path, tmp_path: Path):
 
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 def test_component_runs_under_kfp_local(tmp_path: Path, zoo: Path):
-    from fauna.components.ingest import ingest
     from kfp import local
 
+    from fauna.components.ingest import ingest
     from fauna.config import Config
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))

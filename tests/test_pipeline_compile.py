@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fauna.pipelines.cli import compile_pipeline
 
 from fauna.config import Config
+from fauna.pipelines.cli import compile_pipeline
 
 
 def _compile(tmp_path: Path, **pipeline) -> tuple[str, list[dict]]:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import yaml
-from fauna.pipelines.cli import validate_cron
 from kfp_standin import KfpStandIn
 
 from fauna.cli import main
 from fauna.errors import FaunaError
+from fauna.pipelines.cli import validate_cron
 
 SECRET = "s3cr3t-do-not-leak-7f2a"
 
