@@ -26,7 +26,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     cfg = tiny_config(
         head_epochs=1,
-        fine_tune_epochs=2,
+        fine_tune_epochs=3,
         batch_size=8,
         learning_rate=1e-3,
         fine_tune_learning_rate=1e-4,
