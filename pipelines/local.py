@@ -97,6 +97,8 @@ def s3_endpoint(bucket: str):
         if saved_bucket.is_dir() and any(saved_bucket.iterdir()):
             storage.upload_dir(saved_bucket, f"s3://{bucket}")
         yield endpoint, True
+        # Training checkpoints are for resuming a killed run; do not keep them on disk.
+        storage.delete_prefix(f"s3://{bucket}/checkpoints")
         if saved_bucket.exists():
             shutil.rmtree(saved_bucket)
         storage.download_dir(f"s3://{bucket}", saved_bucket)

@@ -57,6 +57,8 @@ def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
     task.set_cpu_request(p.train_cpu).set_cpu_limit(p.train_cpu)
     task.set_memory_request(p.train_memory).set_memory_limit(p.train_memory)
     kubernetes.set_timeout(task, p.train_timeout_seconds)
+    if p.train_retries:
+        task.set_retry(num_retries=p.train_retries, backoff_duration="60s")
     if p.use_gpu:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p.gpu_count)
         for key, value in p.gpu_node_selector.items():
@@ -96,9 +98,15 @@ def build_pipeline(cfg: Config):
         data = balanced.outputs["balanced"]
 
         with dsl.ParallelFor(backbones, name="backbones") as backbone:
-            train_task = train(config_json=config_json, backbone=backbone, data=data)
+            train_task = train(
+                config_json=config_json,
+                backbone=backbone,
+                data=data,
+                # Per-epoch checkpoints in S3: a retried (preempted) pod resumes, not restarts.
+                checkpoint_root=f"s3://{p.bucket}/checkpoints/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
+            )
             _place_training(train_task, p)
-            _use_s3_secret(train_task, p)  # weights may come from s3://
+            _use_s3_secret(train_task, p)  # checkpoints, and weights from s3://
             train_task.set_display_name("train")
             model = train_task.outputs["model"]
             eval_task = _step(evaluate(config_json=config_json, model=model, data=data), p)

@@ -90,7 +90,7 @@ def make_model_dir(root: Path, data: Path, backbone: str, epochs: int, lr: float
     val = make_dataset(data / "val", SIZE, len(CLASSES), 16)
     hist = model.fit(train, validation_data=val, epochs=epochs, verbose=0).history
     history = [
-        {"epoch": e + 1, "phase": "head", "lr": lr, **{k: float(v[e]) for k, v in hist.items()}}
+        {"epoch": e, "phase": "head", "lr": lr, **{k: float(v[e]) for k, v in hist.items()}}
         for e in range(epochs)
     ]
     root.mkdir(parents=True)

@@ -54,6 +54,12 @@ def test_fan_out_over_backbones_and_collected_fan_in(gpu_docs):
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("backbones")
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert {"train", "evaluate", "tsne"} <= set(body)
+    # A preempted training pod is retried and resumes from its S3 checkpoints.
+    assert body["train"]["retryPolicy"]["maxRetryCount"] == Config().pipeline.train_retries
+    checkpoints = body["train"]["inputs"]["parameters"]["checkpoint_root"]
+    assert (
+        checkpoints["runtimeValue"]["constant"] == "s3://fauna/checkpoints/{{$.pipeline_job_uuid}}"
+    )
     # compare and publish sit outside the loop and take lists of artifacts (dsl.Collected).
     compare = root["dag"]["tasks"]["compare"]
     assert set(compare["inputs"]["artifacts"]) >= {"models", "evaluations", "tsnes"}

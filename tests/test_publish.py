@@ -13,10 +13,10 @@ from fauna import storage
 from fauna.config import Config
 from fauna.steps.compare import compare_backbones
 from fauna.steps.evaluate import evaluate_model
+from fauna.steps.predict import champion_model_uri
 from fauna.steps.publish import (
     CHAMPION_KEY,
     publish_run,
-    resolve_champion,
     signature_of_test_split,
 )
 
@@ -89,7 +89,7 @@ def test_worse_model_does_not_move_the_pointer_better_one_does(s3, data, models,
     assert pointer["metric"] == "macro_f1" and pointer["value"] == pytest.approx(scores["strong"])
     assert pointer["model_uri"] == f"s3://{s3}/runs/run-3/models/strong"
     assert pointer["test_split_signature"] == signature_of_test_split(data)
-    assert resolve_champion(s3) == pointer["model_uri"]
+    assert champion_model_uri(cfg) == pointer["model_uri"]  # what `predict --model champion` uses
     history = [k for k, _ in storage.list_keys(f"s3://{s3}/models/champion/history")]
     assert len(history) == 1 and history[0].endswith("-run-1.json")  # run-2 never got there
 

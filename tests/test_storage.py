@@ -26,6 +26,8 @@ def test_upload_download_prefix_roundtrip(s3: str, tmp_path: Path):
     assert (tmp_path / "dst" / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
     assert storage.exists(f"s3://{s3}/data/v1/a.txt")
     assert not storage.exists(f"s3://{s3}/data/v1/missing")
+    assert storage.delete_prefix(f"s3://{s3}/data") == 2
+    assert list(storage.list_keys(f"s3://{s3}/data")) == []
 
 
 def test_multipart_upload_of_large_file(s3: str, tmp_path: Path, monkeypatch):

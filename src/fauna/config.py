@@ -177,6 +177,8 @@ class PipelineConfig:
     step_memory: str = "4Gi"
     step_timeout_seconds: int = 4 * 3600
     train_timeout_seconds: int = 24 * 3600
+    # A preempted GPU pod is retried and resumes from its last epoch (checkpoints in S3).
+    train_retries: int = 2
     s3_secret: str = "fauna-s3"
     kaggle_secret: str = "fauna-kaggle"
 

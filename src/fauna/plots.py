@@ -87,21 +87,34 @@ def html_image(path: Path, alt: str, caption: str = "") -> str:
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss, accuracy and AUC per epoch, train vs validation (the paper's Figs. 5-7)."""
-    panels = [("loss", "loss"), ("accuracy", "accuracy"), ("auc", "AUC")]
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    epochs = [int(h.get("epoch", i + 1)) for i, h in enumerate(history)]
-    for i, (key, label) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        for prefix, style in (("", "-"), ("val_", "--")):
+    """The paper's Figs. 5-7: loss, accuracy, AUC (and macro-F1), train vs validation.
+
+    `history` is the train step's history.json: epochs numbered from 0 across both
+    phases; a dashed line marks where fine-tuning starts.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 8), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
+    boundary = next(
+        (e - 0.5 for e, h in zip(epochs, history, strict=True) if h.get("phase") == "fine_tune"),
+        None,
+    )
+    titles = {"loss": "loss", "accuracy": "accuracy", "auc": "AUC", "macro_f1": "macro-F1"}
+    for ax, (key, label) in zip(axes, titles.items(), strict=True):
+        for prefix, name, style in (("", "train", "-o"), ("val_", "validation", "-s")):
             values = [h.get(prefix + key) for h in history]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, style, marker=".", label=("val " if prefix else "train "))
+                ax.plot(epochs, values, style, markersize=3, label=name)
+        if boundary is not None and boundary > 1:
+            ax.axvline(boundary, color="grey", linestyle="--", linewidth=1, label="fine-tuning")
         ax.set_title(label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(loc="best", fontsize=8)
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     return save_png(fig, path)

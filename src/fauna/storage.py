@@ -226,3 +226,17 @@ def download_dir(uri: str, local_dir: str | Path, s3=None) -> int:
     if count == 0:
         raise StorageError(f"nothing found under {uri}")
     return count
+
+
+def delete_prefix(uri: str, s3=None) -> int:
+    """Delete every object under a prefix; returns how many."""
+    loc = parse_s3_uri(uri)
+    s3 = s3 or client()
+    keys = [key for key, _size in list_keys(uri, s3=s3)]
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
+        try:
+            s3.delete_objects(Bucket=loc.bucket, Delete={"Objects": batch, "Quiet": True})
+        except (ClientError, BotoCoreError) as exc:
+            raise _explain(exc, uri) from None
+    return len(keys)

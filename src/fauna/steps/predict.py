@@ -77,10 +77,8 @@ def resolve_model_uri(text: str, cfg: Config) -> Path:
 
 def champion_model_uri(cfg: Config) -> str:
     """The model URI the champion pointer in the pipeline bucket names."""
-    try:
-        from fauna.steps.publish import CHAMPION_KEY, read_champion
-    except ImportError as exc:  # pragma: no cover - publish ships with fauna
-        raise PredictError(f"--model champion needs the publish step ({exc})") from None
+    from fauna.steps.publish import CHAMPION_KEY, read_champion
+
     champion = read_champion(cfg.pipeline.bucket)
     if not champion or not champion.get("model_uri"):
         raise PredictError(

@@ -230,16 +230,6 @@ def _add_promotion_note(report_dir: Path, promotion: Promotion, candidate: dict[
     )
 
 
-def resolve_champion(bucket: str) -> str:
-    """`--model champion` -> the model URI the pointer names."""
-    champion = read_champion(bucket)
-    if champion is None:
-        raise storage.StorageError(
-            f"no champion yet at s3://{bucket}/{CHAMPION_KEY}: publish a run first"
-        )
-    return champion["model_uri"]
-
-
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--report", required=True, help="compare step output folder")
     parser.add_argument("--models", nargs="+", required=True, help="train step output folders")

@@ -44,6 +44,7 @@ from fauna.dataset import (
     write_json,
 )
 from fauna.errors import FaunaError
+from fauna.plots import plot_history
 
 SOURCE_INFO = "source.json"
 MODEL_FILE = "model.keras"
@@ -820,32 +821,6 @@ def _write_history(out: Path, history: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-
-
-def plot_history(history: list[dict], path: Path, title: str) -> None:
-    """The paper's Figs. 5-7: loss, accuracy, AUC (and macro-F1), train vs validation."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(11, 8), layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
-    epochs = [h["epoch"] + 1 for h in history]
-    boundary = next((h["epoch"] + 0.5 for h in history if h["phase"] == "fine_tune"), None)
-    titles = {"loss": "loss", "accuracy": "accuracy", "auc": "AUC", "macro_f1": "macro-F1"}
-    for ax, (key, label) in zip(axes, titles.items(), strict=True):
-        for prefix, name, style in (("", "train", "-o"), ("val_", "validation", "-s")):
-            values = [h.get(prefix + key) for h in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, style, markersize=3, label=name)
-        if boundary is not None and boundary > 1:
-            ax.axvline(boundary, color="grey", linestyle="--", linewidth=1, label="fine-tuning")
-        ax.set_title(label)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=100)
 
 
 # ---------------------------------------------------------------------------- CLI
