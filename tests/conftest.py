@@ -36,3 +36,34 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     storage.ensure_bucket(bucket)
     yield bucket
+
+
+# What the kind scripts may call in a dry run; docker, kind, kubectl and helm stay out of reach.
+DRY_RUN_TOOLS = (
+    "bash",
+    "sh",
+    "echo",
+    "git",
+    "make",
+    "dirname",
+    "mktemp",
+    "rm",
+    "grep",
+    "sed",
+    "tee",
+    "tail",
+    "cat",
+)
+
+
+@pytest.fixture(scope="session")
+def bare_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH with only basic tools: the cluster tools are absent, as on this machine."""
+    import shutil
+
+    bindir = tmp_path_factory.mktemp("bin")
+    for tool in DRY_RUN_TOOLS:
+        found = shutil.which(tool)
+        assert found, f"{tool} is needed to run the dry run"
+        (bindir / tool).symlink_to(found)
+    return str(bindir)

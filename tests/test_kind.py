@@ -16,33 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KIND_RUN = ROOT / "scripts" / "kind-local-run.sh"
 KIND_DOWN = ROOT / "scripts" / "kind-local-down.sh"
 KFP = "github.com/kubeflow/pipelines/manifests/kustomize"
-# What the scripts may call in a dry run; docker, kind, kubectl and helm stay out of reach.
-TOOLS = [
-    "bash",
-    "sh",
-    "echo",
-    "git",
-    "make",
-    "dirname",
-    "mktemp",
-    "rm",
-    "grep",
-    "sed",
-    "tee",
-    "tail",
-    "cat",
-]
-
-
-@pytest.fixture(scope="module")
-def bare_path(tmp_path_factory) -> str:
-    """A PATH with only basic tools: the cluster tools are absent, as on this machine."""
-    bindir = tmp_path_factory.mktemp("bin")
-    for tool in TOOLS:
-        found = shutil.which(tool)
-        assert found, f"{tool} is needed to run the dry run"
-        (bindir / tool).symlink_to(found)
-    return str(bindir)
 
 
 def dry_run(script: Path, bare_path: str, **env: str) -> tuple[list[list[str]], str]:

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 from pathlib import Path
 
 import pytest
@@ -69,27 +68,9 @@ def test_generated_sample_without_kaggle_credentials(tmp_path, monkeypatch):
     assert local.choose_data("s3://b/p", cfg, tmp_path)[0] == "s3://b/p"
 
 
-def test_kind_backend_hands_the_choices_to_the_script(tmp_path, monkeypatch, capfd):
+def test_kind_backend_hands_the_choices_to_the_script(bare_path, monkeypatch, capfd):
     """BACKEND=kind runs the kind script (dry run here) with the same choices as --set flags."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for tool in (
-        "bash",
-        "sh",
-        "echo",
-        "git",
-        "make",
-        "dirname",
-        "mktemp",
-        "rm",
-        "grep",
-        "sed",
-        "tee",
-        "tail",
-        "cat",
-    ):
-        (bindir / tool).symlink_to(shutil.which(tool))
-    monkeypatch.setenv("PATH", str(bindir))
+    monkeypatch.setenv("PATH", bare_path)
     monkeypatch.setenv("DRY_RUN", "1")
     monkeypatch.setenv("TAG", "abc1234")
     for key in [k for k in os.environ if k.startswith(("KAGGLE_", "DATA", "SUBMIT_ARGS"))]:
