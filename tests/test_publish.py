@@ -44,13 +44,25 @@ def _knock_out(strong: Path, out: Path, name: str, classes_off: list[int]) -> Pa
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, data) -> dict[str, Path]:
-    """weak < medium < strong: the two weaker ones are the strong one with classes knocked out."""
+    """weak < medium < strong: the two weaker ones are the strong one with classes knocked out.
+
+    medium loses the class strong predicts best; weak can only ever predict one class.
+    """
+    import csv
+
+    from fauna.config import EvaluateConfig
+
     root = tmp_path_factory.mktemp("models")
-    strong = make_model_dir(root / "strong", data, "strong", epochs=3, lr=3e-2)
+    strong = make_model_dir(root / "strong", data, "strong", epochs=6, lr=3e-2)
+    metrics = evaluate_model(strong, data, root / "strong-eval", EvaluateConfig())
+    assert metrics["macro_f1"] >= 0.6, "the tiny model did not learn: the test cannot rank models"
+    with (root / "strong-eval" / "per_class.csv").open() as fh:
+        f1 = [float(row["f1"]) for row in csv.DictReader(fh)]
+    best = max(range(len(f1)), key=f1.__getitem__)
     return {
         "strong": strong,
-        "medium": _knock_out(strong, root / "medium", "medium", [0]),
-        "weak": _knock_out(strong, root / "weak", "weak", [0, 1, 2]),
+        "medium": _knock_out(strong, root / "medium", "medium", [best]),
+        "weak": _knock_out(strong, root / "weak", "weak", [i for i in range(len(f1)) if i != best]),
     }
 
 

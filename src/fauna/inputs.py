@@ -69,7 +69,8 @@ def make_dataset(
         tf.data.TFRecordDataset,
         cycle_length=min(len(paths), 8),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
+        # Deterministic order (seeded shuffles still shuffle): a run can be reproduced.
+        deterministic=True,
     )
     if training:
         ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
