@@ -12,6 +12,7 @@ Backends:
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shutil
@@ -123,14 +124,20 @@ def run_pipeline_locally(cfg: Config, source: str, run_dir: Path) -> dict[str, A
         raise_on_error=True,
     )
     pipeline = build_pipeline(cfg)
-    with warnings.catch_warnings():
-        # kfp.local warns that the images are not Python images: it runs this venv's Python.
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        task = pipeline(
-            config_json=json.dumps(cfg.to_dict(), sort_keys=True),
-            source=source,
-            backbones=list(cfg.train.backbones),
-        )
+    # kfp.local indents task logs by swapping builtins.print per task; with tasks running in
+    # parallel the swaps interleave and can leave print indented for good. Put it back.
+    original_print = builtins.print
+    try:
+        with warnings.catch_warnings():
+            # kfp.local warns that the images are not Python images: it runs this venv's Python.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            task = pipeline(
+                config_json=json.dumps(cfg.to_dict(), sort_keys=True),
+                source=source,
+                backbones=list(cfg.train.backbones),
+            )
+    finally:
+        builtins.print = original_print
     published = Path(task.output.path)
     return json.loads((published / "publish.json").read_text()) | {"local_dir": str(published)}
 

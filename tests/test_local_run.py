@@ -46,6 +46,8 @@ def test_local_run_end_to_end_then_predict_with_the_champion(s3, tmp_path, monke
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "backend: embedded (requested with BACKEND)" in out
+    # kfp.local's per-task print indentation must not outlive the run (it did, with parallel tasks)
+    assert any(line.startswith("report:  ") for line in out.splitlines())
 
     pointer = json.loads(storage.read_text(f"s3://{s3}/models/champion/champion.json"))
     assert pointer["backbone"] in ("vgg16", "resnet50") and pointer["synthetic"] is True
