@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -80,6 +81,7 @@ def s3_endpoint(bucket: str):
         return
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
