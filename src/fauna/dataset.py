@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from fauna.errors import FaunaError
 
 MANIFEST = "manifest.csv"
 CLASSES = "classes.json"
+SOURCE = "source.json"
 QUARANTINE = "quarantine.json"
 REPORT = "report.txt"
 PREPROCESS_INFO = "preprocess.json"
@@ -69,6 +71,22 @@ def read_manifest(path: Path) -> Iterator[dict[str, str]]:
 
 def read_classes(directory: Path) -> list[str]:
     return list(read_json(directory / CLASSES))
+
+
+def carry_forward(names: Iterable[str], sources: Iterable[Path], out: Path) -> list[str]:
+    """Copy each small file (classes.json, source.json, ...) from the first source that has it.
+
+    Returns the names no source had, for the caller to report.
+    """
+    sources = [Path(s) for s in sources]
+    missing = []
+    for name in names:
+        found = next((s / name for s in sources if (s / name).is_file()), None)
+        if found is None:
+            missing.append(name)
+        else:
+            shutil.copyfile(found, out / name)
+    return missing
 
 
 @dataclass

@@ -38,6 +38,7 @@ from fauna.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
+    SOURCE,
     SPLIT_INFO,
     SPLITS,
     DatasetError,
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("none", "augment", "oversample")
 BALANCED_FIELDS = ["id", "label", "label_index", "sha256", "split", "augmented_from"]
-CARRIED_FILES = (CLASSES, "source.json", PREPROCESS_INFO, SPLIT_INFO)
+CARRIED_FILES = (CLASSES, SOURCE, PREPROCESS_INFO, SPLIT_INFO)
 LAYER_SETTINGS = ("horizontal_flip", "rotation", "zoom", "translation", "contrast")
 BATCH = 64
 

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
-from fauna.dataset import CLASSES, MANIFEST, read_json, read_manifest, write_json
+from fauna.dataset import (
+    CLASSES,
+    MANIFEST,
+    SOURCE,
+    carry_forward,
+    read_json,
+    read_manifest,
+    write_json,
+)
 from fauna.errors import FaunaError
 from fauna.paper import PAPER_RESULTS, PAPER_TITLE, paper_reference, paper_results_dict
 from fauna.plots import html_image, html_page, plot_history, pretty_class
@@ -137,7 +145,7 @@ def compare_backbones(
 
     # Synthetic if any input says so, or if none says anything (real data must be proven).
     dirs = [*([Path(data_dir)] if data_dir is not None else []), *evals.values(), *models.values()]
-    sources = [read_source(d) for d in dirs if (d / "source.json").is_file()] or [read_source()]
+    sources = [read_source(d) for d in dirs if (d / SOURCE).is_file()] or [read_source()]
     synthetic = any(bool(s.get("synthetic", True)) for s in sources)
     source = sources[0]
 
@@ -232,10 +240,7 @@ def compare_backbones(
         "paper": paper_results_dict(),
     }
     write_json(out / METRICS, machine)
-    for name in (CLASSES, "source.json"):  # carried forward, from the first that has it
-        found = next((d / name for d in evals.values() if (d / name).is_file()), None)
-        if found is not None:
-            shutil.copyfile(found, out / name)
+    carry_forward((CLASSES, SOURCE), evals.values(), out)
     _log(f"champion by {metric}: {best} ({best_value:.4f}); report in {out / 'report.html'}")
     return machine
 

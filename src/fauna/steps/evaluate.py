@@ -13,7 +13,6 @@ import csv
 import importlib
 import importlib.util
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fauna.config import Config, EvaluateConfig
-from fauna.dataset import CLASSES, PREPROCESS_INFO, read_classes, read_json, write_json
+from fauna.dataset import (
+    CLASSES,
+    PREPROCESS_INFO,
+    SOURCE,
+    carry_forward,
+    read_classes,
+    read_json,
+    write_json,
+)
 from fauna.errors import FaunaError
 from fauna.plots import pretty_class, save_png
 
@@ -30,7 +37,6 @@ from fauna.plots import pretty_class, save_png
 INFERENCE_BATCH = 64
 # Matches Keras' clipping in categorical cross-entropy, so our loss equals model.evaluate's.
 LOSS_EPSILON = 1e-7
-SOURCE = "source.json"
 TRAIN_INFO = "train_info.json"
 METRICS = "metrics.json"
 
@@ -305,11 +311,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConf
         **m,
     }
     write_json(out / METRICS, metrics)
-    for name in (CLASSES, SOURCE):  # carried forward step to step
-        for d in (data_dir, model_dir):
-            if (d / name).is_file():
-                shutil.copyfile(d / name, out / name)
-                break
+    carry_forward((CLASSES, SOURCE), (data_dir, model_dir), out)
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
     _log(
         f"{backbone}: top1 {m['top1']:.4f}  top3 {m['top3']:.4f}  macro-F1 {m['macro_f1']:.4f}"

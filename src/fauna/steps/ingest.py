@@ -31,6 +31,7 @@ from fauna.dataset import (
     MANIFEST,
     QUARANTINE,
     REPORT,
+    SOURCE,
     DatasetError,
     Quarantine,
     read_json,
@@ -48,7 +49,6 @@ from fauna.imagecheck import (
 from fauna.steps.ingest_sources import UNSAFE_MEMBER, fetch, source_kind
 from fauna.synthetic import SYNTHETIC_MARKER
 
-SOURCE = "source.json"
 IMAGES = "images"
 MANIFEST_FIELDS = ["path", "label", "sha256", "width", "height", "format"]
 COMPLETE_MARKER = "_COMPLETE"

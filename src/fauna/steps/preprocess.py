@@ -35,6 +35,7 @@ from fauna.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
+    SOURCE,
     DatasetError,
     Quarantine,
     read_classes,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEP = "preprocess"
-SOURCE = "source.json"
 SHARDS_DIR = "shards"
 MANIFEST_FIELDS = ["id", "label", "label_index", "sha256", "shard"]
 RESAMPLE = Image.Resampling.LANCZOS

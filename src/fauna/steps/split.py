@@ -38,9 +38,11 @@ from fauna.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
+    SOURCE,
     SPLIT_INFO,
     SPLITS,
     DatasetError,
+    carry_forward,
     read_classes,
     read_json,
     read_manifest,
@@ -52,7 +54,7 @@ from fauna.records import Record, iter_records, serialize, shard_paths
 log = logging.getLogger(__name__)
 
 SPLIT_FIELDS = ["id", "label", "label_index", "sha256", "split"]
-CARRIED_FILES = (CLASSES, "source.json", PREPROCESS_INFO)
+CARRIED_FILES = (CLASSES, SOURCE, PREPROCESS_INFO)
 # More open bucket files than this and a bucket holds more than one shard's worth.
 MAX_BUCKETS = 256
 
@@ -129,11 +131,8 @@ def prepare_output(source: Path, out: Path) -> None:
 
 
 def copy_carried(source: Path, out: Path, names: tuple[str, ...]) -> None:
-    for name in names:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, out / name)
-        else:
-            log.warning("%s has no %s; not carried forward", source, name)
+    for name in carry_forward(names, [source], out):
+        log.warning("%s has no %s; not carried forward", source, name)
 
 
 def _rounded(x: float) -> int:

@@ -38,7 +38,9 @@ from fauna.dataset import (
     AUGMENT_INFO,
     CLASSES,
     PREPROCESS_INFO,
+    SOURCE,
     DatasetError,
+    carry_forward,
     read_classes,
     read_json,
     write_json,
@@ -46,7 +48,6 @@ from fauna.dataset import (
 from fauna.errors import FaunaError
 from fauna.plots import plot_history
 
-SOURCE_INFO = "source.json"
 MODEL_FILE = "model.keras"
 EXPORT_DIR = "export"
 SERVING_VERSION = "1"
@@ -494,7 +495,7 @@ def train_backbone(
     dataset = load_training_data(data)
     check_input_size(spec, dataset.image_size)
     policy = _policy(cfg)
-    source = read_json(data / SOURCE_INFO) if (data / SOURCE_INFO).is_file() else {}
+    source = read_json(data / SOURCE) if (data / SOURCE).is_file() else {}
     fingerprint = _fingerprint(
         spec.name,
         bcfg,
@@ -732,9 +733,7 @@ def _finish(job: _Job, model, history: list[dict]) -> TrainResult:
     if job.export:
         serving = out / EXPORT_DIR / SERVING_VERSION
         final.export(str(serving), format="tf_saved_model", verbose=False)
-    for info in (CLASSES, PREPROCESS_INFO, SOURCE_INFO, AUGMENT_INFO):
-        if (data / info).is_file():
-            shutil.copyfile(data / info, out / info)
+    carry_forward((CLASSES, PREPROCESS_INFO, SOURCE, AUGMENT_INFO), [data], out)
     _write_history(out, history)
     plot_history(history, out / HISTORY_PNG, f"{name}: training history")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fauna.config import Config, TsneConfig
-from fauna.dataset import CLASSES, write_json
+from fauna.dataset import (
+    CLASSES,
+    SOURCE,
+    carry_forward,
+    write_json,
+)
 from fauna.plots import class_colors, html_image, html_page, pretty_class, save_png
 from fauna.records import FEATURES, shard_paths
 from fauna.steps.evaluate import (
-    SOURCE,
     EvaluationError,
     check_inputs,
     load_trained_model,
@@ -167,11 +170,7 @@ def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig)
         + html_image(png, f"t-SNE of {backbone}", f"perplexity {perplexity:g}, PCA init")
     )
     (out / "tsne.html").write_text(html_page(f"t-SNE: {backbone}", body))
-    for name in (CLASSES, SOURCE):
-        for d in (data_dir, model_dir):
-            if (d / name).is_file():
-                shutil.copyfile(d / name, out / name)
-                break
+    carry_forward((CLASSES, SOURCE), (data_dir, model_dir), out)
     _log(f"{backbone}: wrote {png}")
     return info
 
