@@ -249,7 +249,7 @@ def add_submit_arguments(parser: Any) -> None:
     _host_args(parser)
     parser.add_argument("--run-name", help="display name of the run")
     parser.add_argument("--wait", action="store_true", help="follow the run; exit 1 if it fails")
-    parser.add_argument("--params", dest="params_file", help="alias of --config (params.yaml)")
+    parser.add_argument("--params", dest="config", help="alias of --config (params.yaml)")
 
 
 def add_schedule_arguments(parser: Any) -> None:
@@ -262,21 +262,12 @@ def add_schedule_arguments(parser: Any) -> None:
     )
     parser.add_argument("--list", action="store_true", dest="list_only", help="list schedules")
     parser.add_argument("--delete", metavar="NAME", help="delete the schedule with this name")
-    parser.add_argument("--params", dest="params_file", help="alias of --config (params.yaml)")
+    parser.add_argument("--params", dest="config", help="alias of --config (params.yaml)")
 
 
 def _host_args(parser: Any) -> None:
     parser.add_argument("--host", help="KFP API URL (default: $KF_PIPELINES_ENDPOINT)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment name")
-
-
-def _with_params(args: Any, cfg: Config) -> Config:
-    if getattr(args, "params_file", None):
-        from fauna.config import load_config, parse_override
-
-        overrides = dict(parse_override(o) for o in args.overrides)
-        return load_config(args.params_file, args.profile, overrides)
-    return cfg
 
 
 def run_compile(args: Any, cfg: Config) -> int:
@@ -286,12 +277,10 @@ def run_compile(args: Any, cfg: Config) -> int:
 
 
 def run_submit(args: Any, cfg: Config) -> int:
-    cfg = _with_params(args, cfg)
     return submit(cfg, args.host, args.experiment, args.run_name, args.wait)
 
 
 def run_schedule(args: Any, cfg: Config) -> int:
-    cfg = _with_params(args, cfg)
     return schedule(
         cfg, args.host, args.experiment, args.name, args.cron, args.list_only, args.delete
     )

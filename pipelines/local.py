@@ -27,6 +27,7 @@ from typing import Any
 from fauna import storage
 from fauna.config import Config, load_config, parse_override
 from fauna.errors import FaunaError
+from fauna.steps.ingest_sources import kaggle_credentials_found
 
 RUNS_DIR = Path("runs")
 EMBEDDED_S3_DIR = RUNS_DIR / "embedded-s3"
@@ -50,17 +51,11 @@ def choose_backend(requested: str | None) -> tuple[str, str]:
     return "kind", "Docker and kind are available"
 
 
-def kaggle_credentials_present() -> bool:
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return True
-    return (Path.home() / ".kaggle" / "kaggle.json").is_file()
-
-
 def choose_data(data: str | None, cfg: Config, run_dir: Path) -> tuple[str, str]:
     """(source, description): DATA, else Kaggle with credentials, else a generated sample."""
     if data:
         return data, f"your data: {data}"
-    if kaggle_credentials_present():
+    if kaggle_credentials_found():
         return cfg.data.source, f"the Kaggle dataset {cfg.data.source}"
     from fauna.synthetic import generate
 

@@ -26,7 +26,9 @@ def test_upload_download_prefix_roundtrip(s3: str, tmp_path: Path):
     assert (tmp_path / "dst" / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
     assert storage.exists(f"s3://{s3}/data/v1/a.txt")
     assert not storage.exists(f"s3://{s3}/data/v1/missing")
-    assert storage.delete_prefix(f"s3://{s3}/data") == 2
+    assert storage.upload_dir(src, f"s3://{s3}/data/v2", exclude=("sub",)) == 1
+    assert [k for k, _ in storage.list_keys(f"s3://{s3}/data/v2")] == ["data/v2/a.txt"]
+    assert storage.delete_prefix(f"s3://{s3}/data") == 3
     assert list(storage.list_keys(f"s3://{s3}/data")) == []
 
 

@@ -194,15 +194,20 @@ def write_text(uri: str, text: str, s3=None, content_type: str = "text/plain") -
         raise _explain(exc, uri) from None
 
 
-def upload_dir(local_dir: str | Path, uri: str, s3=None) -> int:
-    """Upload every file under `local_dir` to the prefix; returns the number of files."""
+def upload_dir(local_dir: str | Path, uri: str, s3=None, exclude: tuple[str, ...] = ()) -> int:
+    """Upload every file under `local_dir` (but top-level `exclude` folders) to the prefix.
+
+    Returns the number of files uploaded.
+    """
     local_dir = Path(local_dir)
     base = parse_s3_uri(uri)
     s3 = s3 or client()
     count = 0
     for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(local_dir).as_posix()
-        upload_file(path, str(base.join(rel)), s3=s3)
+        rel = path.relative_to(local_dir)
+        if rel.parts[0] in exclude:
+            continue
+        upload_file(path, str(base.join(rel.as_posix())), s3=s3)
         count += 1
     return count
 

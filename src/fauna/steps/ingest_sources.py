@@ -83,15 +83,19 @@ def fetch(source: str, workdir: Path) -> Fetched:
 # -- Kaggle -------------------------------------------------------------------------------------
 
 
-def check_kaggle_credentials() -> None:
-    """Fail in one line, before any network call, when no Kaggle credentials are set."""
+def kaggle_credentials_found() -> bool:
+    """Whether kagglehub finds credentials (env or kaggle.json); a broken file is an error."""
     from kagglehub.config import get_kaggle_credentials
 
     try:
-        found = get_kaggle_credentials()
+        return bool(get_kaggle_credentials())
     except ValueError as exc:  # a broken kaggle.json
         raise SourceError(f"Kaggle credentials unusable: {exc}") from None
-    if not found:
+
+
+def check_kaggle_credentials() -> None:
+    """Fail in one line, before any network call, when no Kaggle credentials are set."""
+    if not kaggle_credentials_found():
         raise SourceError(
             "Kaggle credentials missing: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN, "
             "or write ~/.kaggle/kaggle.json), or ingest a folder, archive, s3:// or http(s) URL"

@@ -28,8 +28,10 @@ from typing import Any
 from fauna import storage
 from fauna.config import Config
 from fauna.dataset import MANIFEST, DatasetError, read_json, read_manifest
+from fauna.steps.compare import add_report_notes, champion_value
 
 CHAMPION_KEY = "models/champion/champion.json"
+# Checkpoints are for resuming training, not for using the model.
 SKIP_ON_UPLOAD = ("checkpoints",)
 
 
@@ -56,12 +58,11 @@ class PublishResult:
 
 
 def metric_value(metrics: dict[str, Any], metric: str) -> float:
-    """Higher is better for every champion metric; `neg_loss` is minus the test loss."""
-    if metric == "neg_loss":
-        return -float(metrics["loss"])
-    if metric not in metrics:
+    """The champion metric of one evaluation (compare's definition), or a clear error."""
+    value = champion_value(metrics, metric)
+    if value is None:
         raise DatasetError(f"metric {metric!r} not in the evaluation ({', '.join(metrics)})")
-    return float(metrics[metric])
+    return value
 
 
 def signature_of_test_split(data_dir: Path) -> str:
@@ -78,17 +79,6 @@ def signature_of_test_split(data_dir: Path) -> str:
 
 def _log(message: str) -> None:
     print(f"[publish] {message}", file=sys.stderr, flush=True)
-
-
-def _upload_model(model_dir: Path, uri: str) -> int:
-    count = 0
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(model_dir)
-        if rel.parts[0] in SKIP_ON_UPLOAD:
-            continue
-        storage.upload_file(path, f"{uri}/{rel.as_posix()}")
-        count += 1
-    return count
 
 
 def read_champion(bucket: str) -> dict[str, Any] | None:
@@ -165,7 +155,7 @@ def publish_run(
     for model_dir in model_dirs:
         backbone = read_json(model_dir / "train_info.json")["backbone"]
         model_uris[backbone] = f"{run_uri}/models/{backbone}"
-        n = _upload_model(model_dir, model_uris[backbone])
+        n = storage.upload_dir(model_dir, model_uris[backbone], exclude=SKIP_ON_UPLOAD)
         _log(f"uploaded {backbone}: {n} files -> {model_uris[backbone]}")
     if best not in model_uris:
         raise DatasetError(
@@ -221,8 +211,6 @@ def publish_run(
 
 def _add_promotion_note(report_dir: Path, promotion: Promotion, candidate: dict[str, Any]) -> None:
     """Say in the report itself whether this run's best model became the champion, and why."""
-    from fauna.steps.compare import add_report_notes
-
     verdict = "promoted to champion" if promotion.promoted else "not promoted"
     add_report_notes(
         report_dir,
