@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench bench-preprocess bench-train local-run compile \
+.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-train local-run compile \
         submit schedule clean
 
 # Images, push, the kind route and settings from env.sh (REGISTRY, TAG, BUCKET, ...).
@@ -26,9 +26,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install fauna with test extras
 
-test: $(STAMP) ## run the test suite (installs first if needed)
+test: $(STAMP) ## run the test suite, all but the slow tier (installs first if needed)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests that train no model (about a minute)
+	$(BIN)/python -m pytest -m "not slow and not training and not docker" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## the slow tier: learnability on real images, end-to-end runs, long fault runs
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(BIN)/ruff check .

@@ -5,19 +5,21 @@ from fauna.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def augment(
-    config_json: str,
+    mode: str,
+    augment_config: dict,
     splits: dsl.Input[dsl.Dataset],
     balanced: dsl.Output[dsl.Dataset],
 ):
     """Balance (oversample) and/or mark train-time augmentation; val and test stay untouched."""
     from pathlib import Path
 
-    from fauna.config import config_from_json
+    from fauna import logs
+    from fauna.config import section
     from fauna.steps.augment import balance_dataset
 
-    result = balance_dataset(
-        Path(splits.path), Path(balanced.path), config_from_json(config_json).augment
-    )
+    logs.configure()
+    cfg = section("augment", {**augment_config, "mode": mode})
+    result = balance_dataset(Path(splits.path), Path(balanced.path), cfg)
     balanced.metadata.update(
         {
             "mode": result.mode,

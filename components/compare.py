@@ -5,7 +5,8 @@ from fauna.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def compare(
-    config_json: str,
+    champion_metric: str,
+    backbones: list,
     models: dsl.Input[list[dsl.Model]],
     evaluations: dsl.Input[list[dsl.Dataset]],
     tsnes: dsl.Input[list[dsl.Dataset]],
@@ -18,16 +19,22 @@ def compare(
     import shutil
     from pathlib import Path
 
-    from fauna.config import config_from_json
+    from fauna import logs
+    from fauna.config import Config
+    from fauna.metrics import METRIC_KEYS
     from fauna.steps.compare import compare_backbones
 
+    logs.configure()
     out = Path(report.path)
+    cfg = Config.from_dict(
+        {"compare": {"champion_metric": champion_metric}, "train": {"backbones": backbones}}
+    )
     result = compare_backbones(
         [Path(m.path) for m in models],
         [Path(e.path) for e in evaluations],
         [Path(t.path) for t in tsnes],
         out,
-        config_from_json(config_json),
+        cfg,
         data_dir=Path(data.path) if data is not None else None,
     )
     Path(report_html.path).parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +42,7 @@ def compare(
     champion = result["champion"]
     metrics.log_metric(f"champion_{champion['metric']}", float(champion["value"]))
     for backbone, values in result["backbones"].items():
-        for key in ("top1", "top3", "macro_f1", "weighted_f1", "roc_auc", "loss"):
+        for key in METRIC_KEYS:
             if values[key] is not None:
                 metrics.log_metric(f"{backbone}_{key}", float(values[key]))
     report.metadata.update({"champion": champion["backbone"], "synthetic": result["synthetic"]})

@@ -5,7 +5,7 @@ from fauna.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate(
-    config_json: str,
+    evaluate_config: dict,
     model: dsl.Input[dsl.Model],
     data: dsl.Input[dsl.Dataset],
     evaluation: dsl.Output[dsl.Dataset],
@@ -16,20 +16,24 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from fauna.config import config_from_json
-    from fauna.plots import pretty_class
+    from fauna import logs
+    from fauna.config import section
+    from fauna.dataset import display_name
+    from fauna.metrics import METRIC_KEYS
     from fauna.steps.evaluate import evaluate_model
 
+    logs.configure()
     out = Path(evaluation.path)
     result = evaluate_model(
-        Path(model.path), Path(data.path), out, config_from_json(config_json).evaluate
+        Path(model.path), Path(data.path), out, section("evaluate", evaluate_config)
     )
-    for key in ("top1", "top3", "macro_f1", "weighted_f1", "roc_auc", "loss"):
+    for key in METRIC_KEYS:
         if result[key] is not None:  # ROC-AUC is undefined with a single test class
             metrics.log_metric(key, float(result[key]))
     metrics.log_metric("n_test", float(result["n_test"]))
     matrix = json.loads((out / "confusion_matrix.json").read_text())
     confusion.log_confusion_matrix(
-        [pretty_class(c) for c in matrix["labels"]], [[int(v) for v in r] for r in matrix["counts"]]
+        [display_name(c) for c in matrix["labels"]],
+        [[int(v) for v in r] for r in matrix["counts"]],
     )
     evaluation.metadata.update({"backbone": result["backbone"], "synthetic": result["synthetic"]})

@@ -5,17 +5,20 @@ from fauna.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def preprocess(
-    config_json: str,
+    image_size: int,
+    preprocess_config: dict,
     raw: dsl.Input[dsl.Dataset],
     preprocessed: dsl.Output[dsl.Dataset],
 ):
     """Resize (+ centre-crop) every image into TFRecord shards, streaming, on all cores."""
     from pathlib import Path
 
-    from fauna.config import config_from_json
+    from fauna import logs
+    from fauna.config import section
     from fauna.steps.preprocess import preprocess_dataset
 
-    cfg = config_from_json(config_json).preprocess
+    logs.configure()
+    cfg = section("preprocess", {**preprocess_config, "image_size": image_size})
     result = preprocess_dataset(Path(raw.path), Path(preprocessed.path), cfg)
     preprocessed.metadata.update(
         {

@@ -5,18 +5,20 @@ from fauna.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def split(
-    config_json: str,
+    split_config: dict,
     preprocessed: dsl.Input[dsl.Dataset],
     splits: dsl.Output[dsl.Dataset],
 ):
     """Stratified, duplicate-aware train/val/test split of the preprocessed shards."""
     from pathlib import Path
 
-    from fauna.config import config_from_json
+    from fauna import logs
+    from fauna.config import section
     from fauna.steps.split import split_dataset
 
+    logs.configure()
     result = split_dataset(
-        Path(preprocessed.path), Path(splits.path), config_from_json(config_json).split
+        Path(preprocessed.path), Path(splits.path), section("split", split_config)
     )
     splits.metadata.update(
         {

@@ -5,25 +5,37 @@ from fauna.components import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train(
-    config_json: str,
     backbone: str,
+    epochs: int,
+    train_config: dict,
+    run_id: str,
+    checkpoint_root: str,
     data: dsl.Input[dsl.Dataset],
     model: dsl.Output[dsl.Model],
-    checkpoint_root: str = "",
 ):
-    """Fine-tune one backbone; with checkpoint_root (s3://) a retried pod resumes its epochs."""
+    """Train one backbone; its checkpoints live under checkpoint_root/run_id/backbone (s3://).
+
+    `run_id` arrives as a whole parameter value because the KFP backend substitutes
+    runtime placeholders only there; the path is built here. A re-run of the same
+    run (the retry API) finds its checkpoints and resumes; another run starts afresh.
+    """
     from pathlib import Path
 
-    from fauna.config import config_from_json
+    from fauna import logs
+    from fauna.config import section
     from fauna.steps.train import train_backbone
 
+    logs.configure()
+    checkpoint_uri = None
+    if checkpoint_root:
+        checkpoint_uri = f"{checkpoint_root.rstrip('/')}/{run_id}/{backbone}"
     result = train_backbone(
         Path(data.path),
         Path(model.path),
         backbone,
-        config_from_json(config_json).train,
-        # One prefix per backbone: the tasks of a ParallelFor share checkpoint_root.
-        checkpoint_uri=f"{checkpoint_root.rstrip('/')}/{backbone}" if checkpoint_root else None,
+        section("train", train_config),
+        epochs=epochs or None,
+        checkpoint_uri=checkpoint_uri,
     )
     final = result.final
     model.metadata.update(

@@ -5,7 +5,7 @@ from fauna.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def tsne(
-    config_json: str,
+    tsne_config: dict,
     model: dsl.Input[dsl.Model],
     data: dsl.Input[dsl.Dataset],
     tsne: dsl.Output[dsl.Dataset],
@@ -15,13 +15,13 @@ def tsne(
     import shutil
     from pathlib import Path
 
-    from fauna.config import config_from_json
+    from fauna import logs
+    from fauna.config import section
     from fauna.steps.tsne import tsne_embeddings
 
+    logs.configure()
     out = Path(tsne.path)
-    info = tsne_embeddings(
-        Path(model.path), Path(data.path), out, config_from_json(config_json).tsne
-    )
+    info = tsne_embeddings(Path(model.path), Path(data.path), out, section("tsne", tsne_config))
     # The KFP UI renders an HTML artifact's file itself: the page, images inlined.
     Path(plot.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "tsne.html", plot.path)

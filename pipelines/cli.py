@@ -7,7 +7,6 @@ run's parameters.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -49,7 +48,25 @@ def compile_pipeline(cfg: Config, out: str | Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compiler.Compiler().compile(build_pipeline(cfg), package_path=str(out))
+    check_compiled(out)
     return out
+
+
+def check_compiled(path: Path) -> None:
+    """Refuse a compiled pipeline the real KFP backend would run wrongly (see conformance)."""
+    import yaml
+
+    from fauna.pipelines.conformance import backend_conformance_problems
+
+    problems = [
+        p
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+        for p in backend_conformance_problems(doc)
+    ]
+    if problems:
+        path.unlink()
+        raise FaunaError(f"{path} would break on a KFP backend: {problems[0]}")
 
 
 def validate_cron(expr: str) -> str:
@@ -137,13 +154,11 @@ def _api_call(what: str, fn, *args, **kwargs):
         raise SubmitError(f"{what} failed: {exc}") from None
 
 
-def pipeline_arguments(cfg: Config) -> dict[str, Any]:
-    """Run parameters: the config itself (no secrets live in it) and the fan-out list."""
-    return {
-        "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
-        "source": cfg.data.source,
-        "backbones": list(cfg.train.backbones),
-    }
+def pipeline_arguments(cfg: Config, **knobs: Any) -> dict[str, Any]:
+    """Run parameters: the typed knobs of `fauna.pipelines.pipeline.RUN_KNOBS`."""
+    from fauna.pipelines.pipeline import run_arguments
+
+    return run_arguments(cfg, **knobs)
 
 
 def submit(cfg: Config, host: str | None, experiment: str, run_name: str | None, wait: bool) -> int:

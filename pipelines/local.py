@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna import storage
-from fauna.config import Config, load_config, parse_override
+from fauna.config import Config
 from fauna.errors import FaunaError
 from fauna.steps.ingest_sources import kaggle_credentials_found
 
@@ -109,8 +109,8 @@ def s3_endpoint(bucket: str):
                 os.environ[key] = value
 
 
-def run_pipeline_locally(cfg: Config, source: str, run_dir: Path) -> dict[str, Any]:
-    """Run the pipeline under kfp.local; returns publish.json of the run."""
+def run_pipeline_locally(cfg: Config, arguments: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Run the pipeline under kfp.local with these run parameters; returns publish.json."""
     from kfp import local
 
     from fauna.pipelines.pipeline import build_pipeline
@@ -128,11 +128,7 @@ def run_pipeline_locally(cfg: Config, source: str, run_dir: Path) -> dict[str, A
         with warnings.catch_warnings():
             # kfp.local warns that the images are not Python images: it runs this venv's Python.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            task = pipeline(
-                config_json=json.dumps(cfg.to_dict(), sort_keys=True),
-                source=source,
-                backbones=list(cfg.train.backbones),
-            )
+            task = pipeline(**arguments)
     finally:
         builtins.print = original_print
     published = Path(task.output.path)
@@ -162,88 +158,72 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def local_config(args: Any) -> Config:
-    """The smoke profile unless PROFILE says otherwise, then the usual layers and shortcuts."""
-    overrides = dict(parse_override(o) for o in args.overrides)
-    if args.backbones:
-        overrides["train.backbones"] = [b.strip() for b in args.backbones.split(",") if b.strip()]
-    if args.image_size:
-        overrides["preprocess.image_size"] = int(args.image_size)
-    overrides.setdefault("pipeline.use_gpu", False)
-    cfg = load_config(args.config, args.profile or os.environ.get("PROFILE") or "smoke", overrides)
-    if args.epochs:
-        cfg = cfg.merged(epochs_overlay(cfg, int(args.epochs)))
-    return cfg
-
-
-def epochs_overlay(cfg: Config, total: int) -> dict[str, Any]:
-    """EPOCHS=N for every backbone, as `fauna train --epochs N` splits it between the phases.
-
-    Set per backbone, since per-backbone overrides (the paper's) would otherwise win.
-    """
-    from fauna.steps.train import with_total_epochs
-
-    phases = {}
-    for name in cfg.train.backbones:
-        split = with_total_epochs(cfg.train.for_backbone(name), total)
-        phases[name] = {
-            "head_epochs": split.head_epochs,
-            "fine_tune_epochs": split.fine_tune_epochs,
-        }
-    return {"train": {"overrides": phases}}
-
-
-def run_kind(args: Any) -> int:
-    """Hand over to the kind + MinIO script, passing the same choices as `fauna submit` flags."""
-    sets = list(args.overrides)
-    if args.backbones:
-        sets.append(f"train.backbones=[{args.backbones.replace(' ', '')}]")
-    if args.image_size:
-        sets.append(f"preprocess.image_size={int(args.image_size)}")
-    if args.epochs:
-        overlay = epochs_overlay(local_config(args), int(args.epochs))
-        sets.append(
-            "train.overrides=" + json.dumps(overlay["train"]["overrides"], separators=(",", ":"))
-        )
+def run_kind(args: Any, knobs: dict[str, Any]) -> int:
+    """Hand over to the kind + MinIO script: the same run parameters, as `fauna submit` flags."""
+    flags = [*(f"--set {o}" for o in args.overrides)]
+    for name, value in knobs.items():
+        if value is not None and name != "source":
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            flags.append(f"--{name.replace('_', '-')} {text}")
     env = {
         **os.environ,
-        "PROFILE": args.profile or os.environ.get("PROFILE") or "smoke",
-        "SUBMIT_ARGS": " ".join([os.environ.get("SUBMIT_ARGS", ""), *(f"--set {s}" for s in sets)]),
+        "PROFILE": args.profile or "smoke",
+        "SUBMIT_ARGS": " ".join([os.environ.get("SUBMIT_ARGS", ""), *flags]).strip(),
     }
-    if args.data:
-        env["DATA"] = args.data
+    if knobs.get("source"):
+        env["DATA"] = knobs["source"]
     return subprocess.call(["bash", str(KIND_SCRIPT)], env=env)
 
 
-def add_local_run_arguments(parser: Any) -> None:
+def add_arguments(parser: Any) -> None:
     env = os.environ.get
     parser.add_argument("--data", default=env("DATA"), help="folder, archive, s3:// or URL ($DATA)")
-    parser.add_argument("--backbones", default=env("BACKBONES"), help="comma list ($BACKBONES)")
-    parser.add_argument("--epochs", default=env("EPOCHS"), help="epochs per backbone ($EPOCHS)")
-    parser.add_argument("--image-size", default=env("IMAGE_SIZE"), help="pixels ($IMAGE_SIZE)")
+    parser.add_argument(
+        "--backbones",
+        default=env("BACKBONES"),
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+        help="comma-separated list ($BACKBONES)",
+    )
+    parser.add_argument(
+        "--epochs", default=env("EPOCHS"), type=int, help="total epochs per backbone ($EPOCHS)"
+    )
+    parser.add_argument(
+        "--image-size", default=env("IMAGE_SIZE"), type=int, help="pixels ($IMAGE_SIZE)"
+    )
     parser.add_argument(
         "--backend", default=env("BACKEND"), help="embedded or kind (default: auto; $BACKEND)"
     )
     parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="where runs are kept")
 
 
-def run_local_run(args: Any, cfg: Config) -> int:
-    del cfg  # rebuilt: local runs default to the smoke profile
-    cfg = local_config(args)
+def run(args: Any, cfg: Config) -> int:
+    """The whole pipeline on this machine, with the config the CLI built (smoke by default)."""
+    from fauna.pipelines.pipeline import run_arguments
+
     backend, why = choose_backend(args.backend)
     print(f"backend: {backend} ({why})")
+    knobs = {
+        "source": args.data,
+        "backbones": args.backbones,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+    }
     if backend == "kind":
-        return run_kind(args)
+        return run_kind(args, knobs)
 
     run_dir = Path(args.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    source, described = choose_data(args.data, cfg, run_dir)
+    knobs["source"], described = choose_data(args.data, cfg, run_dir)
+    arguments = run_arguments(cfg, **knobs)
     print(f"data: {described}")
-    print(f"backbones: {', '.join(cfg.train.backbones)} at {cfg.preprocess.image_size} px")
+    print(
+        f"backbones: {', '.join(arguments['backbones'])} at {arguments['image_size']} px"
+        + (f", {arguments['epochs']} epochs each" if arguments["epochs"] else "")
+    )
     started = time.monotonic()
     with s3_endpoint(cfg.pipeline.bucket) as (endpoint, embedded):
         print(f"S3: {'embedded server at ' if embedded else ''}{endpoint}")
-        result = run_pipeline_locally(cfg, source, run_dir)
+        result = run_pipeline_locally(cfg, arguments, run_dir)
         verify_published(result)
         metrics = json.loads(storage.read_text(f"{result['report_uri']}/metrics.json"))
     report = Path(result["local_dir"]) / "report"

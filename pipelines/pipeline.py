@@ -1,12 +1,18 @@
 """The fauna KFP pipeline: data steps, a parallel fan-out over backbones, compare, publish.
 
-`build_pipeline(cfg)` returns the pipeline function with every default taken from
-the one config, so `fauna compile`, `fauna submit` and `fauna local-run` all run
-the same graph. Placement (GPU, node selector, toleration), resources, timeouts,
-caching and credentials by Secret reference are set here, from the config.
+`build_pipeline(cfg)` returns the pipeline function built from the one config, so
+`fauna compile`, `fauna submit` and `fauna local-run` all run the same graph.
+
+What a user changes per run is a typed pipeline parameter, shown as such in the
+KFP UI (`RUN_KNOBS`: source, backbones, image size, augment mode, epochs, champion
+metric). Every other setting of a step reaches that step alone, as its config
+section (a dict constant of its task). Infrastructure (images, placement, resources,
+timeouts, caching, credentials by Secret reference) is set here and never reaches a
+step.
 """
 
-import json
+import argparse
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -19,12 +25,60 @@ from fauna.components.publish import publish
 from fauna.components.split import split
 from fauna.components.train import train
 from fauna.components.tsne import tsne
-from fauna.config import Config, PipelineConfig
+from fauna.config import AUGMENT_MODES, Config, PipelineConfig, section_dict
+from fauna.metrics import CHAMPION_METRICS
 
 PIPELINE_NAME = "fauna"
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SETTINGS_KEYS = ("S3_ENDPOINT_URL",)
 KAGGLE_ENV_KEYS = ("KAGGLE_USERNAME", "KAGGLE_KEY")
+# The run parameters a user sets per run (name -> what it is), in the order the UI shows.
+RUN_KNOBS = {
+    "source": "where ingest reads the data: kaggle:owner/name, s3://..., https://...",
+    "backbones": "the backbones to train in parallel",
+    "image_size": "pixels per side after preprocessing",
+    "augment_mode": f"{'|'.join(AUGMENT_MODES)}",
+    "epochs": "total epochs per backbone (0 = the configured ones)",
+    "champion_metric": f"{'|'.join(CHAMPION_METRICS)}",
+}
+
+
+def run_arguments(cfg: Config, **knobs: Any) -> dict[str, Any]:
+    """The run parameters for `cfg`; `knobs` (e.g. epochs=3) replace single values."""
+    unknown = sorted(set(knobs) - set(RUN_KNOBS))
+    if unknown:
+        raise ValueError(f"unknown run parameter(s): {', '.join(unknown)}")
+    defaults = {
+        "source": cfg.data.source,
+        "backbones": list(cfg.train.backbones),
+        "image_size": cfg.preprocess.image_size,
+        "augment_mode": cfg.augment.mode,
+        "epochs": 0,
+        "champion_metric": cfg.compare.champion_metric,
+    }
+    return {**defaults, **{k: v for k, v in knobs.items() if v is not None}}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run parameters as flags (local-run, submit, schedule); unset = the config's."""
+    group = parser.add_argument_group("run parameters (default: from the configuration)")
+    group.add_argument("--source", help=RUN_KNOBS["source"] + ", or a local folder/archive")
+    group.add_argument(
+        "--backbones",
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+        help="comma-separated, e.g. resnet50,efficientnetv2b0",
+    )
+    group.add_argument("--image-size", type=int, metavar="N", help=RUN_KNOBS["image_size"])
+    group.add_argument(
+        "--augment-mode", choices=AUGMENT_MODES, help="how the train split is augmented"
+    )
+    group.add_argument("--epochs", type=int, metavar="N", help=RUN_KNOBS["epochs"])
+    group.add_argument("--champion-metric", choices=CHAMPION_METRICS, help="what crowns a model")
+
+
+def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run parameters given on the command line (see `add_run_arguments`)."""
+    return {name: getattr(args, name, None) for name in RUN_KNOBS}
 
 
 def _step(task: dsl.PipelineTask, p: PipelineConfig, *, s3: bool = False) -> dsl.PipelineTask:
@@ -69,52 +123,82 @@ def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
 
 
 def build_pipeline(cfg: Config):
-    """The pipeline function, with its parameter defaults taken from `cfg`."""
+    """The pipeline function: run parameters default to `cfg`, step settings come from it."""
     p = cfg.pipeline
-    default_config = json.dumps(cfg.to_dict(), sort_keys=True)
+    knobs = run_arguments(cfg)
+    sections = {
+        name: section_dict(cfg, name)
+        for name in ("data", "preprocess", "split", "augment", "train", "evaluate", "tsne")
+    }
+    # A knob is a run parameter, not also a (silently ignored) value in its step's section.
+    for name, key in (("data", "source"), ("preprocess", "image_size"), ("augment", "mode")):
+        del sections[name][key]
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Fine-tune and compare CNN backbones on 30 animal species; publish the best.",
+        description="Train and compare CNN backbones on animal photos; publish the best.",
     )
     def fauna_pipeline(
-        config_json: str = default_config,
-        source: str = cfg.data.source,
-        backbones: list = list(cfg.train.backbones),  # noqa: B006 (KFP reads the default)
+        source: str = knobs["source"],
+        backbones: list = knobs["backbones"],
+        image_size: int = knobs["image_size"],
+        augment_mode: str = knobs["augment_mode"],
+        epochs: int = knobs["epochs"],
+        champion_metric: str = knobs["champion_metric"],
     ) -> dsl.Dataset:
-        ingest_task = _step(ingest(config_json=config_json, source=source), p, s3=True)
+        ingest_task = _step(ingest(source=source, data_config=sections["data"]), p, s3=True)
         # The source may change behind the same name (a new Kaggle version): never cache ingest.
         ingest_task.set_caching_options(False)
-        ingest_task.set_display_name("ingest")
         kubernetes.use_secret_as_env(
             ingest_task,
             secret_name=p.kaggle_secret,
             secret_key_to_env={k: k for k in KAGGLE_ENV_KEYS},
             optional=True,
         )
-        pre = _step(preprocess(config_json=config_json, raw=ingest_task.outputs["raw"]), p)
-        splits = _step(split(config_json=config_json, preprocessed=pre.outputs["preprocessed"]), p)
-        balanced = _step(augment(config_json=config_json, splits=splits.outputs["splits"]), p)
+        pre = _step(
+            preprocess(
+                image_size=image_size,
+                preprocess_config=sections["preprocess"],
+                raw=ingest_task.outputs["raw"],
+            ),
+            p,
+        )
+        splits = _step(
+            split(split_config=sections["split"], preprocessed=pre.outputs["preprocessed"]), p
+        )
+        balanced = _step(
+            augment(
+                mode=augment_mode,
+                augment_config=sections["augment"],
+                splits=splits.outputs["splits"],
+            ),
+            p,
+        )
         data = balanced.outputs["balanced"]
 
         with dsl.ParallelFor(backbones, name="backbones") as backbone:
             train_task = train(
-                config_json=config_json,
                 backbone=backbone,
+                epochs=epochs,
+                train_config=sections["train"],
+                # A whole value: the backend substitutes placeholders nowhere else (see
+                # `backend_conformance_problems`); the component builds the S3 path.
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                checkpoint_root=f"s3://{p.bucket}/checkpoints",
                 data=data,
-                # Per-epoch checkpoints in S3: a retried (preempted) pod resumes, not restarts.
-                checkpoint_root=f"s3://{p.bucket}/checkpoints/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
             )
             _place_training(train_task, p)
             _use_s3_secret(train_task, p)  # checkpoints, and weights from s3://
-            train_task.set_display_name("train")
             model = train_task.outputs["model"]
-            eval_task = _step(evaluate(config_json=config_json, model=model, data=data), p)
-            tsne_task = _step(tsne(config_json=config_json, model=model, data=data), p)
+            eval_task = _step(
+                evaluate(evaluate_config=sections["evaluate"], model=model, data=data), p
+            )
+            tsne_task = _step(tsne(tsne_config=sections["tsne"], model=model, data=data), p)
 
         compare_task = _step(
             compare(
-                config_json=config_json,
+                champion_metric=champion_metric,
+                backbones=backbones,
                 models=dsl.Collected(model),
                 evaluations=dsl.Collected(eval_task.outputs["evaluation"]),
                 tsnes=dsl.Collected(tsne_task.outputs["tsne"]),
@@ -124,7 +208,9 @@ def build_pipeline(cfg: Config):
         )
         publish_task = _step(
             publish(
-                config_json=config_json,
+                champion_metric=champion_metric,
+                bucket=p.bucket,
+                evaluate_config=sections["evaluate"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 report=compare_task.outputs["report"],
                 models=dsl.Collected(model),

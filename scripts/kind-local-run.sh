@@ -154,14 +154,14 @@ export AWS_REGION=us-east-1
 
 data_args=()
 if [[ -n ${DATA:-} ]]; then
-  data_args=(--set "data.source=$DATA")
+  data_args=(--source "$DATA")
 elif [[ -z ${KAGGLE_USERNAME:-} || -z ${KAGGLE_KEY:-} ]]; then
   say "no Kaggle credentials: using a generated sample dataset (not real animals)"
   sample="s3://$BUCKET/datasets/synthetic-sample"
   run "$FAUNA" synth --out "$WORK/sample" --classes 30 --per-class 24
   run "$PYTHON" -c 'import sys; from fauna.storage import upload_dir; upload_dir(*sys.argv[1:])' \
     "$WORK/sample" "$sample"
-  data_args=(--set "data.source=$sample")
+  data_args=(--source "$sample")
 fi
 
 # More `fauna submit` arguments, space-separated, e.g. "--set train.backbones=[resnet50]".

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 from pathlib import Path
 
 import pytest
 
-from fauna.cli import main
+from fauna.cli import build_parser, main
+from fauna.config import load_config
 from fauna.errors import FaunaError
 from fauna.pipelines import local
 from fauna.synthetic import SYNTHETIC_MARKER
@@ -38,26 +38,26 @@ def test_backend_is_embedded_without_docker_engine_or_kind(monkeypatch):
         local.choose_backend("docker")
 
 
-def test_smoke_profile_by_default_and_shortcuts(monkeypatch):
+def test_smoke_profile_by_default_unless_profile_says_otherwise(monkeypatch):
     monkeypatch.delenv("PROFILE", raising=False)
-    cfg = local.local_config(_args(backbones="resnet50, inceptionv3", image_size="96"))
-    assert cfg.train.backbones == ["resnet50", "inceptionv3"]
-    assert cfg.preprocess.image_size == 96 and cfg.train.weights == "none"
-    assert cfg.pipeline.use_gpu is False
-
-
-def test_epochs_apply_to_every_backbone_even_with_paper_overrides():
-    cfg = local.local_config(_args(profile="paper", epochs="3"))
-    for name in cfg.train.backbones:  # the paper sets fine_tune_epochs per backbone
-        b = cfg.train.for_backbone(name)
-        assert b.head_epochs + b.fine_tune_epochs == 3, name
+    args = build_parser("local-run").parse_args(["local-run", "--backbones", "resnet50, vgg16"])
+    assert args.profile == "smoke" and args.backbones == ["resnet50", "vgg16"]
+    monkeypatch.setenv("PROFILE", "paper")
+    assert build_parser("local-run").parse_args(["local-run"]).profile == "paper"
+    # Other commands use the defaults (the paper's settings) unless told.
+    assert (
+        build_parser("train")
+        .parse_args(["train", "--data", "d", "--backbone", "x", "--out", "o"])
+        .profile
+        is None
+    )
 
 
 def test_generated_sample_without_kaggle_credentials(tmp_path, monkeypatch):
     for key in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cfg = local.local_config(_args())
+    cfg = load_config(profile="smoke")
     source, described = local.choose_data(None, cfg, tmp_path)
     assert "GENERATED sample" in described
     assert (Path(source) / SYNTHETIC_MARKER).is_file()
@@ -79,8 +79,6 @@ def test_kind_backend_hands_the_choices_to_the_script(bare_path, monkeypatch, ca
     out = capfd.readouterr().out
     assert rc == 0, out
     submit = next(shlex.split(line[2:]) for line in out.splitlines() if " submit " in line)
-    assert "train.backbones=[resnet50]" in submit
-    overrides = json.loads(
-        next(a for a in submit if a.startswith("train.overrides=")).split("=")[1]
-    )
-    assert overrides == {"resnet50": {"head_epochs": 1, "fine_tune_epochs": 1}}
+    # The run parameters travel as the same flags `fauna submit` takes, not as --set strings.
+    assert submit[submit.index("--backbones") + 1] == "resnet50"
+    assert submit[submit.index("--epochs") + 1] == "2"

@@ -1,14 +1,17 @@
 """The compiled pipeline YAML: fan-out, fan-in, placement, caching, secrets by reference."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import pytest
 import yaml
+from kfp import compiler, dsl
 
 from fauna.config import Config
+from fauna.errors import FaunaError
+from fauna.pipelines import cli
 from fauna.pipelines.cli import compile_pipeline
+from fauna.pipelines.conformance import backend_conformance_problems
+from fauna.pipelines.pipeline import RUN_KNOBS, run_arguments
 
 
 def _compile(tmp_path: Path, **pipeline) -> tuple[str, list[dict]]:
@@ -56,10 +59,10 @@ def test_fan_out_over_backbones_and_collected_fan_in(gpu_docs):
     assert {"train", "evaluate", "tsne"} <= set(body)
     # A preempted training pod is retried and resumes from its S3 checkpoints.
     assert body["train"]["retryPolicy"]["maxRetryCount"] == Config().pipeline.train_retries
-    checkpoints = body["train"]["inputs"]["parameters"]["checkpoint_root"]
-    assert (
-        checkpoints["runtimeValue"]["constant"] == "s3://fauna/checkpoints/{{$.pipeline_job_uuid}}"
-    )
+    # Checkpoints are run-scoped: the run id travels as a whole value, the path is built inside.
+    params = body["train"]["inputs"]["parameters"]
+    assert params["checkpoint_root"]["runtimeValue"]["constant"] == "s3://fauna/checkpoints"
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     # compare and publish sit outside the loop and take lists of artifacts (dsl.Collected).
     compare = root["dag"]["tasks"]["compare"]
     assert set(compare["inputs"]["artifacts"]) >= {"models", "evaluations", "tsnes"}
@@ -139,3 +142,68 @@ def test_secrets_by_reference_only(tmp_path, monkeypatch):
     assert secret_env("exec-publish") == s3
     assert secret_env("exec-train") == s3
     assert "secretAsEnv" not in platform.get("exec-preprocess", {})
+
+
+@dsl.component(base_image="python:3.11")
+def _echo(text: str) -> str:
+    return text
+
+
+@dsl.pipeline(name="embedded-placeholder")
+def _embedded_placeholder_pipeline():
+    _echo(text=f"s3://bucket/checkpoints/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}")
+    _echo(text=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+
+
+def test_backend_conformance_flags_placeholders_inside_longer_strings(tmp_path):
+    """The KFP driver substitutes runtime placeholders only as whole values (resolve.go)."""
+    path = tmp_path / "bad.yaml"
+    compiler.Compiler().compile(_embedded_placeholder_pipeline, package_path=str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    problems = backend_conformance_problems(spec)
+    assert len(problems) == 1, problems
+    assert "s3://bucket/checkpoints/{{$.pipeline_job_uuid}}" in problems[0]
+    with pytest.raises(FaunaError, match="would break on a KFP backend"):
+        cli.check_compiled(path)
+    assert not path.exists()  # a non-conforming package is not left behind
+
+
+def test_fauna_pipeline_conforms_to_the_backend(gpu_docs):
+    _, docs = gpu_docs
+    assert backend_conformance_problems(_spec(docs)) == []
+
+
+def test_run_parameters_are_the_typed_knobs(gpu_docs):
+    _, docs = gpu_docs
+    params = _spec(docs)["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(RUN_KNOBS)
+    assert params["image_size"]["parameterType"] == "NUMBER_INTEGER"
+    assert params["backbones"]["parameterType"] == "LIST"
+    assert set(run_arguments(Config())) == set(RUN_KNOBS)
+    assert run_arguments(Config(), epochs=3, backbones=None)["epochs"] == 3
+    with pytest.raises(ValueError, match="unknown run parameter"):
+        run_arguments(Config(), learning_rate=1)
+
+
+def test_each_step_gets_only_its_own_config_section(gpu_docs):
+    text, docs = gpu_docs
+    tasks = _spec(docs)["root"]["dag"]["tasks"]
+    constants = {
+        name: {
+            key: value["runtimeValue"]["constant"]
+            for key, value in task["inputs"].get("parameters", {}).items()
+            if "runtimeValue" in value
+        }
+        for name, task in tasks.items()
+        if "inputs" in task
+    }
+    assert set(constants["preprocess"]["preprocess_config"]) == {
+        "mode",
+        "jpeg_quality",
+        "images_per_shard",
+        "workers",
+    }  # image_size is a run parameter, not a second (ignored) copy in the section
+    assert "split_config" in constants["split"] and len(constants["split"]) == 1
+    # Infrastructure never reaches a step: no image names, node selectors or secret names.
+    for name in ("image_cpu", "gpu_node_selector", "s3_secret", "kaggle_secret"):
+        assert name not in text, name

@@ -1,41 +1,151 @@
 """`fauna`: every pipeline step as a subcommand.
 
-Each subcommand lives in its step's module, which provides
-`add_arguments(parser)` and `run(args, cfg) -> int`. Modules are imported only
-for the command being run, so `fauna --help` answers without loading TensorFlow.
+The command table below names, for each command, the function that imports its
+module; each module provides `add_arguments(parser)` and `run(args, cfg) -> int`
+(pipelines/cli.py holds three commands and names its functions per command). A
+module is imported only for the command being run, so `fauna --help` and
+`fauna <command> --help` answer without loading TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from fauna.config import load_config, parse_override
+from fauna import logs
+from fauna.config import Config, load_config, parse_override
 from fauna.errors import FaunaError
 
-# name -> (module, one-line help). The order is the pipeline's order.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": (
-        "fauna.steps.ingest",
-        "fetch a dataset (Kaggle, folder, archive, S3, URL) and check it",
-    ),
-    "preprocess": ("fauna.steps.preprocess", "resize + centre-crop into TFRecord shards"),
-    "split": ("fauna.steps.split", "stratified train/val/test split"),
-    "augment": ("fauna.steps.augment", "balance (oversample) and/or set train-time augmentation"),
-    "train": ("fauna.steps.train", "fine-tune one backbone (resumable)"),
-    "evaluate": ("fauna.steps.evaluate", "test-split metrics, confusion matrix, confused pairs"),
-    "tsne": ("fauna.steps.tsne", "t-SNE plot of the penultimate-layer embeddings"),
-    "compare": ("fauna.steps.compare", "comparison report across backbones (Markdown + HTML)"),
-    "predict": ("fauna.steps.predict", "top-3 species for images with a trained model"),
-    "publish": ("fauna.steps.publish", "upload a run to S3 and promote the champion if better"),
-    "compile": ("fauna.pipelines.cli", "compile the KFP pipeline to YAML"),
-    "submit": ("fauna.pipelines.cli", "submit the pipeline to a Kubeflow cluster"),
-    "schedule": ("fauna.pipelines.cli", "schedule recurring retraining on a Kubeflow cluster"),
-    "local-run": ("fauna.pipelines.local", "run the whole pipeline on this machine"),
-    "synth": ("fauna.synthetic", "generate a synthetic sample dataset (not real animals)"),
-    "config": ("fauna.config", "print the effective configuration as YAML"),
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace, Config], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    load: Callable[[], tuple[AddArguments, Run]]
+    # The profile a command uses when none is given (local runs are sized for a laptop).
+    default_profile: str | None = None
+
+
+def _ingest():
+    from fauna.steps import ingest
+
+    return ingest.add_arguments, ingest.run
+
+
+def _preprocess():
+    from fauna.steps import preprocess
+
+    return preprocess.add_arguments, preprocess.run
+
+
+def _split():
+    from fauna.steps import split
+
+    return split.add_arguments, split.run
+
+
+def _augment():
+    from fauna.steps import augment
+
+    return augment.add_arguments, augment.run
+
+
+def _train():
+    from fauna.steps import train
+
+    return train.add_arguments, train.run
+
+
+def _evaluate():
+    from fauna.steps import evaluate
+
+    return evaluate.add_arguments, evaluate.run
+
+
+def _tsne():
+    from fauna.steps import tsne
+
+    return tsne.add_arguments, tsne.run
+
+
+def _compare():
+    from fauna.steps import compare
+
+    return compare.add_arguments, compare.run
+
+
+def _predict():
+    from fauna.steps import predict
+
+    return predict.add_arguments, predict.run
+
+
+def _publish():
+    from fauna.steps import publish
+
+    return publish.add_arguments, publish.run
+
+
+def _compile():
+    from fauna.pipelines import cli
+
+    return cli.add_compile_arguments, cli.run_compile
+
+
+def _submit():
+    from fauna.pipelines import cli
+
+    return cli.add_submit_arguments, cli.run_submit
+
+
+def _schedule():
+    from fauna.pipelines import cli
+
+    return cli.add_schedule_arguments, cli.run_schedule
+
+
+def _local_run():
+    from fauna.pipelines import local
+
+    return local.add_arguments, local.run
+
+
+def _synth():
+    from fauna import synthetic
+
+    return synthetic.add_arguments, synthetic.run
+
+
+def _config():
+    from fauna import config
+
+    return config.add_arguments, config.run
+
+
+# The order is the pipeline's order.
+COMMANDS: dict[str, Command] = {
+    "ingest": Command("fetch a dataset (Kaggle, folder, archive, S3, URL) and check it", _ingest),
+    "preprocess": Command("resize + centre-crop into TFRecord shards", _preprocess),
+    "split": Command("stratified train/val/test split", _split),
+    "augment": Command("balance (oversample) and/or set train-time augmentation", _augment),
+    "train": Command("train one backbone (resumable)", _train),
+    "evaluate": Command("test-split metrics, confusion matrix, confused pairs", _evaluate),
+    "tsne": Command("t-SNE plot of the penultimate-layer embeddings", _tsne),
+    "compare": Command("comparison report across backbones (Markdown + HTML)", _compare),
+    "predict": Command("top-3 species for images with a trained model", _predict),
+    "publish": Command("upload a run to S3 and promote the champion if better", _publish),
+    "compile": Command("compile the KFP pipeline to YAML", _compile),
+    "submit": Command("submit the pipeline to a Kubeflow cluster", _submit),
+    "schedule": Command("schedule recurring retraining on a Kubeflow cluster", _schedule),
+    "local-run": Command("run the whole pipeline on this machine", _local_run, "smoke"),
+    "synth": Command("generate a synthetic sample dataset (not real animals)", _synth),
+    "config": Command("print the effective configuration as YAML", _config),
 }
 
 EPILOG = """\
@@ -50,10 +160,16 @@ examples:
 """
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, default_profile: str | None) -> None:
     group = parser.add_argument_group("configuration")
     group.add_argument("--config", metavar="FILE", help="YAML file in the params.yaml shape")
-    group.add_argument("--profile", metavar="NAME", help="named overlay, e.g. smoke or paper")
+    group.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=default_profile,
+        help="named overlay, e.g. smoke or paper"
+        + (f" (default: {default_profile}, or $PROFILE)" if default_profile else ""),
+    )
     group.add_argument(
         "--set",
         metavar="KEY=VALUE",
@@ -62,9 +178,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         dest="overrides",
         help="override one setting, e.g. --set train.batch_size=16 (repeatable)",
     )
+    output = parser.add_argument_group("output")
+    output.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    output.add_argument("-q", "--quiet", action="count", default=0, help="warnings only")
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    """The parser; only the selected command's module is imported for its arguments."""
     parser = argparse.ArgumentParser(
         prog="fauna",
         description="Train, compare and ship CNN classifiers for 30 animal species.",
@@ -72,30 +192,31 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:])
+    for name, command in COMMANDS.items():
+        description = command.help[:1].upper() + command.help[1:] + "."
+        p = sub.add_parser(name, help=command.help, description=description)
         if name == selected:
-            mod = importlib.import_module(module)
-            adder = getattr(mod, f"add_{name.replace('-', '_')}_arguments", None)
-            (adder or mod.add_arguments)(p)
-            _common(p)
+            add_arguments, _ = command.load()
+            add_arguments(p)
+            profile = command.default_profile and os.environ.get("PROFILE", command.default_profile)
+            _common(p, profile or None)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.profile, dict(parse_override(o) for o in args.overrides))
+    _, run = COMMANDS[args.command].load()
+    return int(run(args, cfg) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
-    if selected not in COMMANDS:
-        selected = None
-    parser = build_parser(selected)
-    args = parser.parse_args(argv)
+    parser = build_parser(selected if selected in COMMANDS else None)
+    args: Any = parser.parse_args(argv)
+    logs.configure(args.verbose - args.quiet)
     try:
-        cfg = load_config(
-            args.config, args.profile, dict(parse_override(o) for o in args.overrides)
-        )
-        mod = importlib.import_module(COMMANDS[args.command][0])
-        runner = getattr(mod, f"run_{args.command.replace('-', '_')}", None) or mod.run
-        return int(runner(args, cfg) or 0)
+        return _run(args)
     except FaunaError as exc:
         print(f"fauna {args.command}: error: {exc}", file=sys.stderr)
         return 2

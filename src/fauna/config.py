@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from fauna.errors import FaunaError
+from fauna.metrics import CHAMPION_METRICS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -27,6 +28,9 @@ PAPER_CLASSES = (
     "persian+cat raccoon rat rhinoceros seal siamese+cat spider+monkey squirrel walrus weasel "
     "wolf"
 ).split()
+
+
+AUGMENT_MODES = ("none", "augment", "oversample")
 
 
 class ConfigError(FaunaError, ValueError):
@@ -244,9 +248,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def config_from_json(text: str) -> Config:
-    """Components receive the config as JSON text (a KFP string parameter)."""
-    return Config.from_dict(json.loads(text))
+def section(name: str, values: dict[str, Any]) -> Any:
+    """One validated config section from a plain dict (what a KFP component receives).
+
+    Built inside a whole default config, so every check that applies to the section runs.
+    """
+    if name not in {f.name for f in dataclasses.fields(Config)}:
+        raise ConfigError(f"unknown config section {name!r}")
+    return getattr(Config.from_dict({name: values}), name)
+
+
+def section_dict(cfg: Config, name: str) -> dict[str, Any]:
+    """A config section as a plain dict (for a KFP component's parameter)."""
+    return dataclasses.asdict(getattr(cfg, name))
 
 
 def _undot(flat: dict[str, Any]) -> dict[str, Any]:
@@ -341,14 +355,14 @@ def _check(cfg: Config) -> None:
     need(0 < cfg.split.test_fraction < 1, "split.test_fraction must be in (0, 1)")
     need(0 <= cfg.split.val_fraction < 1, "split.val_fraction must be in [0, 1)")
     need(
-        cfg.augment.mode in ("none", "augment", "oversample"),
-        "augment.mode must be none|augment|oversample",
+        cfg.augment.mode in AUGMENT_MODES,
+        f"augment.mode must be {'|'.join(AUGMENT_MODES)}, got {cfg.augment.mode!r}",
     )
     need(cfg.train.backbones != [], "train.backbones must name at least one backbone")
     need(
-        cfg.compare.champion_metric
-        in ("macro_f1", "top1", "top3", "weighted_f1", "roc_auc", "neg_loss"),
-        "compare.champion_metric must be macro_f1|top1|top3|weighted_f1|roc_auc|neg_loss",
+        cfg.compare.champion_metric in CHAMPION_METRICS,
+        f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
+        f"got {cfg.compare.champion_metric!r}",
     )
     for name, settings in cfg.train.overrides.items():
         cfg.train.for_backbone(name)  # raises ConfigError on unknown keys

@@ -39,6 +39,11 @@ class DatasetError(FaunaError):
     """The input cannot make a usable dataset (one clear line, no traceback)."""
 
 
+def display_name(label: str) -> str:
+    """How a class name is shown: the Kaggle CSV writes spaces as `+` (`german+shepherd`)."""
+    return label.replace("+", " ")
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -44,11 +44,6 @@ code { background: #f6f8fa; padding: 0 .3em; border-radius: 3px; }
 """
 
 
-def pretty_class(name: str) -> str:
-    """Kaggle class names use `+` for spaces (`german+shepherd`)."""
-    return name.replace("+", " ")
-
-
 def class_colors(n: int) -> list[Any]:
     """n distinct colours: tab20 + tab20b cover the paper's 30 classes (40 in all)."""
     tab20 = list(matplotlib.colormaps["tab20"].colors)

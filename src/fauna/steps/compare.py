@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import html
 import json
+import logging
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -28,14 +28,17 @@ from fauna.dataset import (
     MANIFEST,
     SOURCE,
     carry_forward,
+    display_name,
     read_json,
     read_manifest,
     write_json,
 )
 from fauna.errors import FaunaError
 from fauna.paper import PAPER_RESULTS, PAPER_TITLE, paper_reference, paper_results_dict
-from fauna.plots import html_image, html_page, plot_history, pretty_class
+from fauna.plots import html_image, html_page, plot_history
 from fauna.steps.evaluate import METRICS, model_info, read_source
+
+log = logging.getLogger(__name__)
 
 REPORT_DATA = "report.json"
 SCALARS = ("top1", "top3", "macro_f1", "weighted_f1", "roc_auc", "loss")
@@ -57,10 +60,6 @@ SYNTHETIC_WARNING = (
 
 class CompareError(FaunaError):
     """The inputs of the comparison do not fit together."""
-
-
-def _log(message: str) -> None:
-    print(f"[compare] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- gathering the inputs
@@ -241,7 +240,7 @@ def compare_backbones(
     }
     write_json(out / METRICS, machine)
     carry_forward((CLASSES, SOURCE), evals.values(), out)
-    _log(f"champion by {metric}: {best} ({best_value:.4f}); report in {out / 'report.html'}")
+    log.info(f"champion by {metric}: {best} ({best_value:.4f}); report in {out / 'report.html'}")
     return machine
 
 
@@ -479,8 +478,8 @@ def _sections(data: dict[str, Any]) -> list[tuple]:
                         ["true class", "predicted as", "images", "share"],
                         [
                             [
-                                pretty_class(p["true"]),
-                                pretty_class(p["predicted"]),
+                                display_name(p["true"]),
+                                display_name(p["predicted"]),
                                 str(p["count"]),
                                 _pct(p["rate"]),
                             ]
@@ -520,7 +519,7 @@ def _sections(data: dict[str, Any]) -> list[tuple]:
                 Table(
                     ["class"] + [f"{s} images" for s in splits] + [f"F1 {b}" for b in with_f1],
                     [
-                        [pretty_class(c)]
+                        [display_name(c)]
                         + [str(counts.get(c, {}).get(s, 0)) for s in splits]
                         + [_num(v) for v in row]
                         for c, row in zip(data["classes"], f1_rows, strict=True)

@@ -13,6 +13,7 @@ import csv
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ from fauna.dataset import (
     PREPROCESS_INFO,
     SOURCE,
     carry_forward,
+    display_name,
     read_classes,
     read_json,
     write_json,
 )
 from fauna.errors import FaunaError
-from fauna.plots import pretty_class, save_png
+from fauna.plots import save_png
+
+log = logging.getLogger(__name__)
 
 # Inference batch: only memory depends on it, never a result.
 INFERENCE_BATCH = 64
@@ -43,10 +47,6 @@ METRICS = "metrics.json"
 
 class EvaluationError(FaunaError):
     """A model or dataset directory cannot be evaluated (one clear line)."""
-
-
-def _log(message: str) -> None:
-    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
 
 
 def load_trained_model(model_dir: Path) -> Any:
@@ -243,7 +243,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="fraction of the true class")
-    names = [pretty_class(c) for c in classes]
+    names = [display_name(c) for c in classes]
     ax.set_xticks(range(n), names, rotation=60, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
@@ -276,7 +276,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConf
     backbone = str(info["backbone"])
     source = read_source(data_dir, model_dir)
     model = load_trained_model(model_dir)
-    _log(f"{backbone}: predicting the test split of {data_dir}")
+    log.info(f"{backbone}: predicting the test split of {data_dir}")
     probs, y_true, ids = run_inference(
         model, data_dir, image_size, len(classes), desc=f"evaluate {backbone}"
     )
@@ -313,7 +313,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConf
     write_json(out / METRICS, metrics)
     carry_forward((CLASSES, SOURCE), (data_dir, model_dir), out)
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    _log(
+    log.info(
         f"{backbone}: top1 {m['top1']:.4f}  top3 {m['top3']:.4f}  macro-F1 {m['macro_f1']:.4f}"
         f"  ROC-AUC {auc}  loss {m['loss']:.4f}  (n={m['n_test']})"
     )

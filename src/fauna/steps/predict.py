@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
-from fauna.dataset import PREPROCESS_INFO, read_classes, read_json
+from fauna.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
 from fauna.errors import FaunaError
 
 MODEL_FILE = "model.keras"
@@ -51,11 +51,6 @@ class Prediction:
             "top": [{"label": label, "probability": p} for label, p in self.top],
             "error": self.error,
         }
-
-
-def display_name(label: str) -> str:
-    """`german+shepherd` -> `german shepherd` (the Kaggle CSV uses + for spaces)."""
-    return label.replace("+", " ")
 
 
 # ------------------------------------------------------------------ model location

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +29,8 @@ from fauna import storage
 from fauna.config import Config
 from fauna.dataset import MANIFEST, DatasetError, read_json, read_manifest
 from fauna.steps.compare import add_report_notes, champion_value
+
+log = logging.getLogger(__name__)
 
 CHAMPION_KEY = "models/champion/champion.json"
 # Checkpoints are for resuming training, not for using the model.
@@ -77,10 +79,6 @@ def signature_of_test_split(data_dir: Path) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-def _log(message: str) -> None:
-    print(f"[publish] {message}", file=sys.stderr, flush=True)
-
-
 def read_champion(bucket: str) -> dict[str, Any] | None:
     uri = f"s3://{bucket}/{CHAMPION_KEY}"
     return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
@@ -112,7 +110,7 @@ def decide(
         current = float(champion["value"])
         basis = "on the same test split"
     else:
-        _log(f"re-evaluating the champion ({champion['model_uri']}) on this run's test split")
+        log.info(f"re-evaluating the champion ({champion['model_uri']}) on this run's test split")
         try:
             current = _rescore_champion(champion, data_dir, cfg, metric)
         except Exception as exc:  # an unreadable champion must not block every future run
@@ -156,7 +154,7 @@ def publish_run(
         backbone = read_json(model_dir / "train_info.json")["backbone"]
         model_uris[backbone] = f"{run_uri}/models/{backbone}"
         n = storage.upload_dir(model_dir, model_uris[backbone], exclude=SKIP_ON_UPLOAD)
-        _log(f"uploaded {backbone}: {n} files -> {model_uris[backbone]}")
+        log.info(f"uploaded {backbone}: {n} files -> {model_uris[backbone]}")
     if best not in model_uris:
         raise DatasetError(
             f"the comparison's champion {best!r} has no model among {list(model_uris)}"
@@ -174,7 +172,7 @@ def publish_run(
     }
     champion = read_champion(bucket)
     promotion = decide(candidate, champion, data_dir, cfg)
-    _log(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
+    log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
     if promotion.promoted:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         if champion is not None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,6 +47,8 @@ from fauna.dataset import (
 )
 from fauna.errors import FaunaError
 from fauna.plots import plot_history
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 EXPORT_DIR = "export"
@@ -111,10 +113,6 @@ class TrainingData:
     @property
     def train_images(self) -> int:
         return sum(self.class_counts)
-
-
-def _log(message: str) -> None:
-    print(f"[train] {message}", file=sys.stderr, flush=True)
 
 
 def with_total_epochs(cfg: BackboneTrainConfig, total: int) -> BackboneTrainConfig:
@@ -358,7 +356,7 @@ class CheckpointStore:
             from fauna import storage
 
             if storage.exists(f"{self.remote}/{STATE_FILE}"):
-                _log(f"fetching the checkpoint from {self.remote}")
+                log.info(f"fetching the checkpoint from {self.remote}")
                 for name in (CHECKPOINT_FILE, BEST_WEIGHTS_FILE, STATE_FILE):
                     if storage.exists(f"{self.remote}/{name}"):
                         storage.download_file(f"{self.remote}/{name}", self.dir / name)
@@ -523,7 +521,7 @@ def train_backbone(
                 f"the checkpoint says this training finished, but {out} lacks its outputs: "
                 "use a new output folder (and checkpoint URI) to train again"
             )
-        _log(f"{spec.name} is already trained in {out}: nothing to do")
+        log.info(f"{spec.name} is already trained in {out}: nothing to do")
         return _result_from_disk(out)
 
     previous_policy = keras.mixed_precision.global_policy().name
@@ -596,14 +594,14 @@ def _train(job: _Job, state: dict | None, extra_callbacks: list) -> TrainResult:
     class_weight = balanced_class_weights(dataset.class_counts) if cfg.class_weights else None
 
     if state:
-        _log(
+        log.info(
             f"resuming {name} after epoch {state['epoch'] + 1} "
             f"({state['phase']}{', phase done' if state['phase_done'] else ''})"
         )
         model = store.load_model()
         history: list[dict] = [h for h in state["history"] if h["epoch"] <= state["epoch"]]
     else:
-        _log(
+        log.info(
             f"training {name} ({bcfg.weights} weights, {dataset.image_size} px, {job.policy}): "
             f"{dataset.train_images} train images, {num_classes} classes, "
             f"{bcfg.head_epochs} head + {bcfg.fine_tune_epochs} fine-tune epochs"
@@ -683,7 +681,9 @@ def _train(job: _Job, state: dict | None, extra_callbacks: list) -> TrainResult:
         callbacks.append(checkpointer_cls(save))
         callbacks += extra_callbacks
 
-        _log(f"{phase.name}: epochs {initial_epoch + 1}..{phase.end}, lr {phase.learning_rate:g}")
+        log.info(
+            f"{phase.name}: epochs {initial_epoch + 1}..{phase.end}, lr {phase.learning_rate:g}"
+        )
         if initial_epoch < phase.end:
             model.fit(
                 train_ds,
@@ -785,7 +785,7 @@ def _finish(job: _Job, model, history: list[dict]) -> TrainResult:
         mirror=False,
     )
     job.store.clear_heavy_files()
-    _log(
+    log.info(
         f"{name}: {len(history)} epochs in {train_seconds:.1f} s "
         f"({info['images_per_second']:.1f} images/s) -> {out}"
     )

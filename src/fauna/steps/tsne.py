@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ from fauna.dataset import (
     CLASSES,
     SOURCE,
     carry_forward,
+    display_name,
     write_json,
 )
-from fauna.plots import class_colors, html_image, html_page, pretty_class, save_png
+from fauna.plots import class_colors, html_image, html_page, save_png
 from fauna.records import FEATURES, shard_paths
 from fauna.steps.evaluate import (
     EvaluationError,
@@ -34,11 +35,9 @@ from fauna.steps.evaluate import (
     run_inference,
 )
 
+log = logging.getLogger(__name__)
+
 MIN_SAMPLES = 5
-
-
-def _log(message: str) -> None:
-    print(f"[tsne] {message}", file=sys.stderr, flush=True)
 
 
 def embedding_model(model: Any) -> Any:
@@ -100,7 +99,7 @@ def plot_tsne(
         pts = coords[labels == i]
         if len(pts):
             ax.scatter(
-                pts[:, 0], pts[:, 1], s=size, color=colors[i], label=pretty_class(name), alpha=0.85
+                pts[:, 0], pts[:, 1], s=size, color=colors[i], label=display_name(name), alpha=0.85
             )
     ax.set_xticks([])
     ax.set_yticks([])
@@ -126,7 +125,7 @@ def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig)
     all_ids, all_labels = split_labels(data_dir)
     chosen = stratified_sample(all_labels, cfg.max_samples, cfg.seed)
     keep = {all_ids[i] for i in chosen}
-    _log(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
+    log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
 
     model = embedding_model(load_trained_model(model_dir))
     emb, labels, ids = run_inference(
@@ -171,7 +170,7 @@ def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig)
     )
     (out / "tsne.html").write_text(html_page(f"t-SNE: {backbone}", body))
     carry_forward((CLASSES, SOURCE), (data_dir, model_dir), out)
-    _log(f"{backbone}: wrote {png}")
+    log.info(f"{backbone}: wrote {png}")
     return info
 
 

@@ -1,0 +1,73 @@
+"""The layout's rules, checked on the source: steps stand alone, the CLI stays light."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fauna.cli import COMMANDS
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ROOT / "src" / "fauna" / "steps"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_step_module_imports_another_step_module():
+    """A step depends on the shared modules below it, never on a sibling step."""
+    steps = {p.stem for p in STEPS.glob("*.py") if p.stem != "__init__"}
+    offenders = []
+    for path in sorted(STEPS.glob("*.py")):
+        own = path.stem
+        for module in _imported_modules(path):
+            parts = module.split(".")
+            if parts[:2] == ["fauna", "steps"] and len(parts) > 2:
+                other = parts[2]
+                # ingest_sources is ingest's own room (where data comes from).
+                if other in steps and other != own and {own, other} != {"ingest", "ingest_sources"}:
+                    offenders.append(f"{path.name} imports {module}")
+    assert offenders == []
+
+
+def test_shared_modules_do_not_import_steps_or_pipelines():
+    shared = [p for p in (ROOT / "src" / "fauna").glob("*.py") if p.stem != "cli"]
+    offenders = [
+        f"{path.name} imports {module}"
+        for path in shared
+        for module in _imported_modules(path)
+        if module.startswith(("fauna.steps", "fauna.pipelines", "fauna.components"))
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_is_fast_and_loads_no_tensorflow(command):
+    """`fauna <command> --help` must answer at once: TensorFlow is imported only to work."""
+    code = (
+        "import sys\n"
+        "from fauna.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED', ' '.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: fauna" in result.stdout
+    loaded = result.stdout.rsplit("LOADED", 1)[1].split()
+    assert loaded == [], f"fauna {command} --help imports {loaded}"
+    assert result.stderr == ""
