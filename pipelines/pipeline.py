@@ -111,8 +111,10 @@ def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
     task.set_cpu_request(p.train_cpu).set_cpu_limit(p.train_cpu)
     task.set_memory_request(p.train_memory).set_memory_limit(p.train_memory)
     kubernetes.set_timeout(task, p.train_timeout_seconds)
-    if p.train_retries:
-        task.set_retry(num_retries=p.train_retries, backoff_duration="60s")
+    # No set_retry: the backend drops it for tasks inside dsl.ParallelFor
+    # (kubeflow/pipelines#12389, #13897; #13605 lifts it only for one-task loop bodies),
+    # and Argo's default policy would not retry a deleted (preempted) pod anyway (#13386).
+    # A failed run is retried as a whole instead (`fauna submit --wait`, pipeline.run_retries).
     if p.use_gpu:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p.gpu_count)
         for key, value in p.gpu_node_selector.items():

@@ -16,12 +16,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fauna.config import Config, PipelineConfig, load_config
+from fauna.config import Config, PipelineConfig, load_config, params_json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "fauna"
 K8S_VERSION = "1.31.0"
 NAMESPACE = "kubeflow"
+PROFILE_NAMESPACE = "kubeflow-user-example-com"  # a Kubeflow profile namespace
+# Every install names an image tag (values.schema.json refuses none and `latest`).
+BASE = {"image": {"tag": "0a1b2c3"}}
+DIGEST_CPU = "sha256:" + "c" * 64
+DIGEST_GPU = "sha256:" + "9" * 64
 
 # A non-default set: MinIO, serving, existing secrets, a pinned image, a custom schedule.
 FULL = {
@@ -46,8 +51,17 @@ def chart():
         yield loaded
 
 
-def render(chart, values: dict | None = None) -> dict[str, str]:
-    return chart.render(values or {}, name="fauna", namespace=NAMESPACE, is_install=True)
+def merged(base: dict, values: dict) -> dict:
+    out = dict(base)
+    for key, value in values.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
+
+
+def render(chart, values: dict | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
+    values = merged(BASE, values or {})
+    return chart.render(values, name="fauna", namespace=namespace, is_install=True)
 
 
 def objects(rendered: dict[str, str]) -> list[dict]:
@@ -79,7 +93,7 @@ def pod_specs(docs: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "minio-serving-existing"])
 def test_lint_strict(values):
-    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    report = helm.lint(CHART, merged(BASE, values), strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
 
@@ -133,15 +147,21 @@ def test_pods_are_locked_down_and_bounded(chart, values):
                 assert "/tmp" in mounts, container["name"]  # scratch space on a read-only root
 
 
-def test_cronjob_submits_and_waits(chart):
+def cron_pod(docs: list[dict]) -> dict:
+    cron = named(docs, "CronJob", "fauna-retrain")
+    return cron["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def test_cronjob_submits_waits_and_retries_without_s3_keys(chart):
     docs = objects(render(chart, FULL))
     cron = named(docs, "CronJob", "fauna-retrain")
     spec = cron["spec"]
     assert spec["schedule"] == "30 2 * * 1-5" and spec["timeZone"] == "Europe/Berlin"
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
-    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 1
-    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    # A failed Job is never re-submitted (a whole new GPU run): fauna retries the run.
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 0
+    pod = cron_pod(docs)["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/ml/fauna-cpu:0a1b2c3"
     assert container["command"] + container["args"][:4] == [
@@ -154,15 +174,84 @@ def test_cronjob_submits_and_waits(chart):
     assert container["args"][-2:] == ["--profile", "smoke"]
     env = {e["name"]: e for e in container["env"]}
     assert env["KF_PIPELINES_ENDPOINT"]["value"].startswith("http://ml-pipeline.kubeflow")
-    assert env["S3_ENDPOINT_URL"]["value"] == "http://fauna-minio.kubeflow.svc:9000"
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "team-s3", "key": key}
+    assert env["FAUNA_REVISION"]["value"] == "0a1b2c3"  # names the pipeline version
+    assert env["KF_PIPELINES_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.namespace"
+    )
+    # Submitting talks only to the KFP API: no S3 keys in this pod.
+    assert not any(n.startswith(("AWS_", "S3_")) for n in env)
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in env.values())
     params_volume = next(v for v in pod["volumes"] if v["name"] == "params")
     assert params_volume["configMap"]["name"] == "fauna-params"
     token = next(v for v in pod["volumes"] if v["name"] == "kfp-token")
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == (
         "pipelines.kubeflow.org"
     )
+    assert env["KF_PIPELINES_SA_TOKEN_PATH"]["value"] == (
+        "/var/run/secrets/kubeflow/pipelines/token"
+    )
+
+
+def test_cronjob_in_a_kubeflow_profile_namespace(chart):
+    """Multi-user Kubeflow: a profile namespace, Istio-injected, with its own kfp-launcher."""
+    values = {
+        "kfp": {"launcher": {"create": False}, "uiUrl": "https://kubeflow.example.com/pipeline"},
+        "s3": {"existingSecret": "team-s3"},
+    }
+    docs = objects(render(chart, values, namespace=PROFILE_NAMESPACE))
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # The profile controller's kfp-launcher stays as it is.
+    assert [d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")] == ["fauna-params"]
+    template = cron_pod(docs)
+    # A sidecar would keep the Job from completing (istio/istio#11045).
+    assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    pod = template["spec"]
+    assert pod["automountServiceAccountToken"] is False  # no Kubernetes API token
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # The pod's own namespace, through the downward API: the profile namespace.
+    assert env["KF_PIPELINES_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.namespace"
+    )
+    assert env["KF_PIPELINES_UI_ENDPOINT"]["value"] == "https://kubeflow.example.com/pipeline"
+    assert "FAUNA_SIDECAR_QUIT_URL" not in env
+    binding = named(docs, "RoleBinding", "fauna-submitter")
+    assert binding["subjects"][0]["namespace"] == PROFILE_NAMESPACE
+    docs = objects(render(chart, {"kfp": {"namespace": "team-a"}}, PROFILE_NAMESPACE))
+    (container,) = cron_pod(docs)["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KF_PIPELINES_NAMESPACE"] == {"name": "KF_PIPELINES_NAMESPACE", "value": "team-a"}
+
+
+def test_cronjob_keeps_the_sidecar_when_asked_and_stops_it(chart):
+    """STRICT mTLS meshes need the sidecar: fauna waits for it and tells it to quit."""
+    docs = objects(render(chart, {"istio": {"sidecarInjection": True}}, PROFILE_NAMESPACE))
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    template = cron_pod(docs)
+    assert "sidecar.istio.io/inject" not in template["metadata"]["labels"]
+    config = json.loads(template["metadata"]["annotations"]["proxy.istio.io/config"])
+    assert config == {"holdApplicationUntilProxyStarts": True}
+    (container,) = template["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FAUNA_SIDECAR_QUIT_URL"] == "http://127.0.0.1:15020/quitquitquit"
+
+
+def test_images_pinned_by_digest(chart):
+    digests = {"cpu": DIGEST_CPU, "gpu": DIGEST_GPU}
+    docs = objects(render(chart, {"image": {"digest": digests}}))
+    (container,) = cron_pod(docs)["spec"]["containers"]
+    assert container["image"] == f"ghcr.io/fauna-ml/fauna-cpu:0a1b2c3@{DIGEST_CPU}"
+    text = named(docs, "ConfigMap", "fauna-params")["data"]["params.yaml"]
+    assert yaml.safe_load(text)["pipeline"]["image_gpu"] == (
+        f"ghcr.io/fauna-ml/fauna-gpu:0a1b2c3@{DIGEST_GPU}"
+    )
+    docs = objects(render(chart, {"image": {"tag": "", "digest": digests}}))
+    (container,) = cron_pod(docs)["spec"]["containers"]
+    assert container["image"] == f"ghcr.io/fauna-ml/fauna-cpu@{DIGEST_CPU}"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FAUNA_REVISION"] == "sha256-" + "c" * 12
 
 
 def test_submitter_rbac_is_minimal(chart):
@@ -170,8 +259,13 @@ def test_submitter_rbac_is_minimal(chart):
     role = named(docs, "Role", "fauna-submitter")
     groups = {g for rule in role["rules"] for g in rule["apiGroups"]}
     assert groups == {"pipelines.kubeflow.org"}  # nothing from the Kubernetes API itself
-    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
-    assert verbs <= {"get", "list", "create"}
+    # The SubjectAccessReview verbs of backend/src/apiserver/common/const.go.
+    rules = {r: set(rule["verbs"]) for rule in role["rules"] for r in rule["resources"]}
+    assert rules == {
+        "experiments": {"get", "list", "create"},
+        "pipelines": {"get", "list", "create"},  # the pipeline and its versions
+        "runs": {"get", "list", "create", "retry"},  # retry: re-run a failed run's tasks
+    }
     binding = named(docs, "RoleBinding", "fauna-submitter")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "fauna", "namespace": NAMESPACE}
@@ -268,21 +362,51 @@ BAD_VALUES = [
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
     ({"params": {"trian": {"head_epochs": 1}}}, "trian"),
     ({"sheduel": {}}, "sheduel"),
+    ({"image": {"tag": "latest"}}, "tag"),  # mutable: KFP's cache and the version lie
+    ({"image": {"tag": "LATEST"}}, "tag"),
+    ({"image": {"tag": ""}}, "tag"),
+    ({"image": {"tag": "", "digest": {"cpu": DIGEST_CPU}}}, "gpu"),  # both, or a tag
+    ({"image": {"digest": {"cpu": "sha256:abc"}}}, "cpu"),
+    ({"kfp": {"namespace": "Team_A"}}, "namespace"),
+    ({"kfp": {"uiUrl": "kubeflow.example.com"}}, "uiUrl"),
+    ({"kfp": {"skipVersionCheck": "yes"}}, "skipVersionCheck"),
+    ({"istio": {"sidecarInjection": "yes"}}, "sidecarInjection"),
+    # params: the config model's own schema (fauna.config.params_json_schema)
+    ({"params": {"train": {"batch_size": "big"}}}, "batch_size"),
+    ({"params": {"augment": {"mode": "sideways"}}}, "mode"),
+    ({"params": {"compare": {"champion_metric": "accuracy"}}}, "champion_metric"),
+    ({"params": {"train": {"overrides": {"resnet50": {"bach_size": 8}}}}}, "bach_size"),
+    ({"params": {"pipeline": {"run_retries": 1.5}}}, "run_retries"),
+    ({"params": {"pipeline": {"use_gpu": "no"}}}, "use_gpu"),
 ]
 
 
 @pytest.mark.parametrize(("values", "word"), BAD_VALUES, ids=[w for _, w in BAD_VALUES])
 def test_schema_rejects_wrong_values_with_a_clear_message(chart, values, word):
     with pytest.raises(helm.HelmValuesError) as err:
-        chart.validate_schema(values)
+        chart.validate_schema(merged(BASE, values))
     assert word in str(err.value)
     with pytest.raises(helm.HelmError):
         render(chart, values)  # an install would stop at the same place
 
 
 def test_schema_accepts_the_documented_values(chart):
-    for values in ({}, FULL, GIVEN, {"minio": {"enabled": True}, **GIVEN}):
-        chart.validate_schema(values)
+    digests = {"image": {"tag": "", "digest": {"cpu": DIGEST_CPU, "gpu": DIGEST_GPU}}}
+    params = {"params": {"train": {"overrides": {"vgg16": None}}, "pipeline": {"train_cpu": 8}}}
+    for values in ({}, FULL, GIVEN, {"minio": {"enabled": True}, **GIVEN}, digests, params):
+        chart.validate_schema(merged(BASE, values))
+    with pytest.raises(helm.HelmValuesError, match="tag"):
+        chart.validate_schema({})  # the chart's own defaults name no image
+
+
+def test_chart_params_schema_is_the_config_models():
+    """values.schema.json's `params` is generated; regenerate it after a config change:
+    .venv/bin/python -c 'import json, pathlib; from fauna.config import params_json_schema as f;
+    p = pathlib.Path("charts/fauna/values.schema.json"); s = json.loads(p.read_text());
+    s["properties"]["params"] = f(); p.write_text(json.dumps(s, indent=2) + "\\n")'
+    """
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["params"] == params_json_schema()
 
 
 def test_no_secret_in_the_rendering_unless_given(chart):

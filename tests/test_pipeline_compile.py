@@ -57,8 +57,9 @@ def test_fan_out_over_backbones_and_collected_fan_in(gpu_docs):
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("backbones")
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert {"train", "evaluate", "tsne"} <= set(body)
-    # A preempted training pod is retried and resumes from its S3 checkpoints.
-    assert body["train"]["retryPolicy"]["maxRetryCount"] == Config().pipeline.train_retries
+    # No task retry policy: the backend ignores it inside ParallelFor (kubeflow/pipelines#12389,
+    # #13897) and Argo does not retry evicted pods (#13386); `fauna submit` retries the run.
+    assert "retryPolicy" not in body["train"]
     # Checkpoints are run-scoped: the run id travels as a whole value, the path is built inside.
     params = body["train"]["inputs"]["parameters"]
     assert params["checkpoint_root"]["runtimeValue"]["constant"] == "s3://fauna/checkpoints"

@@ -28,6 +28,21 @@ class _StepFormatter(logging.Formatter):
         return f"[{name}] {text}"
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (pytest and kfp.local swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def quiet_tensorflow() -> None:
     """TensorFlow's C++ logs (oneDNN notices, CUDA probing) stay out of the way."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,7 +55,7 @@ def configure(verbosity: int = 0) -> None:
     root = logging.getLogger("fauna")
     root.setLevel(level)
     if not any(getattr(h, "_fauna", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(_StepFormatter())
         handler._fauna = True  # type: ignore[attr-defined]
         root.addHandler(handler)

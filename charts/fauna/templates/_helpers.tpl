@@ -23,15 +23,30 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (include "fauna.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{/* Images: one registry and tag for both, as `make image` builds them. */}}
-{{- define "fauna.tag" -}}
-{{- default .Chart.AppVersion .Values.image.tag -}}
+{{/* Images: one registry and tag for both, as `make image` builds them; a digest,
+     when given, pins the content (`name:tag@sha256:...`, or `name@sha256:...`). */}}
+{{- define "fauna.image" -}}
+{{- $root := index . 0 -}}
+{{- $name := printf "%s/fauna-%s" $root.Values.image.registry (index . 1) -}}
+{{- $digest := index ($root.Values.image.digest | default dict) (index . 1) | default "" -}}
+{{- with $root.Values.image.tag }}{{ $name = printf "%s:%s" $name . }}{{ end -}}
+{{- with $digest }}{{ $name = printf "%s@%s" $name . }}{{ end -}}
+{{- $name -}}
 {{- end -}}
 {{- define "fauna.imageCpu" -}}
-{{- printf "%s/fauna-cpu:%s" .Values.image.registry (include "fauna.tag" .) -}}
+{{- include "fauna.image" (list . "cpu") -}}
 {{- end -}}
 {{- define "fauna.imageGpu" -}}
-{{- printf "%s/fauna-gpu:%s" .Values.image.registry (include "fauna.tag" .) -}}
+{{- include "fauna.image" (list . "gpu") -}}
+{{- end -}}
+{{/* What names the pipeline version the CronJob submits: the tag (the git SHA), else the
+     CPU image's digest. */}}
+{{- define "fauna.revision" -}}
+{{- if .Values.image.tag -}}
+{{- .Values.image.tag -}}
+{{- else -}}
+{{- (index (.Values.image.digest | default dict) "cpu" | default "") | replace "sha256:" "sha256-" | trunc 19 -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Secrets: the one named in values, else the one this chart creates. */}}
@@ -112,4 +127,17 @@ readOnlyRootFilesystem: true
 privileged: false
 capabilities:
   drop: ["ALL"]
+{{- end -}}
+
+{{/* Istio: a Job's pod completes only when every container exits (istio/istio#11045).
+     Off: no sidecar. On: fauna starts once the proxy is ready and stops it when done. */}}
+{{- define "fauna.istioLabels" -}}
+{{- if not .Values.istio.sidecarInjection -}}
+sidecar.istio.io/inject: "false"
+{{- end -}}
+{{- end -}}
+{{- define "fauna.istioAnnotations" -}}
+{{- if .Values.istio.sidecarInjection -}}
+proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
+{{- end -}}
 {{- end -}}
