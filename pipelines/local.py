@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -74,22 +73,12 @@ def s3_endpoint(bucket: str):
         storage.ensure_bucket(bucket)
         yield os.environ["S3_ENDPOINT_URL"], False
         return
-    from moto.server import ThreadedMotoServer
+    from fauna.embedded_s3 import embedded_s3_server
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {
-        k: os.environ.get(k)
-        for k in ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    }
-    os.environ["S3_ENDPOINT_URL"] = endpoint
-    # The embedded server accepts any credentials; only fill in what is missing.
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "embedded")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "embedded")
-    try:
+    with embedded_s3_server() as endpoint, _environment(S3_ENDPOINT_URL=endpoint):
+        # The embedded server accepts any credentials; only fill in what is missing.
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "embedded")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "embedded")
         storage.ensure_bucket(bucket)
         saved_bucket = EMBEDDED_S3_DIR / bucket
         if saved_bucket.is_dir() and any(saved_bucket.iterdir()):
@@ -100,8 +89,17 @@ def s3_endpoint(bucket: str):
         if saved_bucket.exists():
             shutil.rmtree(saved_bucket)
         storage.download_dir(f"s3://{bucket}", saved_bucket)
+
+
+@contextmanager
+def _environment(**values: str):
+    """Set environment variables for a while; the previous values (or absence) come back."""
+    keys = {*values, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(values)
+    try:
+        yield
     finally:
-        server.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

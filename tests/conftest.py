@@ -12,17 +12,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """moto's ThreadedMotoServer on 127.0.0.1: the same HTTP code paths as MinIO."""
-    import logging
+    """The embedded S3 server (moto) on 127.0.0.1: the same HTTP code paths as MinIO."""
+    from fauna.embedded_s3 import embedded_s3_server
 
-    from moto.server import ThreadedMotoServer
+    with embedded_s3_server() as endpoint:
+        yield endpoint
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+
+def _test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
 @pytest.fixture
@@ -33,12 +33,35 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from fauna import storage
 
     monkeypatch.setenv("S3_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    _test_credentials(monkeypatch)
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     storage.ensure_bucket(bucket)
     yield bucket
+
+
+@pytest.fixture
+def faulty_s3(s3_server: str, monkeypatch: pytest.MonkeyPatch):
+    """The embedded S3 behind a fault-injection proxy (tests/faults.py), with a fresh bucket.
+
+    Yields a `faults.FaultyS3`: `.proxy` (controls: always, fail_every, fail_next,
+    cut_after, latency, only, reset; counters), `.bucket`, `.uri(key)`, `.upstream` (the
+    server itself, to check state past the faults). S3_ENDPOINT_URL points at the proxy,
+    which starts healthy; FAUNA_S3_TIMEOUT_SECONDS is 10 unless the test sets it.
+    """
+    import uuid
+
+    from faults import FaultProxy, FaultyS3
+
+    from fauna import storage
+
+    _test_credentials(monkeypatch)
+    monkeypatch.setenv(storage.TIMEOUT_ENV, os.environ.get(storage.TIMEOUT_ENV, "10"))
+    bucket = f"faulty-{uuid.uuid4().hex[:12]}"
+    storage.ensure_bucket(bucket, s3=storage.client(s3_server))
+    with FaultProxy(s3_server) as proxy:
+        monkeypatch.setenv("S3_ENDPOINT_URL", proxy.endpoint)
+        yield FaultyS3(proxy=proxy, bucket=bucket, upstream=s3_server)
+    storage.clear_clients()  # the proxy's port is gone: drop its client and connections
 
 
 # What the kind scripts may call in a dry run; docker, kind, kubectl and helm stay out of reach.
