@@ -71,9 +71,11 @@ def dataset(count: int) -> Path:
     from PIL import Image
 
     from fauna.dataset import MANIFEST, write_json, write_manifest
+    from fauna.outputs import mark_complete
 
     root = CACHE / str(count)
     if (root / "READY").is_file():
+        mark_complete(root, "ingest")  # preprocess reads completed ingest outputs only
         return root
     POOL.mkdir(parents=True, exist_ok=True)
     missing = [i for i in range(count) if not (POOL / _pool_name(i)).is_file()]
@@ -103,6 +105,7 @@ def dataset(count: int) -> Path:
         root / "source.json",
         {"source": "bench", "name": f"bench{count}", "synthetic": True, "version": str(count)},
     )
+    mark_complete(root, "ingest")
     (root / "READY").write_text("")
     return root
 
@@ -254,7 +257,7 @@ def _fidelity(raw: Path, image_size: int, samples: int = 50) -> float:
     from PIL import Image
 
     from fauna.dataset import read_manifest
-    from fauna.steps.preprocess import preprocess_image
+    from fauna.imaging import preprocess_image
 
     rows = list(read_manifest(raw / "manifest.csv"))[:samples]
     diffs = []

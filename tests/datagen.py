@@ -2,7 +2,8 @@
 
 Written here rather than by the preprocess step so that tests of later steps do
 not depend on it: shards/part-*.tfrecord, manifest.csv, classes.json,
-source.json and preprocess.json, exactly in the layout of `fauna.dataset`.
+source.json and preprocess.json, exactly in the layout of `fauna.dataset`, and
+the completion marker a real preprocess run writes last (`fauna.outputs`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from fauna.dataset import CLASSES, MANIFEST, PREPROCESS_INFO, write_json, write_manifest
+from fauna.dataset import (
+    CLASSES,
+    MANIFEST,
+    PREPROCESS_INFO,
+    PREPROCESS_STEP,
+    write_json,
+    write_manifest,
+)
+from fauna.outputs import mark_complete
 from fauna.records import Record, ShardWriter
 from fauna.synthetic import class_image
 
@@ -83,4 +92,5 @@ def make_preprocessed(
         out / PREPROCESS_INFO,
         {"image_size": size, "mode": "crop", "jpeg_quality": 90, "images_per_shard": per_shard},
     )
+    mark_complete(out, PREPROCESS_STEP)
     return out

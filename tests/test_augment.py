@@ -3,6 +3,8 @@
 import dataclasses
 import io
 import json
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,10 +14,12 @@ import tensorflow as tf
 from datagen import make_preprocessed
 from kfp import compiler, dsl
 from PIL import Image
+from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna.cli import main
 from fauna.config import AugmentConfig, Config, ConfigError, SplitConfig
-from fauna.dataset import SPLITS, DatasetError, read_manifest
+from fauna.dataset import SPLITS, read_manifest
+from fauna.outputs import MARKER, OutputError, mark_complete, read_marker
 from fauna.records import iter_records, shard_paths
 from fauna.steps.augment import balance_dataset
 from fauna.steps.split import split_dataset
@@ -129,16 +133,54 @@ def test_rerun_into_same_directory_leaves_no_stale_shards(splits: Path, tmp_path
     assert_val_test_unchanged(splits, tmp_path / "b")
 
 
-def test_bad_input(splits: Path, tmp_path: Path):
+def test_bad_input(splits: Path, tmp_path: Path, capsys):
     off = {k: 0 for k in ("rotation", "zoom", "translation", "contrast")}
     with pytest.raises(ConfigError, match="needs at least one"):
         balance_dataset(splits, tmp_path / "b", AugmentConfig(horizontal_flip=False, **off))
-    pre = make_preprocessed(tmp_path / "pre", ["a"], [3])
-    with pytest.raises(DatasetError, match="no split column"):
+    with pytest.raises(ConfigError, match="augment.mode must be none|augment|oversample"):
+        balance_dataset(splits, tmp_path / "b", AugmentConfig(mode="mirror"))
+    pre = make_preprocessed(tmp_path / "pre", ["a", "b"], [3, 3])
+    line = "is the output of `fauna preprocess`, but this step reads the output of `fauna split`"
+    with pytest.raises(OutputError, match=line.replace("(", r"\(")):
         balance_dataset(pre, tmp_path / "b", AugmentConfig())
     balance_dataset(splits, tmp_path / "b", AugmentConfig(mode="oversample"))
-    with pytest.raises(DatasetError, match="already holds augmented copies"):
+    with pytest.raises(OutputError, match="output of `fauna augment`, but this step reads"):
         balance_dataset(tmp_path / "b", tmp_path / "c", AugmentConfig(mode="oversample"))
+    # Another step's completed output is not overwritten either.
+    other = make_preprocessed(tmp_path / "other", ["a", "b"], [2, 2])
+    mark_complete(other, "split")
+    with pytest.raises(OutputError, match="not empty and is the output of `fauna split`"):
+        balance_dataset(splits, other, AugmentConfig())
+    assert not (tmp_path / "c").exists() and partial_folders(tmp_path / "c") == []
+
+
+def test_a_users_folder_is_refused_and_left_untouched(splits: Path, tmp_path: Path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "augment.json").write_text("{}")
+    with pytest.raises(OutputError, match="not empty and is not a fauna output"):
+        balance_dataset(splits, mine, AugmentConfig())
+    assert [p.name for p in mine.iterdir()] == ["augment.json"]
+    assert (mine / "augment.json").read_text() == "{}"
+
+
+def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(splits: Path, tmp_path: Path):
+    cfg = AugmentConfig(mode="oversample")
+    started = time.monotonic()
+    balance_dataset(splits, tmp_path / "reference", cfg)
+    window = time.monotonic() - started
+    out = tmp_path / "out"
+    argv = ["augment", "--data", str(splits), "--out", str(out), "--mode", "oversample"]
+    seed = int.from_bytes(os.urandom(4), "little")
+    outcome = kill_at_random(argv, out, 1.5 * window, seed)
+    print(f"kill test (seed {seed}): {outcome}")
+    if outcome["killed"]:
+        assert not out.exists() or read_marker(out) is not None
+        for partial in outcome["partial"]:
+            assert not (partial / MARKER).exists()
+    balance_dataset(splits, out, cfg)
+    assert partial_folders(out) == []
+    assert tree_bytes(out) == tree_bytes(tmp_path / "reference")
 
 
 def test_cli_mode_flag_and_config_default(splits: Path, tmp_path: Path):
@@ -160,7 +202,8 @@ def test_component_wrapper(splits: Path, tmp_path: Path):
     cfg = Config().merged({"augment": {"mode": "oversample"}})
     out = dsl.Dataset(name="balanced", uri=str(tmp_path / "b"))
     augment.python_func(
-        config_json=json.dumps(cfg.to_dict()),
+        mode="oversample",
+        augment_config=cfg.to_dict()["augment"],
         splits=dsl.Dataset(name="splits", uri=str(splits)),
         balanced=out,
     )

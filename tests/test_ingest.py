@@ -8,10 +8,14 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import stat
 import struct
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 import zipfile
 import zlib
 from collections import Counter
@@ -21,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna import storage
 from fauna.cli import main
 from fauna.config import DataConfig
 from fauna.dataset import DatasetError, read_json, read_manifest
+from fauna.errors import FaunaError
+from fauna.outputs import OutputError, read_marker, step_output
 from fauna.steps.ingest import IngestResult, ingest_dataset
+from fauna.steps.ingest_sources import dataset_name, redact
 from fauna.synthetic import SYNTHETIC_MARKER
 
 # Test images are at most 64x48 = 3072 pixels; anything above this is a "bomb".
@@ -176,10 +184,16 @@ def test_folders_layout_keeps_good_images_and_quarantines_the_rest(zoo: Path, tm
     info = read_json(out / "source.json")
     assert info == {
         "source": str(zoo),
-        "name": "animals30",
+        "name": "zoo",  # data.name is empty: named after the folder
         "synthetic": False,
         "version": result.version,
+        "max_image_pixels": MAX_PIXELS,
     }
+    # The bomb messages quote the configured limit and the key that raises it, not Pillow's.
+    details = {i["item"]: i["detail"] for i in report["items"]}
+    assert "20000 pixels > data.max_image_pixels=10000 (raise" in details["dog/huge.jpg"]
+    assert f"> data.max_image_pixels={MAX_PIXELS}" in details["dog/bomb.png"]
+    assert "178956970" not in details["dog/bomb.png"]
     assert (zoo / "cat" / "c0.jpg").is_file()  # a local folder is copied, never moved
 
 
@@ -293,6 +307,7 @@ def test_split_folders_are_pooled(tmp_path: Path):
 def test_layout_detection_errors(tmp_path: Path):
     two = tmp_path / "two"
     jpeg(two / "x" / "1.jpg")
+    jpeg(two / "y" / "2.jpg")
     write_csv(two / "a.csv", ["file", "label"], [["x/1.jpg", "x"]])
     write_csv(two / "b.csv", ["Image_id", "Animal"], [["x/1.jpg", "x"]])
     with pytest.raises(DatasetError, match="ambiguous dataset layout.*a.csv, b.csv"):
@@ -302,22 +317,74 @@ def test_layout_detection_errors(tmp_path: Path):
 
     flat = tmp_path / "flat"
     jpeg(flat / "1.jpg")
-    write_csv(flat / "other.csv", ["id", "species"], [["1.jpg", "x"]])
-    with pytest.raises(DatasetError, match="no dataset layout found.*other.csv has no"):
+    jpeg(flat / "2.jpg")
+    write_csv(flat / "other.csv", ["name", "kind"], [["1.jpg", "x"], ["2.jpg", "y"]])
+    expected = (
+        "no label CSV in .*: other.csv has columns name, kind; expected an image column "
+        r"\(file/filename/path/image/image_id/id\) and a label column "
+        r"\(label/class/species/animal/category\): set data.csv_id_column"
+    )
+    with pytest.raises(DatasetError, match=expected):
         ingest_dataset(str(flat), tmp_path / "o3", cfg())
-    with pytest.raises(DatasetError, match="no label CSV"):
+    with pytest.raises(DatasetError, match="no label CSV.*other.csv has columns name, kind"):
         ingest_dataset(str(flat), tmp_path / "o4", cfg(layout="csv"))
+    with pytest.raises(DatasetError, match=r"image column \('photo'\)"):
+        ingest_dataset(str(flat), tmp_path / "o5", cfg(csv_id_column="photo"))
+    # Naming the columns makes the same CSV usable.
+    named = cfg(csv_id_column="NAME", csv_label_column="kind", min_images_per_class=1)
+    assert ingest_dataset(str(flat), tmp_path / "o6", named).per_class == {"x": 1, "y": 1}
+
+
+def test_csv_with_common_column_names_ids_without_extensions_and_one_image_folder(
+    tmp_path: Path,
+):
+    """`id,species` beside images/ (ids without extension, some upper-case .JPG)."""
+    data = tmp_path / "bears"
+    rows = []
+    for i in range(6):
+        ext = ".JPG" if i % 2 else ".jpg"
+        jpeg(data / "images" / f"{i:03d}{ext}")
+        rows.append([f"{i:03d}", "brown" if i < 3 else "polar"])
+    jpeg(data / "images" / "stray.jpg")
+    write_csv(data / "labels.csv", ["ID", "Species", "notes"], [[*r, "-"] for r in rows])
+    out = tmp_path / "raw"
+    result = ingest_dataset(str(data), out, cfg())
+    report = check_reconciles(out, result)
+    assert result.per_class == {"brown": 3, "polar": 3}
+    assert reasons_by_item(report) == {"images/stray.jpg": "not in CSV"}
+    assert {r["path"] for r in check_manifest(out)} >= {
+        "images/brown/000.jpg",
+        "images/polar/005.JPG",
+    }
+    assert result.name == "bears" and read_json(out / "source.json")["name"] == "bears"
+
+
+def test_one_class_is_refused(tmp_path: Path, capsys):
+    """A folder whose only subfolder is images/ is not a one-class dataset called "images"."""
+    data = tmp_path / "photos"
+    for i in range(4):
+        jpeg(data / "images" / f"{i}.jpg")
+    line = cli_error(capsys, "--source", str(data), "--out", str(tmp_path / "raw"))
+    assert "one class only (images, 4 images): a classifier needs at least two" in line
+    assert "the only class folder is images/" in line
+    assert not (tmp_path / "raw").exists()
+    # A CSV beside it that names one label is refused too.
+    write_csv(data / "labels.csv", ["file", "label"], [[f"{i}.jpg", "cat"] for i in range(4)])
+    line = cli_error(capsys, "--source", str(data), "--out", str(tmp_path / "raw"))
+    assert "one class only (cat, 4 images)" in line and "names one label only" in line
 
 
 # -- archives that try to write outside their target -------------------------------------------
 
 
 def test_unsafe_archive_members_are_refused(tmp_path: Path):
-    good = [jpeg_bytes() for _ in range(4)]
+    good = [jpeg_bytes() for _ in range(6)]
     zip_path = tmp_path / "evil.zip"
     with zipfile.ZipFile(zip_path, "w") as zf:
         zf.writestr("cat/1.jpg", good[0])
         zf.writestr("cat/2.jpg", good[1])
+        zf.writestr("dog/1.jpg", good[4])
+        zf.writestr("dog/2.jpg", good[5])
         zf.writestr("../zip-escape.jpg", good[2])
         zf.writestr("/tmp/zip-absolute.jpg", good[2])
         link = zipfile.ZipInfo("cat/link.jpg")
@@ -336,6 +403,8 @@ def test_unsafe_archive_members_are_refused(tmp_path: Path):
 
         add("dog/1.jpg", good[0])
         add("dog/2.jpg", good[3])
+        add("cat/1.jpg", good[4])
+        add("cat/2.jpg", good[5])
         add("../tar-escape.jpg", good[2])
         add("/tmp/tar-absolute.jpg", good[2])
         add("dog/sym.jpg", type=tarfile.SYMTYPE, linkname="/etc/passwd")
@@ -347,7 +416,7 @@ def test_unsafe_archive_members_are_refused(tmp_path: Path):
         report = check_reconciles(out, result)
         refused = [i for i in report["items"] if i["reason"] == "unsafe archive member"]
         assert len(refused) == 3 + (archive == tar_path), refused
-        assert result.kept == 2
+        assert result.kept == 4
         assert not (tmp_path / escaped).exists() and not (tmp_path.parent / escaped).exists()
         assert (
             not Path("/tmp/zip-absolute.jpg").exists()
@@ -411,7 +480,7 @@ def test_cache_serves_a_second_ingest_without_the_origin(s3: str, zoo: Path, tmp
     settings = cfg(cache_uri=f"s3://{s3}/datasets")
     first = ingest_dataset(origin, tmp_path / "first", settings)
     assert not first.from_cache
-    assert first.cache_location == f"s3://{s3}/datasets/animals30/{first.version}"
+    assert first.cache_location == f"s3://{s3}/datasets/zoo/{first.version}"
     assert storage.exists(f"{first.cache_location}/_COMPLETE")
     assert storage.exists(f"{first.cache_location}/manifest.csv")
 
@@ -473,6 +542,7 @@ def test_s3_errors(capsys, monkeypatch, s3: str, tmp_path: Path):
     line = cli_error(capsys, "--source", f"s3://{s3}/nothing", "--out", str(tmp_path / "o"))
     assert f"nothing found under s3://{s3}/nothing" in line
     monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "3")  # give up on the closed port quickly
     line = cli_error(capsys, "--source", f"s3://{s3}/x", "--out", str(tmp_path / "o"))
     assert "cannot reach the S3 endpoint http://127.0.0.1:9" in line
 
@@ -487,7 +557,8 @@ def test_local_errors(capsys, http_root, tmp_path: Path):
     (bad / "cat" / "b.jpg").write_text("text")
     line = cli_error(capsys, "--source", str(bad), "--out", str(tmp_path / "o"))
     assert "empty dataset: no valid image" in line and "1 zero-byte file" in line
-    assert read_json(tmp_path / "o" / "quarantine.json")["quarantined"] == 2
+    assert "e.g. cat/a.jpg" in line
+    assert not (tmp_path / "o").exists()  # nothing is left that would block a rerun
 
     (tmp_path / "empty").mkdir()
     line = cli_error(capsys, "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "o2"))
@@ -524,7 +595,420 @@ def test_component_runs_under_kfp_local(tmp_path: Path, zoo: Path):
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     config = Config().merged({"data": {"source": str(zoo), "max_image_pixels": MAX_PIXELS}})
-    task = ingest(config_json=json.dumps(config.to_dict()), source="")
+    task = ingest(source="", data_config=config.to_dict()["data"])
     raw = task.outputs["raw"]
     assert raw.metadata["kept"] == 10 and raw.metadata["num_classes"] == 2
+    assert raw.metadata["name"] == "zoo"
     assert Path(raw.path, "manifest.csv").is_file()
+
+
+# -- names, and secrets kept out of everything ingest writes or says ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        (
+            "kaggle:sanjeetbeniwal/animal-classification-30-classes",
+            "animal-classification-30-classes",
+        ),
+        ("kaggle:owner/bears/versions/3", "bears"),
+        ("s3://bucket/datasets/bears/", "bears"),
+        ("s3://bucket/datasets/bears.tar.gz", "bears"),
+        ("s3://bucket", "bucket"),
+        ("https://example.org/files/Bear%20Photos.zip?X-Amz-Signature=abc", "Bear-20Photos"),
+        ("https://example.org/download.php?id=7", "download"),
+    ],
+)
+def test_dataset_name_from_the_source(source: str, name: str):
+    assert dataset_name(source) == name
+
+
+def test_dataset_name_of_local_folders_and_archives(tmp_path: Path):
+    (tmp_path / "my zoo").mkdir()
+    assert dataset_name(str(tmp_path / "my zoo")) == "my-zoo"
+    assert dataset_name(str(tmp_path / "birds.tar.gz")) == "birds"
+    assert dataset_name(str(tmp_path / "cats.tgz")) == "cats"
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        (
+            "https://bucket.s3.amazonaws.com/data/zoo.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            "&X-Amz-Credential=AKIAEXAMPLE%2F20250101&X-Amz-Signature=deadbeef#frag",
+            "https://bucket.s3.amazonaws.com/data/zoo.zip",
+        ),
+        ("http://user:s3cret@host:8080/zoo.tar", "http://host:8080/zoo.tar"),
+        ("s3://bucket/prefix?versionId=1", "s3://bucket/prefix"),
+        ("kaggle:owner/dataset", "kaggle:owner/dataset"),
+        ("/data/zoo?x", "/data/zoo?x"),  # a local path is shown as it is
+    ],
+)
+def test_redact_keeps_scheme_host_and_path_only(source: str, shown: str):
+    assert redact(source) == shown
+
+
+class _RecordingHandler(_QuietHandler):
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        self.seen.append({"path": self.path, "auth": self.headers.get("Authorization", "")})
+        super().do_GET()
+
+
+def test_a_presigned_url_is_redacted_everywhere(capsys, zoo: Path, tmp_path: Path):
+    www = tmp_path / "www"
+    www.mkdir()
+    with tarfile.open(www / "zoo.tar.gz", "w:gz") as tf:
+        tf.add(zoo, arcname="zoo")
+    handler = functools.partial(_RecordingHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    secrets = ("s3cret", "AKIAEXAMPLE", "deadbeefsignature", "X-Amz")
+    url = (
+        f"http://reader:s3cret@127.0.0.1:{port}/zoo.tar.gz?X-Amz-Credential=AKIAEXAMPLE"
+        "&X-Amz-Signature=deadbeefsignature"
+    )
+    out = tmp_path / "raw"
+    try:
+        argv = ["ingest", "--source", url, "--out", str(out), "-v"]
+        assert main([*argv, "--set", f"data.max_image_pixels={MAX_PIXELS}"]) == 0
+        metadata = ingest_dataset(url, tmp_path / "again", cfg()).metadata()  # KFP's view
+    finally:
+        server.shutdown()
+        server.server_close()
+    printed = capsys.readouterr()
+    # The request carried the query and the credentials (as Basic auth); nothing else does.
+    assert _RecordingHandler.seen[-1]["path"].endswith("X-Amz-Signature=deadbeefsignature")
+    assert _RecordingHandler.seen[-1]["auth"].startswith("Basic ")
+    shown = f"http://127.0.0.1:{port}/zoo.tar.gz"
+    assert read_json(out / "source.json")["source"] == shown == metadata["source"]
+    written = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".txt"))
+    for text in (written, printed.out, printed.err, json.dumps(metadata)):
+        assert not [s for s in secrets if s in text], text
+    assert shown in (out / "report.txt").read_text() and shown in printed.out
+    assert read_json(out / "source.json")["name"] == metadata["name"] == "zoo"
+
+
+# -- bounded ingest: bombs, huge members, endless streams, with flat memory ---------------------
+
+FLAT_MIB = 64  # peak RSS may exceed a tiny ingest's by at most this much, whatever the input
+
+
+def run_measured(argv: list[str], timeout: float = 180) -> tuple[int, str, float, float]:
+    """`fauna <argv>` in a child process: (exit code, stderr, peak RSS in MiB, seconds)."""
+    started = time.monotonic()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fauna.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    timer = threading.Timer(timeout, child.kill)
+    timer.start()
+    try:
+        err = child.stderr.read()
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
+    finally:
+        timer.cancel()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    child.stderr.close()
+    return child.returncode, err, usage.ru_maxrss / 1024, time.monotonic() - started
+
+
+def error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("fauna ingest: error: "), stderr[-2000:]
+    assert "Traceback" not in stderr
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def baseline_rss(tmp_path_factory: pytest.TempPathFactory) -> float:
+    """Peak RSS of ingesting a handful of small images: what 'flat' is measured against."""
+    root = tmp_path_factory.mktemp("baseline")
+    for label in ("cat", "dog"):
+        for i in range(3):
+            jpeg(root / "src" / label / f"{i}.jpg")
+    rc, err, peak, _ = run_measured(
+        ["ingest", "--source", str(root / "src"), "--out", str(root / "o")]
+    )
+    assert rc == 0, err
+    return peak
+
+
+def zeros_member(size: int) -> io.BufferedReader:
+    class Zeros(io.RawIOBase):
+        left = size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    return io.BufferedReader(Zeros())
+
+
+def two_small_classes(add) -> None:
+    """Four real images in cat/ and dog/, through `add(name, bytes)`."""
+    for label in ("cat", "dog"):
+        for i in range(2):
+            add(f"{label}/{i}.jpg", jpeg_bytes())
+
+
+def test_a_zip_bomb_is_stopped_before_unpacking(baseline_rss: float, tmp_path: Path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        two_small_classes(zf.writestr)
+        with zf.open("dog/bomb.jpg", "w") as fh:
+            for _ in range(256):
+                fh.write(bytes(1 << 20))  # 256 MiB of zeros in ~260 kB
+    out = tmp_path / "raw"
+    rc, err, peak, seconds = run_measured(["ingest", "--source", str(bomb), "--out", str(out)])
+    line = error_line(err)
+    assert rc == 2 and "bomb.zip" in line and "(a zip bomb?); compression ratio: " in line
+    assert "> data.max_compression_ratio=100; stopped (raise data.max_compression_ratio" in line
+    assert peak <= baseline_rss + FLAT_MIB, (peak, baseline_rss)
+    assert seconds < 60
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+    print(
+        f"zip bomb ({bomb.stat().st_size} B -> 256 MiB): refused in {seconds:.1f}s, "
+        f"peak {peak:.0f} MiB (baseline {baseline_rss:.0f} MiB)"
+    )
+
+
+@pytest.fixture(scope="module")
+def huge_members(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shape of the issue's archive, scaled: four 256 MiB members in a ~1 MB tar.gz."""
+    archive = tmp_path_factory.mktemp("huge") / "huge.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tf:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+        two_small_classes(add)
+        for i in range(4):
+            info = tarfile.TarInfo(f"dog/huge{i}.jpg")
+            info.size = 256 << 20
+            tf.addfile(info, zeros_member(info.size))
+    return archive
+
+
+def test_huge_archive_members_are_refused_with_flat_memory(
+    baseline_rss: float, huge_members: Path, tmp_path: Path
+):
+    out = tmp_path / "raw"
+    rc, err, peak, seconds = run_measured(
+        ["ingest", "--source", str(huge_members), "--out", str(out)]
+    )
+    line = error_line(err)
+    assert rc == 2 and "data.max_compression_ratio=100" in line  # judged from the first header
+    assert peak <= baseline_rss + FLAT_MIB and seconds < 60
+    assert not out.exists()
+
+    # With the ratio check lifted, each member is refused by size, unwritten, the rest kept.
+    argv = ["ingest", "--source", str(huge_members), "--out", str(out)]
+    argv += ["--set", "data.max_compression_ratio=1000000"]
+    rc, err, peak, seconds = run_measured(argv)
+    assert rc == 0, err
+    assert peak <= baseline_rss + FLAT_MIB, (peak, baseline_rss)
+    report = read_json(out / "quarantine.json")
+    assert Counter(reasons_by_item(report).values()) == {"file too large": 4}
+    assert "> data.max_file_bytes=100000000" in report["items"][0]["detail"]
+    assert report["kept"] == 4 and report["reconciles"]
+    print(
+        f"4 x 256 MiB members ({huge_members.stat().st_size} B): refused in {seconds:.1f}s, "
+        f"peak {peak:.0f} MiB (baseline {baseline_rss:.0f} MiB)"
+    )
+
+
+class _EndlessHandler(http.server.BaseHTTPRequestHandler):
+    """Streams zeros without end (or announces a size first, with ?announce=N)."""
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        announced = self.path.partition("announce=")[2]
+        if announced:
+            self.send_header("Content-Length", announced)
+        self.end_headers()
+        chunk = bytes(1 << 20)
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except OSError:  # the client hung up: what we want
+            pass
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+
+@pytest.fixture
+def endless_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_endless_http_stream_is_cut_at_the_limit(
+    baseline_rss: float, endless_server: str, tmp_path: Path
+):
+    out = tmp_path / "raw"
+    argv = ["ingest", "--source", f"{endless_server}/data.zip", "--out", str(out)]
+    rc, err, peak, seconds = run_measured([*argv, "--set", "data.max_dataset_bytes=64000000"])
+    line = error_line(err)
+    assert rc == 2 and "download of" in line and "passed 64000000 bytes" in line
+    assert "data.max_dataset_bytes=64000000; stopped (raise data.max_dataset_bytes" in line
+    assert peak <= baseline_rss + FLAT_MIB and seconds < 60
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+    print(f"endless stream cut at 64 MB in {seconds:.1f}s, peak {peak:.0f} MiB")
+
+    # An announced size over the limit is refused before a byte is read.
+    with pytest.raises(FaunaError, match=r"is 99999999999 bytes: .*data.max_dataset_bytes"):
+        ingest_dataset(f"{endless_server}/data.zip?announce=99999999999", out, cfg())
+
+
+def test_file_count_limit(tmp_path: Path):
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(12):
+            zf.writestr(f"{'cat' if i % 2 else 'dog'}/{i}.jpg", jpeg_bytes())
+    with pytest.raises(FaunaError, match=r"many.zip has more members: 12 > data.max_files=10"):
+        ingest_dataset(str(archive), tmp_path / "o1", cfg(max_files=10))
+    folder = tmp_path / "many"
+    extract = zipfile.ZipFile(archive)
+    extract.extractall(folder)
+    with pytest.raises(FaunaError, match=r"more files: 12 > data.max_files=10"):
+        ingest_dataset(str(folder), tmp_path / "o2", cfg(max_files=10))
+    with pytest.raises(FaunaError, match=r"the images total \d+ bytes: .*max_dataset_bytes=1000"):
+        ingest_dataset(str(folder), tmp_path / "o3", cfg(max_dataset_bytes=1000))
+    # A single file over data.max_file_bytes is quarantined, unread; the rest is kept.
+    big = folder / "cat" / "big.jpg"
+    jpeg(big, size=(60, 60))
+    limit = big.stat().st_size - 1
+    smaller = [p for p in folder.rglob("*.jpg") if p.stat().st_size <= limit]
+    result = ingest_dataset(str(folder), tmp_path / "o4", cfg(max_file_bytes=limit))
+    assert result.reasons["file too large"] == 13 - len(smaller)
+    assert result.kept == len(smaller)
+
+
+# -- whole outputs only: refusals, kills, and leftovers cleaned ---------------------------------
+
+
+def test_a_failed_ingest_leaves_nothing_that_blocks_a_rerun(zoo: Path, tmp_path: Path):
+    bad = tmp_path / "bad"
+    (bad / "cat").mkdir(parents=True)
+    (bad / "cat" / "a.jpg").write_text("not an image")
+    out = tmp_path / "raw"
+    with pytest.raises(DatasetError, match="empty dataset"):
+        ingest_dataset(str(bad), out, cfg())
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+    assert ingest_dataset(str(zoo), out, cfg()).kept == 10
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(zoo: Path, tmp_path: Path):
+    out = tmp_path / "raw"
+    with step_output(out, "ingest"):  # a first ingest, mid-run
+        argv = ["ingest", "--source", str(zoo), "--out", str(out)]
+        rc, err, _, _ = run_measured(argv)
+    assert rc == 2 and "another process is writing" in error_line(err)
+
+
+def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(zoo: Path, tmp_path: Path):
+    """From an archive, so the kill can land while the download is being unpacked."""
+    archive = tmp_path / "zoo.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(zoo, arcname="zoo")
+    started = time.monotonic()
+    ingest_dataset(str(archive), tmp_path / "reference", cfg())
+    window = 1.5 * (time.monotonic() - started) + 0.1
+    out = tmp_path / "raw"
+    argv = ["ingest", "--source", str(archive), "--out", str(out)]
+    argv += ["--set", f"data.max_image_pixels={MAX_PIXELS}"]
+    seed = int.from_bytes(os.urandom(4), "little")
+    outcome = kill_at_random(argv, out, window, seed, preload=("fauna.cli",))
+    print(f"kill test (seed {seed}): {outcome}")
+    if outcome["killed"]:
+        from fauna.config import Config
+        from fauna.steps.preprocess import preprocess_dataset
+
+        assert not out.exists() or read_marker(out) is not None
+        for partial in outcome["partial"]:
+            with pytest.raises(OutputError, match="not a completed step output"):
+                preprocess_dataset(partial, tmp_path / "pre", Config().preprocess)
+    ingest_dataset(str(archive), out, cfg())
+    assert partial_folders(out) == [] and list(tmp_path.glob("**/.fauna-ingest-*")) == []
+    assert tree_bytes(out) == tree_bytes(tmp_path / "reference")
+
+
+# -- ingest from S3 under faults (the fault-injection proxy of tests/faults.py) -----------------
+
+
+def test_s3_ingest_survives_503s(faulty_s3, zoo: Path, tmp_path: Path, monkeypatch):
+    from faults import SLOW_DOWN
+
+    # The default deadline: with parallel downloads, one object can draw several 503s in a
+    # row, and SlowDown backs off for seconds (the fixture's 10 s would give up).
+    monkeypatch.setenv(storage.TIMEOUT_ENV, str(storage.DEFAULT_TIMEOUT_SECONDS))
+    storage.upload_dir(zoo, faulty_s3.uri("origin/zoo"))
+    local = ingest_dataset(str(zoo), tmp_path / "local", cfg())
+    faulty_s3.proxy.fail_every(3, SLOW_DOWN)
+    result = ingest_dataset(faulty_s3.uri("origin/zoo"), tmp_path / "raw", cfg())
+    assert faulty_s3.proxy.faults > 0
+    assert result.version == local.version and result.kept == local.kept
+    images = {k: v for k, v in tree_bytes(tmp_path / "raw").items() if k.startswith("images/")}
+    assert images == {k: v for k, v in tree_bytes(tmp_path / "local").items() if k in images}
+    check_reconciles(tmp_path / "raw", result)
+
+
+def test_s3_stalled_endpoint_fails_in_one_line(faulty_s3, monkeypatch, capsys, tmp_path: Path):
+    from faults import STALL
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "3")
+    faulty_s3.proxy.always(STALL)
+    out = tmp_path / "raw"
+    started = time.monotonic()
+    line = cli_error(capsys, "--source", faulty_s3.uri("origin/zoo"), "--out", str(out))
+    assert time.monotonic() - started < 30
+    assert faulty_s3.bucket in line
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+
+
+def test_s3_connection_cut_mid_download_accepts_nothing(
+    faulty_s3, monkeypatch, zoo: Path, tmp_path: Path
+):
+    storage.upload_dir(zoo, faulty_s3.uri("origin/zoo"))
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "3")
+    out = tmp_path / "raw"
+    faulty_s3.proxy.cut_after(6)  # the bucket check and listing pass, then downloads drop
+    with pytest.raises(FaunaError):
+        ingest_dataset(faulty_s3.uri("origin/zoo"), out, cfg())
+    assert faulty_s3.proxy.faults > 0
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+    faulty_s3.proxy.reset()
+    local = ingest_dataset(str(zoo), tmp_path / "local", cfg())
+    assert ingest_dataset(faulty_s3.uri("origin/zoo"), out, cfg()).version == local.version
+
+
+def test_limits_and_classes_are_checked_in_the_config():
+    from fauna.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="data.classes must list at least two classes"):
+        Config().merged({"data": {"classes": ["cat"]}})
+    with pytest.raises(ConfigError, match="data.max_files must be >= 1"):
+        Config().merged({"data": {"max_files": 0}})
+    with pytest.raises(ConfigError, match="data.max_compression_ratio must be >= 1"):
+        Config().merged({"data": {"max_compression_ratio": 0.5}})
+    assert Config().data.name == ""  # named after the source unless set

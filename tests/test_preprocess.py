@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna import cli
 from fauna.config import Config, PreprocessConfig
@@ -31,6 +32,7 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
+from fauna.outputs import MARKER, OutputError, mark_complete, read_marker, step_output
 from fauna.records import deserialize, iter_records, shard_paths
 from fauna.steps.preprocess import preprocess_dataset
 
@@ -124,8 +126,11 @@ UNKNOWN_LABEL = "images/cat/zebra.jpg"
 BAD = {"images/dog/truncated.jpg", "images/dog/text.jpg", MISSING, UNKNOWN_LABEL}
 
 
-def make_raw(root: Path, inputs: dict[str, tuple[str, Writer]] = INPUTS) -> Path:
-    """An ingest-like directory: images/<label>/<file>, manifest.csv, classes.json, source.json."""
+def make_raw(
+    root: Path, inputs: dict[str, tuple[str, Writer]] = INPUTS, max_pixels: int | None = None
+) -> Path:
+    """An ingest-like directory: images/<label>/<file>, manifest.csv, classes.json, source.json,
+    and the completion marker an ingest run writes last."""
     rows = []
     for rel, (label, write) in inputs.items():
         path = root / rel
@@ -144,10 +149,11 @@ def make_raw(root: Path, inputs: dict[str, tuple[str, Writer]] = INPUTS) -> Path
         rows.append({**rows[0], "path": UNKNOWN_LABEL, "label": "zebra"})
     write_manifest(root / MANIFEST, rows, RAW_FIELDS)
     write_json(root / CLASSES, CLASSES_LIST)
+    source = {"source": "generated", "name": "test", "synthetic": True, "version": "v1"}
     write_json(
-        root / "source.json",
-        {"source": "generated", "name": "test", "synthetic": True, "version": "v1"},
+        root / "source.json", source | ({"max_image_pixels": max_pixels} if max_pixels else {})
     )
+    mark_complete(root, "ingest")
     return root
 
 
@@ -337,8 +343,8 @@ def test_component_wraps_the_step(raw: Path, tmp_path: Path) -> None:
     from fauna.components.preprocess import preprocess
 
     out = SimpleNamespace(path=str(tmp_path / "artifact"), metadata={})
-    cfg = Config.from_dict({"preprocess": {"image_size": SIZE, "workers": 1}})
-    preprocess.python_func(json.dumps(cfg.to_dict()), SimpleNamespace(path=str(raw)), out)
+    section = Config.from_dict({"preprocess": {"workers": 1}}).to_dict()["preprocess"]
+    preprocess.python_func(SIZE, section, SimpleNamespace(path=str(raw)), out)
     assert out.metadata["images"] == len(list(iter_records(Path(out.path) / "shards")))
     assert out.metadata["quarantined"] == len(BAD)
 
@@ -369,3 +375,95 @@ def test_pool_reads_the_manifest_only_a_window_ahead(tmp_path: Path, monkeypatch
     # The window, plus the slot freed by the one outcome taken, plus one row read and waiting.
     assert first[1] is not None and len(read) <= window + 2
     assert sum(1 for _ in outcomes) == 499 and len(read) == 500
+
+
+# ---------------------------------------------------------------- whole outputs only
+
+
+def test_bomb_is_measured_against_the_configured_limit(tmp_path: Path) -> None:
+    """The limit ingest checked with (source.json) is the one preprocess applies and quotes."""
+    inputs = {
+        "images/cat/small.png": ("cat", save(photo((60, 40), 1))),
+        "images/dog/wide.png": ("dog", save(photo((200, 100), 2))),
+        "images/dog/huge.png": ("dog", save(photo((400, 300), 3))),
+    }
+    raw = make_raw(tmp_path / "raw", inputs, max_pixels=10_000)
+    preprocess_dataset(raw, tmp_path / "out", config(workers=1))
+    items = {i["item"]: i for i in read_json(tmp_path / "out" / "quarantine.json")["items"]}
+    assert set(items) == {"images/dog/wide.png", "images/dog/huge.png"}
+    for item in items.values():
+        assert item["reason"] == "decompression bomb"
+        assert "> data.max_image_pixels=10000" in item["detail"]
+        assert "178956970" not in item["detail"] and "89478485" not in item["detail"]
+
+
+def test_input_must_be_a_completed_ingest_output(raw: Path, tmp_path: Path, capsys) -> None:
+    half = tmp_path / "half"
+    make_raw(half, {"images/cat/a.png": ("cat", save(photo((40, 30), 1)))})
+    (half / MARKER).unlink()  # as an interrupted ingest would leave it
+    with pytest.raises(OutputError, match="not a completed step output.*`fauna ingest`"):
+        preprocess_dataset(half, tmp_path / "out", config())
+    assert not (tmp_path / "out").exists()
+
+    mark_complete(half, "split")
+    argv = ["preprocess", "--raw", str(half), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "is the output of `fauna split`, but this step reads the output of `fauna ingest`" in err
+
+
+def test_a_users_folder_is_refused_and_left_untouched(raw: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not empty and is not a fauna output"):
+        preprocess_dataset(raw, mine, config())
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert partial_folders(mine) == []
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with step_output(out, "preprocess") as first:  # the first writer, mid-run
+        (first / "manifest.csv").write_text("id\n")
+        with pytest.raises(OutputError, match="another process is writing"):
+            preprocess_dataset(raw, out, config(workers=1))
+    # The first writer's output is the one in place, untouched by the refused second.
+    assert read_marker(out)["step"] == "preprocess"
+    assert (out / "manifest.csv").read_text() == "id\n"
+
+
+def test_a_rerun_replaces_its_own_output_whole(crop_out: Path, raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    preprocess_dataset(raw, out, config(image_size=24, images_per_shard=2, workers=1))
+    preprocess_dataset(raw, out, config(images_per_shard=3, workers=1))
+    assert tree_bytes(out) == tree_bytes(crop_out)  # nothing of the first run is left
+
+
+def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(
+    crop_out: Path, raw: Path, tmp_path: Path
+) -> None:
+    import time
+
+    from fauna.steps.split import split_dataset
+
+    started = time.monotonic()
+    preprocess_dataset(raw, tmp_path / "reference", config(images_per_shard=3, workers=1))
+    window = time.monotonic() - started
+    out = tmp_path / "out"
+    argv = ["preprocess", "--raw", str(raw), "--out", str(out), "--workers", "1"]
+    argv += ["--image-size", str(SIZE), "--set", "preprocess.images_per_shard=3"]
+    seed = int.from_bytes(os.urandom(4), "little")
+    outcome = kill_at_random(argv, out, 1.5 * window, seed)
+    print(f"kill test (seed {seed}): {outcome}")
+    if outcome["killed"]:
+        # Nothing half-written is visible, and the half-written folder is refused downstream.
+        assert not out.exists() or read_marker(out) is not None
+        for partial in outcome["partial"]:
+            with pytest.raises(OutputError, match="not a completed step output"):
+                split_dataset(partial, tmp_path / "split", Config().split)
+    preprocess_dataset(raw, out, config(images_per_shard=3, workers=1))
+    assert partial_folders(out) == []
+    assert tree_bytes(out) == tree_bytes(tmp_path / "reference")

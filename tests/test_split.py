@@ -1,6 +1,8 @@
 """The split step on generated preprocess-style datasets (real JPEGs in TFRecord shards)."""
 
 import json
+import os
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -8,10 +10,12 @@ import pytest
 import tensorflow as tf
 from datagen import make_preprocessed
 from kfp import compiler, dsl
+from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna.cli import main
 from fauna.config import Config, SplitConfig
-from fauna.dataset import SPLITS, DatasetError, read_manifest
+from fauna.dataset import SPLITS, DatasetError, read_manifest, write_json, write_manifest
+from fauna.outputs import MARKER, OutputError, mark_complete, read_marker
 from fauna.records import deserialize, iter_records, shard_paths
 from fauna.steps.split import split_dataset
 
@@ -132,17 +136,79 @@ def test_tiny_classes(tmp_path: Path):
 def test_bad_input_is_one_clear_error(pre: Path, tmp_path: Path):
     with pytest.raises(DatasetError, match="must differ"):
         split_dataset(pre, pre, SplitConfig())
-    with pytest.raises(DatasetError, match="missing classes.json"):
+    with pytest.raises(DatasetError, match="must differ"):
+        split_dataset(pre, pre / "inside", SplitConfig())
+    with pytest.raises(OutputError, match="not a completed step output.*`fauna preprocess`"):
         split_dataset(tmp_path, tmp_path / "out", SplitConfig())
-    empty = make_preprocessed(tmp_path / "empty", ["a"], [0])
+    empty = make_preprocessed(tmp_path / "empty", ["a", "b"], [0, 0])
     with pytest.raises(DatasetError, match="no images"):
         split_dataset(empty, tmp_path / "out", SplitConfig())
     # A manifest row whose record is missing from the shards is an error, not silent loss.
-    bad = make_preprocessed(tmp_path / "bad", ["a"], [5])
+    bad = make_preprocessed(tmp_path / "bad", ["a", "b"], [5, 5])
     with (bad / "manifest.csv").open("a") as fh:
         fh.write("a/ghost.jpg,a,0,deadbeef,part-00000.tfrecord\n")
     with pytest.raises(DatasetError, match="no record"):
         split_dataset(bad, tmp_path / "out", SplitConfig())
+    assert not (tmp_path / "out").exists() and partial_folders(tmp_path / "out") == []
+
+
+def test_one_class_is_refused(tmp_path: Path, capsys):
+    # classes.json may list more classes; what counts is how many have images.
+    one = make_preprocessed(tmp_path / "one", ["images", "other"], [6, 0])
+    out = tmp_path / "out"
+    assert main(["split", "--data", str(one), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "one class only (images)" in err and "at least two" in err
+    assert not out.exists()
+
+
+def test_data_must_be_a_preprocess_output(tmp_path: Path, capsys):
+    """`fauna split --data <ingest output>` says which step's output it expects, in one line."""
+    raw = tmp_path / "raw"
+    write_manifest(
+        raw / "manifest.csv", [{"path": "images/a/1.jpg", "label": "a"}], ["path", "label"]
+    )
+    write_json(raw / "classes.json", ["a", "b"])
+    mark_complete(raw, "ingest")
+    assert main(["split", "--data", str(raw), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"fauna split: error: --data {raw} is the output of `fauna ingest`, "
+        "but this step reads the output of `fauna preprocess`"
+    )
+
+
+def test_a_users_folder_is_refused_and_left_untouched(pre: Path, tmp_path: Path):
+    mine = tmp_path / "mine"
+    (mine / "train").mkdir(parents=True)
+    (mine / "train" / "part-00000.tfrecord").write_bytes(b"my own records")
+    with pytest.raises(OutputError, match="not empty and is not a fauna output"):
+        split_dataset(pre, mine, SplitConfig())
+    assert (mine / "train" / "part-00000.tfrecord").read_bytes() == b"my own records"
+    assert [p.name for p in mine.iterdir()] == ["train"]
+
+
+def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(pre: Path, tmp_path: Path):
+    from fauna.steps.augment import balance_dataset
+
+    started = time.monotonic()
+    split_dataset(pre, tmp_path / "reference", SplitConfig())
+    window = time.monotonic() - started
+    out = tmp_path / "out"
+    seed = int.from_bytes(os.urandom(4), "little")
+    outcome = kill_at_random(
+        ["split", "--data", str(pre), "--out", str(out)], out, 1.5 * window, seed
+    )
+    print(f"kill test (seed {seed}): {outcome}")
+    if outcome["killed"]:
+        assert not out.exists() or read_marker(out) is not None
+        for partial in outcome["partial"]:
+            assert not (partial / MARKER).exists()
+            with pytest.raises(OutputError, match="not a completed step output"):
+                balance_dataset(partial, tmp_path / "aug", Config().augment)
+    split_dataset(pre, out, SplitConfig())
+    assert partial_folders(out) == []
+    assert tree_bytes(out) == tree_bytes(tmp_path / "reference")
 
 
 def test_cli(pre: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -150,8 +216,12 @@ def test_cli(pre: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["split", "--data", str(pre), "--out", str(out), "--set", "split.seed=7"]) == 0
     assert json.loads((out / "split.json").read_text())["seed"] == 7
     assert "split: 140 in = " in capsys.readouterr().out
-    assert main(["split", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
-    assert "error: missing classes.json" in capsys.readouterr().err
+    assert main(["split", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "s2")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: --data" in err
+        and "does not exist: it should be the output of `fauna preprocess`" in err
+    )
 
 
 def test_component_wrapper(pre: Path, tmp_path: Path):
@@ -161,7 +231,7 @@ def test_component_wrapper(pre: Path, tmp_path: Path):
 
     out = dsl.Dataset(name="splits", uri=str(tmp_path / "s"))
     split.python_func(
-        config_json=json.dumps(Config().to_dict()),
+        split_config=Config().to_dict()["split"],
         preprocessed=dsl.Dataset(name="pre", uri=str(pre)),
         splits=out,
     )

@@ -9,12 +9,15 @@ Each step reads and writes a directory (a KFP `Dataset` artifact on a cluster):
 
 and all of them carry classes.json (the label order), and where input can be
 rejected, quarantine.json + report.txt (what was rejected and why; counts reconcile).
+Each folder is written through `fauna.outputs.step_output` and carries its completion
+marker; the next step checks it with `fauna.outputs.require_output` (step names below).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -23,6 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from fauna.errors import FaunaError
+
+log = logging.getLogger(__name__)
+
+# The data steps, as their completion markers name them (`fauna.outputs`).
+INGEST_STEP = "ingest"
+PREPROCESS_STEP = "preprocess"
+SPLIT_STEP = "split"
+AUGMENT_STEP = "augment"
 
 MANIFEST = "manifest.csv"
 CLASSES = "classes.json"
@@ -33,6 +44,7 @@ PREPROCESS_INFO = "preprocess.json"
 SPLIT_INFO = "split.json"
 AUGMENT_INFO = "augment.json"
 SPLITS = ("train", "val", "test")
+SHARDS_DIR = "shards"  # preprocess: shards/part-*.tfrecord
 
 
 class DatasetError(FaunaError):
@@ -92,6 +104,19 @@ def carry_forward(names: Iterable[str], sources: Iterable[Path], out: Path) -> l
         else:
             shutil.copyfile(found, out / name)
     return missing
+
+
+def carry_files(source: Path, out: Path, names: Iterable[str]) -> None:
+    """`carry_forward` from one step output, with a warning for each file it lacks."""
+    for name in carry_forward(names, [source], out):
+        log.warning("%s has no %s; not carried forward", source, name)
+
+
+def check_distinct(source: Path, out: Path) -> None:
+    """A step never writes into (or over) the folder it reads."""
+    source, out = Path(source).absolute(), Path(out).absolute()
+    if source == out or out.is_relative_to(source) or source.is_relative_to(out):
+        raise DatasetError(f"output folder must differ from the input (and not contain it): {out}")
 
 
 @dataclass

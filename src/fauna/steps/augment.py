@@ -32,31 +32,34 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fauna.config import AugmentConfig, Config, ConfigError, PreprocessConfig
+from fauna.config import AUGMENT_MODES, AugmentConfig, Config, PreprocessConfig, check_augment
 from fauna.dataset import (
     AUGMENT_INFO,
+    AUGMENT_STEP,
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
     SOURCE,
     SPLIT_INFO,
+    SPLIT_STEP,
     SPLITS,
     DatasetError,
+    carry_files,
+    check_distinct,
     read_classes,
     read_json,
     read_manifest,
     write_json,
     write_manifest,
 )
-from fauna.records import Record, iter_records, shard_paths
-from fauna.steps.split import ShuffledShardWriter, copy_carried, prepare_output
+from fauna.outputs import require_output, step_output
+from fauna.records import Record, ShuffledShardWriter, iter_records, shard_paths
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "augment", "oversample")
+STEP = AUGMENT_STEP
 BALANCED_FIELDS = ["id", "label", "label_index", "sha256", "split", "augmented_from"]
 CARRIED_FILES = (CLASSES, SOURCE, PREPROCESS_INFO, SPLIT_INFO)
-LAYER_SETTINGS = ("horizontal_flip", "rotation", "zoom", "translation", "contrast")
 BATCH = 64
 
 
@@ -201,24 +204,17 @@ def _optional_json(path: Path) -> dict[str, Any]:
 
 
 def balance_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> BalanceResult:
-    """Write `out`: the split layout with train balanced/augmented per `cfg.mode`."""
+    """Write `out`: the split layout with train balanced/augmented per `cfg.mode`.
+
+    `out` appears complete (with its completion marker) or not at all.
+    """
     split_dir, out = Path(split_dir), Path(out)
-    if cfg.mode not in MODES:
-        raise ConfigError(f"augment.mode must be {'|'.join(MODES)}, got {cfg.mode!r}")
-    if cfg.mode != "none" and not any(getattr(cfg, k) for k in LAYER_SETTINGS):
-        raise ConfigError(
-            f"augment.mode={cfg.mode} needs at least one of {', '.join(LAYER_SETTINGS)} "
-            "(or use mode none)"
-        )
+    check_augment(cfg)
+    require_output(split_dir, SPLIT_STEP)
+    check_distinct(split_dir, out)
     classes = read_classes(split_dir)
-    rows = list(read_manifest(split_dir / MANIFEST))
-    if rows and "split" not in rows[0]:
-        raise DatasetError(f"{split_dir / MANIFEST} has no split column: run `fauna split` first")
-    if any(r.get("augmented_from") for r in rows):
-        raise DatasetError(f"{split_dir} already holds augmented copies: use the split output")
+    rows = _read_rows(split_dir)
     train_rows = [r for r in rows if r["split"] == "train"]
-    if not train_rows:
-        raise DatasetError(f"no train images in {split_dir / MANIFEST}")
     info = {
         **_optional_json(split_dir / SPLIT_INFO),
         **_optional_json(split_dir / PREPROCESS_INFO),
@@ -226,74 +222,80 @@ def balance_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> BalanceRe
     # Copies are written like the preprocess step wrote the originals.
     quality = int(info.get("jpeg_quality") or PreprocessConfig().jpeg_quality)
     per_shard = int(info.get("images_per_shard") or PreprocessConfig().images_per_shard)
-
-    prepare_output(split_dir, out)
-    linked = ("val", "test") if cfg.mode == "oversample" else SPLITS
-    for name in linked:
-        for shard in shard_paths(split_dir / name):
-            link_or_copy(shard, out / name / shard.name)
-
     before = Counter(r["label"] for r in train_rows)
-    target = 0
-    copies: list[dict[str, Any]] = []
-    notes: list[str] = []
-    if cfg.mode == "oversample":
-        target = cfg.target_count if cfg.target_count > 0 else max(before.values())
-        plan = copies_per_image(train_rows, classes, target, cfg.seed)
-        copies = _oversample(split_dir, out, cfg, plan, len(train_rows), per_shard, quality)
-        empty = [c for c in classes if before[c] == 0]
-        if empty:
-            notes.append(f"no train images to oversample for: {', '.join(empty)}")
-    after = before + Counter(c["label"] for c in copies)
-
-    out_rows = [{**r, "augmented_from": ""} for r in rows] + copies
-    write_manifest(out / MANIFEST, out_rows, BALANCED_FIELDS)
-    counts = dict(Counter(r["split"] for r in out_rows))
-    counts = {name: counts.get(name, 0) for name in SPLITS}
-    # Counts reconcile: train grew by exactly the copies, val and test did not change.
-    assert counts["train"] == len(train_rows) + len(copies), counts
-
-    # The AugmentConfig fields sit flat at the top, so the train step can rebuild it.
-    write_json(
-        out / AUGMENT_INFO,
-        {
-            **dataclasses.asdict(cfg),
-            "train_time_augmentation": cfg.mode != "none",
-            "oversample_target": target if cfg.mode == "oversample" else None,
-            "per_class": {
-                c: {"before": before[c], "after": after[c], "added": after[c] - before[c]}
-                for c in classes
-            },
-            "copies_added": len(copies),
-            "totals": {
-                "train_before": len(train_rows),
-                "train_after": counts["train"],
-                "val": counts["val"],
-                "test": counts["test"],
-            },
-            "validation_and_test": "unchanged (never augmented)",
-            "notes": notes,
-        },
-    )
-    copy_carried(split_dir, out, CARRIED_FILES)
-    result = BalanceResult(
-        out,
-        cfg.mode,
-        {c: before[c] for c in classes},
-        {c: after[c] for c in classes},
-        counts,
-        len(copies),
-    )
+    with step_output(out, STEP) as tmp:
+        linked = ("val", "test") if cfg.mode == "oversample" else SPLITS
+        for name in linked:
+            (tmp / name).mkdir()
+            for shard in shard_paths(split_dir / name):
+                link_or_copy(shard, tmp / name / shard.name)
+        target, copies = 0, []
+        if cfg.mode == "oversample":
+            target = cfg.target_count if cfg.target_count > 0 else max(before.values())
+            plan = copies_per_image(train_rows, classes, target, cfg.seed)
+            copies = _oversample(split_dir, tmp, cfg, plan, len(train_rows), per_shard, quality)
+        out_rows = [{**r, "augmented_from": ""} for r in rows] + copies
+        write_manifest(tmp / MANIFEST, out_rows, BALANCED_FIELDS)
+        counts = Counter(r["split"] for r in out_rows)
+        added = Counter(c["label"] for c in copies)
+        result = BalanceResult(
+            out,
+            cfg.mode,
+            {c: before[c] for c in classes},
+            {c: before[c] + added[c] for c in classes},
+            {name: counts.get(name, 0) for name in SPLITS},
+            len(copies),
+        )
+        # Counts reconcile: train grew by exactly the copies, val and test did not change.
+        assert result.counts["train"] == len(train_rows) + len(copies), result.counts
+        write_json(tmp / AUGMENT_INFO, _augment_info(cfg, result, target))
+        carry_files(split_dir, tmp, CARRIED_FILES)
     log.info(result.summary())
     return result
 
 
+def _read_rows(split_dir: Path) -> list[dict[str, str]]:
+    rows = list(read_manifest(split_dir / MANIFEST))
+    if rows and "split" not in rows[0]:
+        raise DatasetError(f"{split_dir / MANIFEST} has no split column: run `fauna split` first")
+    if any(r.get("augmented_from") for r in rows):
+        raise DatasetError(f"{split_dir} already holds augmented copies: use the split output")
+    if not any(r["split"] == "train" for r in rows):
+        raise DatasetError(f"no train images in {split_dir / MANIFEST}")
+    return rows
+
+
+def _augment_info(cfg: AugmentConfig, result: BalanceResult, target: int) -> dict[str, Any]:
+    """augment.json: the AugmentConfig fields flat at the top (the train step rebuilds it)."""
+    before, after = result.before, result.after
+    empty = [c for c, n in before.items() if n == 0]
+    oversample = cfg.mode == "oversample"
+    return {
+        **dataclasses.asdict(cfg),
+        "train_time_augmentation": cfg.mode != "none",
+        "oversample_target": target if oversample else None,
+        "per_class": {
+            c: {"before": before[c], "after": after[c], "added": after[c] - before[c]}
+            for c in before
+        },
+        "copies_added": result.copies_added,
+        "totals": {
+            "train_before": sum(before.values()),
+            "train_after": result.counts["train"],
+            "val": result.counts["val"],
+            "test": result.counts["test"],
+        },
+        "validation_and_test": "unchanged (never augmented)",
+        "notes": [f"no train images to oversample for: {', '.join(empty)}"]
+        if oversample and empty
+        else [],
+    }
+
+
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--data", required=True, help="split output directory")
+    parser.add_argument("--data", required=True, help="a split output folder")
     parser.add_argument("--out", required=True, help="directory to write the result into")
-    parser.add_argument(
-        "--mode", choices=MODES, default=None, help="override augment.mode from the config"
-    )
+    parser.add_argument("--mode", choices=AUGMENT_MODES, default=None, help="sets augment.mode")
 
 
 def run(args: Any, cfg: Config) -> int:

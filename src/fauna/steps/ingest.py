@@ -4,6 +4,10 @@ Output (see fauna.dataset): images/<label>/<file> (original bytes), manifest.csv
 classes.json, source.json, quarantine.json + report.txt. Nothing is dropped
 silently: every file or CSV row that goes in is either kept or quarantined with
 a reason, and the report says that the counts reconcile.
+
+The output is written through `fauna.outputs.step_output`: it appears complete or
+not at all, and the download and unpacked archive live inside its temporary folder,
+so a killed run leaves nothing the next run over the same `--out` does not clean.
 """
 
 from __future__ import annotations
@@ -11,11 +15,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import sys
-import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from fauna import storage
 from fauna.config import Config, DataConfig
 from fauna.dataset import (
     CLASSES,
+    INGEST_STEP,
     MANIFEST,
     QUARANTINE,
     REPORT,
@@ -46,14 +50,29 @@ from fauna.imagecheck import (
     inspect_image,
     looks_like_image,
 )
-from fauna.steps.ingest_sources import UNSAFE_MEMBER, fetch, source_kind
+from fauna.outputs import step_output
+from fauna.steps.ingest_sources import (
+    Limits,
+    dataset_name,
+    fetch,
+    redact,
+    source_kind,
+)
 from fauna.synthetic import SYNTHETIC_MARKER
 
+log = logging.getLogger(__name__)
+
+STEP = INGEST_STEP
 IMAGES = "images"
 MANIFEST_FIELDS = ["path", "label", "sha256", "width", "height", "format"]
 COMPLETE_MARKER = "_COMPLETE"
-# Column pairs (file, label) a label CSV may use, matched case-insensitively.
-CSV_SCHEMAS = (("image_id", "animal"), ("file", "label"))
+# Inside the output's temporary folder: the download and the unpacked archive.
+WORK_DIR = ".fauna-ingest-work"
+# Label CSV columns, matched case-insensitively, first match wins (data.csv_*_column override).
+ID_COLUMNS = ("file", "filename", "path", "image", "image_id", "id")
+LABEL_COLUMNS = ("label", "class", "species", "animal", "category")
+# Folder names that hold a CSV's images when no folder is named like the CSV.
+IMAGE_FOLDERS = {"images", "imgs", "img", "pictures", "photos"}
 # Top folders that are splits of a dataset, not classes: their class folders are pooled.
 SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
@@ -96,6 +115,7 @@ class IngestResult:
         """Flat values for a KFP artifact's metadata."""
         return {
             "source": self.source,
+            "name": self.name,
             "version": self.version,
             "synthetic": self.synthetic,
             "total_in": self.total_in,
@@ -118,6 +138,7 @@ class _Candidate:
 
 @dataclass
 class _Layout:
+    kind: str = "folders"  # folders | csv
     candidates: list[_Candidate] = field(default_factory=list)
     # (item, reason, detail) decided before any file is opened.
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
@@ -130,62 +151,101 @@ def ingest_dataset(
 
     With `cfg.cache_uri` set, a remote source already ingested with the same
     settings comes from the cache (nothing is fetched from the origin) unless
-    `refresh`; every result is stored there under its content hash.
+    `refresh`; every result is stored there under its content hash. `out`
+    appears complete (with its completion marker) or not at all.
     """
     source = source.strip()
     if not source:
         raise DatasetError("no source given: pass --source or set data.source")
     out = Path(out)
-    _check_out_usable(out)
-    kind = source_kind(source)
+    name = cfg.name or dataset_name(source)
+    if source_kind(source) == "local" and Path(source).expanduser().exists():
+        _check_not_nested(Path(source).expanduser().resolve(), out.resolve(), source)
     if cfg.cache_uri:
         storage.check_bucket(cfg.cache_uri)
-        if kind != "local" and not refresh:
-            cached = _from_cache(source, out, cfg)
-            if cached:
-                return cached
-    work_parent = out.resolve().parent
-    work_parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix=".fauna-ingest-", dir=work_parent) as work,
-        bomb_warnings_as_errors(),
-    ):
-        fetched = fetch(source, Path(work))
+    from_cache, location = False, ""
+    with step_output(out, STEP) as tmp:
+        if cfg.cache_uri and source_kind(source) != "local" and not refresh:
+            location = _from_cache(source, tmp, cfg, name)
+            from_cache = bool(location)
+        if not from_cache:
+            remote = _ingest_into(source, tmp, out.absolute(), cfg, name)
+            if cfg.cache_uri:
+                location = _store_in_cache(source, tmp, cfg, name, remote=remote)
+    result = _result_from_dir(out, from_cache=from_cache)
+    result.cache_location = location
+    return result
+
+
+def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) -> bool:
+    """Fetch, check and write the dataset into the temporary folder; True if remote."""
+    shown = redact(source)
+    work = tmp / WORK_DIR
+    with bomb_warnings_as_errors(cfg.max_image_pixels):
+        fetched = fetch(source, work, Limits.from_config(cfg))
         root = fetched.root.resolve()
-        _check_not_nested(root, out.resolve(), source)
-        _prepare_out(out)
+        _check_not_nested(root, out, shown)
         synthetic, data_root = _find_data_root(root)
         if not [p for p in _visible(data_root) if p.name != SYNTHETIC_MARKER]:
-            raise DatasetError(f"empty dataset: {source} holds no files")
+            raise DatasetError(f"empty dataset: {shown} holds no files")
         layout = _read_layout(data_root, cfg)
-        quarantine = Quarantine(step="ingest")
-        for member, why in fetched.refused:
-            quarantine.reject(member, UNSAFE_MEMBER, why)
+        _check_size(layout, cfg)
+        quarantine = Quarantine(step=STEP)
+        for member, reason, detail in fetched.refused:
+            quarantine.reject(member, reason, detail)
         for item, reason, detail in layout.rejected:
             quarantine.reject(item, reason, detail)
-        checks = _inspect_all(layout.candidates, cfg.max_image_pixels)
+        checks = _inspect_all(layout.candidates, cfg)
         kept = _select(layout.candidates, checks, cfg, quarantine)
         quarantine.total_in = len(fetched.refused) + len(layout.rejected) + len(layout.candidates)
         quarantine.kept = len(kept)
         if not kept:
-            quarantine.write(out)
-            raise DatasetError(_empty_message(source, quarantine, out))
-        move = root.is_relative_to(Path(work).resolve())
-        rows = _write_images(kept, out, move=move)
+            raise DatasetError(_empty_message(shown, quarantine))
+        _check_two_classes(kept, shown, layout)
+        move = root.is_relative_to(work.resolve())
+        rows = _write_images(kept, tmp, move=move)
+    shutil.rmtree(work, ignore_errors=True)
     version = content_version(rows)
-    classes = sorted({row["label"] for row in rows})
-    write_manifest(out / MANIFEST, rows, MANIFEST_FIELDS)
-    write_json(out / CLASSES, classes)
-    write_json(
-        out / SOURCE,
-        {"source": source, "name": cfg.name, "synthetic": synthetic, "version": version},
+    write_manifest(tmp / MANIFEST, rows, MANIFEST_FIELDS)
+    write_json(tmp / CLASSES, sorted({row["label"] for row in rows}))
+    info = {"source": shown, "name": name, "synthetic": synthetic, "version": version}
+    # The pixel limit ingest checked with: preprocess applies the same one.
+    write_json(tmp / SOURCE, {**info, "max_image_pixels": cfg.max_image_pixels})
+    quarantine.write(tmp)
+    _append_report(tmp, quarantine, shown, version, synthetic, rows, cfg)
+    log.info("%s", quarantine.summary())
+    return fetched.remote
+
+
+def _check_size(layout: _Layout, cfg: DataConfig) -> None:
+    """The limits on the dataset as a whole (a folder, an S3 tree, what Kaggle unpacked)."""
+    limits = Limits.from_config(cfg)
+    files = len(layout.candidates) + len(layout.rejected)
+    if files > cfg.max_files:
+        raise limits.exceeded("the dataset has more files", files, "max_files")
+    size = sum(c.path.stat().st_size for c in layout.candidates)
+    if size > cfg.max_dataset_bytes:
+        raise limits.exceeded(f"the images total {size} bytes", size, "max_dataset_bytes")
+
+
+def _check_two_classes(
+    kept: list[tuple[_Candidate, ImageCheck]], shown: str, layout: _Layout
+) -> None:
+    """A classifier needs two classes: one class is a layout mistake, said in one line."""
+    labels = Counter(cand.label for cand, _ in kept)
+    if len(labels) >= 2:
+        return
+    ((label, count),) = labels.items()
+    hint = (
+        f"the only class folder is {label}/: put each class's images in a folder of its own, "
+        "or add a label CSV (columns such as file,label) beside it"
+        if layout.kind == "folders"
+        else "the label CSV names one label only"
     )
-    quarantine.write(out)
-    _append_report(out, quarantine, source, version, synthetic, rows, cfg)
-    result = _result_from_dir(out)
-    if cfg.cache_uri:
-        result.cache_location = _store_in_cache(source, out, cfg, version, remote=fetched.remote)
-    return result
+    raise DatasetError(
+        f"{shown} gives one class only ({label}, {count} images): a classifier needs at least "
+        f"two; {hint}"
+    )
 
 
 def content_version(rows: list[dict[str, Any]]) -> str:
@@ -221,44 +281,76 @@ def _find_data_root(root: Path) -> tuple[bool, Path]:
         return synthetic, root
 
 
-def _label_csvs(root: Path) -> list[tuple[Path, str, str]]:
-    """Top-level CSVs whose header names a (file, label) column pair."""
-    found = []
+@dataclass(frozen=True)
+class _LabelCsv:
+    path: Path
+    id_column: str
+    label_column: str
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        return [name.strip() for name in next(csv.reader(fh), [])]
+
+
+def _column(header: list[str], configured: str, common: tuple[str, ...]) -> str | None:
+    """The configured column (any case), else the first common name the header has."""
+    columns = {name.lower(): name for name in header}
+    if configured:
+        return columns.get(configured.strip().lower())
+    return next((columns[name] for name in common if name in columns), None)
+
+
+def _label_csvs(root: Path, cfg: DataConfig) -> tuple[list[_LabelCsv], list[tuple[Path, list]]]:
+    """Top-level CSVs with an image column and a label column, and the others with their header."""
+    found, others = [], []
     for path in sorted(root.glob("*.csv")):
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-            header = next(csv.reader(fh), [])
-        columns = {name.strip().lower(): name for name in header}
-        for file_col, label_col in CSV_SCHEMAS:
-            if file_col in columns and label_col in columns:
-                found.append((path, columns[file_col], columns[label_col]))
-                break
-    return found
+        header = _csv_header(path)
+        id_column = _column(header, cfg.csv_id_column, ID_COLUMNS)
+        label_column = _column(header, cfg.csv_label_column, LABEL_COLUMNS)
+        if id_column and label_column and id_column != label_column:
+            found.append(_LabelCsv(path, id_column, label_column))
+        else:
+            others.append((path, header))
+    return found, others
+
+
+def _no_label_csv(root: Path, others: list[tuple[Path, list]], cfg: DataConfig) -> DatasetError:
+    """One line: which CSVs were found with which columns, and what would make them fit."""
+    wanted_id = repr(cfg.csv_id_column) if cfg.csv_id_column else "/".join(ID_COLUMNS)
+    wanted_label = repr(cfg.csv_label_column) if cfg.csv_label_column else "/".join(LABEL_COLUMNS)
+    found = "; ".join(f"{path.name} has columns {', '.join(header)}" for path, header in others)
+    return DatasetError(
+        f"no label CSV in {root}: {found or 'no CSV found'}; expected an image column "
+        f"({wanted_id}) and a label column ({wanted_label}): set data.csv_id_column and "
+        "data.csv_label_column to the CSV's columns"
+    )
 
 
 def _read_layout(root: Path, cfg: DataConfig) -> _Layout:
-    csvs = _label_csvs(root)
+    csvs, others = _label_csvs(root, cfg)
     class_dirs = [p for p in _visible(root) if p.is_dir()]
     layout = cfg.layout
     if layout in ("auto", "csv") and len(csvs) > 1:
-        names = ", ".join(p.name for p, _, _ in csvs)
+        names = ", ".join(c.path.name for c in csvs)
         raise DatasetError(
             f"ambiguous dataset layout in {root}: several label CSVs ({names}); "
             "keep one, or set data.layout=folders"
         )
     if layout == "auto":
+        columns_set = bool(cfg.csv_id_column or cfg.csv_label_column)
+        # A CSV that does not fit, beside at most one folder (of images): say why it does not.
+        if not csvs and others and (columns_set or len(class_dirs) <= 1):
+            raise _no_label_csv(root, others, cfg)
         layout = "csv" if csvs else "folders"
     if layout == "csv" and not csvs:
-        raise DatasetError(
-            f"no label CSV in {root}: expected a CSV with columns Image_id,Animal or file,label"
-        )
+        raise _no_label_csv(root, others, cfg)
     if layout == "folders" and not class_dirs:
-        other = [p.name for p in root.glob("*.csv")]
-        hint = f" ({', '.join(other)} has no Image_id,Animal or file,label header)" if other else ""
         raise DatasetError(
-            f"no dataset layout found in {root}: expected one folder per class or a label CSV{hint}"
+            f"no dataset layout found in {root}: expected one folder per class or a label CSV"
         )
     if layout == "csv":
-        return _csv_layout(root, *csvs[0], cfg)
+        return _csv_layout(root, csvs[0], cfg)
     return _folders_layout(root, class_dirs, cfg)
 
 
@@ -308,16 +400,35 @@ def _folders_layout(root: Path, class_dirs: list[Path], cfg: DataConfig) -> _Lay
     return layout
 
 
-def _csv_layout(root: Path, csv_path: Path, file_col: str, label_col: str, cfg: DataConfig):
-    """Rows of the CSV; images in the folder named like it (train.csv -> train/) or beside it."""
-    layout = _Layout()
-    image_dir = root / csv_path.stem
-    bases = [image_dir, root] if image_dir.is_dir() else [root]
+def _image_bases(root: Path, csv_path: Path) -> list[Path]:
+    """Where a CSV's images are: the folder named like it (train.csv -> train/), else an
+    images/ folder or the only folder there is; then the CSV's own folder."""
+    folders = [p for p in _visible(root) if p.is_dir()]
+    named = root / csv_path.stem
+    images = [p for p in folders if p.name.lower() in IMAGE_FOLDERS]
+    if named.is_dir():
+        first = named
+    elif len(images) == 1:
+        first = images[0]
+    elif len(folders) == 1:
+        first = folders[0]
+    else:
+        return [root]
+    return [first, root]
+
+
+def _csv_layout(root: Path, label_csv: _LabelCsv, cfg: DataConfig) -> _Layout:
+    """Rows of the CSV, resolved against the image folder (see `_image_bases`)."""
+    layout = _Layout(kind="csv")
+    csv_path = label_csv.path
+    bases = _image_bases(root, csv_path)
     named: set[Path] = set()
     with csv_path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        for line, row in enumerate(csv.DictReader(fh), start=2):
-            name = (row.get(file_col) or "").strip().replace("\\", "/")
-            label = (row.get(label_col) or "").strip()
+        reader = csv.DictReader(fh)
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        for line, row in enumerate(reader, start=2):
+            name = (row.get(label_csv.id_column) or "").strip().replace("\\", "/")
+            label = (row.get(label_csv.label_column) or "").strip()
             where = f"{csv_path.name} line {line}"
             found = _resolve(name, bases) if name else None
             if found is None:
@@ -340,14 +451,18 @@ def _csv_layout(root: Path, csv_path: Path, file_col: str, label_col: str, cfg: 
     return layout
 
 
+# Extensions tried, in this order, for an id written without one (as `Img-1` for Img-1.jpg).
+_TRIED_EXTENSIONS = [e for ext in sorted(IMAGE_EXTENSIONS) for e in (ext, ext.upper())]
+
+
 def _resolve(name: str, bases: list[Path]) -> tuple[Path, Path] | None:
     """The file a CSV row names (trying image extensions when it has none), inside a base."""
     pure = PurePosixPath(name)
     if pure.is_absolute() or ".." in pure.parts:
         return None
     tries = [str(pure)]
-    if not pure.suffix:
-        tries += [f"{pure}{ext}" for ext in sorted(IMAGE_EXTENSIONS)]
+    if pure.suffix.lower() not in IMAGE_EXTENSIONS:
+        tries += [f"{pure}{ext}" for ext in _TRIED_EXTENSIONS]
     for base in bases:
         for candidate in tries:
             if (base / candidate).is_file():
@@ -358,16 +473,20 @@ def _resolve(name: str, bases: list[Path]) -> tuple[Path, Path] | None:
 # -- checking and choosing ---------------------------------------------------------------------
 
 
-def _inspect_all(candidates: list[_Candidate], max_pixels: int) -> list[ImageCheck]:
+def _inspect_all(candidates: list[_Candidate], cfg: DataConfig) -> list[ImageCheck]:
     """Hash + fully decode every file; threads overlap I/O, hashing and Pillow's decoders."""
     if not candidates:
         return []
-    workers = min(32, (os.cpu_count() or 1) * 2)
+    from joblib.externals.loky import cpu_count
+
+    workers = min(32, cpu_count() * 2)
+
+    def inspect(cand: _Candidate) -> ImageCheck:
+        return inspect_image(cand.path, cfg.max_image_pixels, cfg.max_file_bytes)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda c: inspect_image(c.path, max_pixels), candidates)
-        return list(
-            tqdm(results, total=len(candidates), desc="ingest: check", unit="img", file=sys.stderr)
-        )
+        results = pool.map(inspect, candidates)
+        return list(tqdm(results, total=len(candidates), desc="ingest: check", unit="img"))
 
 
 def _select(
@@ -412,27 +531,9 @@ def _select(
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _check_not_nested(root: Path, out: Path, source: str) -> None:
+def _check_not_nested(root: Path, out: Path, shown: str) -> None:
     if out == root or out.is_relative_to(root) or root.is_relative_to(out):
-        raise DatasetError(f"the output folder {out} and the source {source} must not overlap")
-
-
-def _check_out_usable(out: Path) -> None:
-    """An empty or new folder, or an earlier ingest output; never someone else's files."""
-    if out.is_file():
-        raise DatasetError(f"output {out} is a file: --out must be a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not ((out / MANIFEST).is_file() and (out / SOURCE).is_file()):
-            raise DatasetError(f"output folder {out} is not empty: choose a new --out")
-
-
-def _prepare_out(out: Path) -> None:
-    """Remove what an earlier ingest wrote there (checked by `_check_out_usable`)."""
-    _check_out_usable(out)
-    shutil.rmtree(out / IMAGES, ignore_errors=True)
-    for name in (MANIFEST, CLASSES, SOURCE, QUARANTINE, REPORT):
-        (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+        raise DatasetError(f"the output folder {out} and the source {shown} must not overlap")
 
 
 def _write_images(
@@ -441,7 +542,7 @@ def _write_images(
     """images/<label>/<name>, original bytes (moved out of a download, copied from a folder)."""
     rows = []
     taken: set[str] = set()
-    for cand, check in tqdm(kept, desc="ingest: write", unit="img", file=sys.stderr):
+    for cand, check in tqdm(kept, desc="ingest: write", unit="img"):
         rel = f"{IMAGES}/{cand.label}/{cand.rel}"
         if rel in taken:  # two source folders with the same file name in one class
             pure = PurePosixPath(rel)
@@ -490,13 +591,14 @@ def _append_report(
         fh.write("\n".join(lines) + "\n")
 
 
-def _empty_message(source: str, quarantine: Quarantine, out: Path) -> str:
+def _empty_message(shown: str, quarantine: Quarantine) -> str:
     if not quarantine.total_in:
-        return f"empty dataset: no image files found in {source}"
+        return f"empty dataset: no image files found in {shown}"
     reasons = ", ".join(f"{n} {reason}" for reason, n in quarantine.reasons.items())
+    example = quarantine.items[0]
     return (
-        f"empty dataset: no valid image in {source} "
-        f"({quarantine.total_in} quarantined: {reasons}); see {out / REPORT}"
+        f"empty dataset: no valid image in {shown} ({quarantine.total_in} quarantined: {reasons}; "
+        f"e.g. {example['item']}: {example['detail'] or example['reason']})"
     )
 
 
@@ -523,55 +625,60 @@ def _result_from_dir(out: Path, from_cache: bool = False) -> IngestResult:
 # -- content-addressed cache --------------------------------------------------------------------
 
 
-def _cache_index(source: str, cfg: DataConfig) -> str:
-    """s3://.../<name>/sources/<key>.json: the version a source (with these settings) gave."""
+def _cache_index(source: str, cfg: DataConfig, name: str) -> str:
+    """s3://.../<name>/sources/<key>.json: the version a source (with these settings) gave.
+
+    The key hashes the full source (a presigned URL's query selects the object); only the
+    redacted source is ever stored.
+    """
     settings = {
         "source": source,
         "layout": cfg.layout,
+        "csv_id_column": cfg.csv_id_column,
+        "csv_label_column": cfg.csv_label_column,
         "classes": sorted(cfg.classes),
         "min_images_per_class": cfg.min_images_per_class,
         "max_image_pixels": cfg.max_image_pixels,
+        "max_file_bytes": cfg.max_file_bytes,
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return str(storage.parse_s3_uri(cfg.cache_uri).join(cfg.name, "sources", f"{key}.json"))
+    return str(storage.parse_s3_uri(cfg.cache_uri).join(name, "sources", f"{key}.json"))
 
 
-def _cache_version(cfg: DataConfig, version: str) -> str:
-    return str(storage.parse_s3_uri(cfg.cache_uri).join(cfg.name, version))
+def _cache_version(cfg: DataConfig, name: str, version: str) -> str:
+    return str(storage.parse_s3_uri(cfg.cache_uri).join(name, version))
 
 
-def _from_cache(source: str, out: Path, cfg: DataConfig) -> IngestResult | None:
-    index = _cache_index(source, cfg)
+def _from_cache(source: str, tmp: Path, cfg: DataConfig, name: str) -> str:
+    """Fill `tmp` from the cache when this source was ingested before; its location, or ""."""
+    index = _cache_index(source, cfg, name)
     if not storage.exists(index):
-        return None
+        return ""
     version = json.loads(storage.read_text(index))["version"]
-    location = _cache_version(cfg, version)
+    location = _cache_version(cfg, name, version)
     if not storage.exists(f"{location}/{COMPLETE_MARKER}"):
-        return None
-    print(f"ingest: {source} unchanged since version {version}: using {location}", file=sys.stderr)
-    _prepare_out(out)
-    storage.download_dir(location, out)
-    (out / COMPLETE_MARKER).unlink(missing_ok=True)
-    info = read_json(out / SOURCE)
+        return ""
+    log.info("%s unchanged since version %s: using %s", redact(source), version, location)
+    storage.download_dir(location, tmp)
+    (tmp / COMPLETE_MARKER).unlink(missing_ok=True)
+    info = read_json(tmp / SOURCE)
     if info.get("version") != version:
         raise DatasetError(f"cache entry {location} is inconsistent: re-run with --refresh")
-    info["source"] = source
-    write_json(out / SOURCE, info)
-    result = _result_from_dir(out, from_cache=True)
-    result.cache_location = location
-    return result
+    write_json(tmp / SOURCE, {**info, "source": redact(source), "name": name})
+    return location
 
 
-def _store_in_cache(source: str, out: Path, cfg: DataConfig, version: str, remote: bool) -> str:
+def _store_in_cache(source: str, tmp: Path, cfg: DataConfig, name: str, remote: bool) -> str:
     """Upload the kept dataset under its version (once); remember which version a source gave."""
-    location = _cache_version(cfg, version)
+    version = read_json(tmp / SOURCE)["version"]
+    location = _cache_version(cfg, name, version)
     if not storage.exists(f"{location}/{COMPLETE_MARKER}"):
-        storage.upload_dir(out, location)
+        storage.upload_dir(tmp, location)
         storage.write_text(f"{location}/{COMPLETE_MARKER}", version + "\n")
     if remote:
-        entry = {"source": source, "version": version}
+        entry = {"source": redact(source), "version": version}
         storage.write_text(
-            _cache_index(source, cfg), json.dumps(entry), content_type="application/json"
+            _cache_index(source, cfg, name), json.dumps(entry), content_type="application/json"
         )
     return location
 

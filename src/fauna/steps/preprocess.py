@@ -1,14 +1,10 @@
 """preprocess: every image to an NxN RGB JPEG in TFRecord shards, streaming, on all cores.
 
-`crop` (the paper's version 2) scales the shorter side to N and keeps the centred
-NxN square; `stretch` (version 1) squashes the whole image to NxN. Both use
-Pillow's LANCZOS filter.
-
-Speed: JPEGs are decoded at a reduced scale in the DCT domain (`Image.draft`:
-1/2, 1/4 or 1/8, always keeping the shorter side >= N), and the resize works on
-the crop box only, so a photo-sized JPEG costs a fraction of a full decode.
+The one-image transform (decode at a reduced JPEG scale, orient, RGB, LANCZOS resize
+and centre crop or stretch) is `fauna.imaging.preprocess_image`, shared with predict.
 Memory: the manifest is read row by row, at most a fixed window of images is in
 flight between the pool and the shard writer, and shards are written as we go.
+The output is written through `fauna.outputs.step_output` (complete or absent).
 
 The pool's worker processes import this module, so it imports little at module
 level (no TensorFlow, which only the main process needs to write shards).
@@ -16,12 +12,11 @@ level (no TensorFlow, which only the main process needs to write shards).
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing
-import os
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -29,53 +24,41 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import ExifTags, Image
+from PIL import Image
 
 from fauna.dataset import (
     CLASSES,
+    INGEST_STEP,
     MANIFEST,
     PREPROCESS_INFO,
+    PREPROCESS_STEP,
+    SHARDS_DIR,
     SOURCE,
     DatasetError,
     Quarantine,
+    check_distinct,
     read_classes,
     read_json,
     read_manifest,
     write_json,
     write_manifest,
 )
+from fauna.imagecheck import BOMB, bomb_from_pillow, bomb_warnings_as_errors
+from fauna.imaging import FILTER_NAME, preprocess_image
+from fauna.outputs import require_output, step_output
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from fauna.config import Config, PreprocessConfig
 
 log = logging.getLogger(__name__)
 
-STEP = "preprocess"
-SHARDS_DIR = "shards"
+STEP = PREPROCESS_STEP
 MANIFEST_FIELDS = ["id", "label", "label_index", "sha256", "shard"]
-RESAMPLE = Image.Resampling.LANCZOS
-FILTER_NAME = "lanczos"
-# Non-JPEGs (no DCT shortcut) are first shrunk by an integer factor with `reduce`,
-# leaving >= 3x for LANCZOS: indistinguishable from a full LANCZOS resize.
-REDUCING_GAP = 3.0
-# Transparent pixels are composited onto white (not black, not dropped alpha).
-BACKGROUND = (255, 255, 255, 255)
 # Images per pool task, and how many tasks may be in flight per worker.
 CHUNKSIZE = 8
 CHUNKS_IN_FLIGHT_PER_WORKER = 4
-
-# EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose).
-_ORIENT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+# The pixel limit when the ingest output does not record one (DataConfig's default).
+DEFAULT_MAX_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -95,78 +78,12 @@ class _Job:
     size: int
     mode: str
     quality: int
+    # The decompression-bomb limit ingest checked with (data.max_image_pixels).
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 # (manifest row, JPEG bytes or None, quarantine reason, detail)
 Outcome = tuple[dict[str, str], bytes | None, str, str]
-
-
-# ---------------------------------------------------------------- one image
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: deep pixels are scaled, transparency goes onto white."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        return Image.fromarray(_to_uint8(image)).convert("RGB")
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND), rgba).convert("RGB")
-    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
-
-
-def _to_uint8(image: Image.Image) -> np.ndarray:
-    """16-bit, 32-bit or float pixels mapped onto 0..255 by scaling, never by clipping.
-
-    I;16 is 0..65535 by definition. For I and F the range is guessed from the
-    values: the first of 0..1 (float only), 0..255, 0..65535 that holds them,
-    else their own min..max.
-    """
-    import numpy as np
-
-    pixels = np.asarray(image)
-    values = pixels.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if pixels.dtype.kind == "u" and pixels.dtype.itemsize == 2:
-        span = (0.0, 65535.0)
-    else:
-        ranges = ([(0.0, 1.0)] if pixels.dtype.kind == "f" else []) + [(0.0, 255.0), (0.0, 65535.0)]
-        span = next(((a, b) for a, b in ranges if a <= low and high <= b), (low, high))
-    scale = 255.0 / max(span[1] - span[0], 1e-12)
-    return np.clip(np.rint((values - span[0]) * scale), 0, 255).astype(np.uint8)
-
-
-def transform(image: Image.Image, size: int, mode: str) -> Image.Image:
-    """Decode (at a reduced JPEG scale where possible), orient, to RGB, resize [+ centre crop]."""
-    drafted = image.draft("RGB", (size, size))  # JPEG only; keeps both sides >= size
-    image.load()
-    try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels are still good
-        orientation = 1
-    # A reduced JPEG decode rounds its size up; `box` is the true image area in it.
-    width, height = drafted[1][2:] if drafted else image.size
-    if mode == "crop":
-        side = min(width, height)
-        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-    else:
-        box = (0, 0, width, height)
-    # The centre square (and the whole-image stretch) is the same region whatever the
-    # orientation, so resizing first and orienting the small result is exact and cheaper.
-    result = to_rgb(image).resize((size, size), RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
-    transpose = _ORIENT.get(orientation)
-    return result.transpose(transpose) if transpose is not None else result
-
-
-def preprocess_image(path: Path, size: int, mode: str, quality: int) -> bytes:
-    """One image file -> NxN RGB JPEG bytes (no metadata; already upright)."""
-    with Image.open(path) as image:
-        result = transform(image, size, mode)
-    buffer = io.BytesIO()
-    # 4:4:4: at training sizes, halving the chroma resolution visibly smears colour edges.
-    result.save(buffer, "JPEG", quality=quality, subsampling=0)
-    return buffer.getvalue()
 
 
 def process_row(job: _Job, row: dict[str, str]) -> Outcome:
@@ -175,36 +92,27 @@ def process_row(job: _Job, row: dict[str, str]) -> Outcome:
         data = preprocess_image(Path(job.raw) / row["path"], job.size, job.mode, job.quality)
     except FileNotFoundError:
         return row, None, "missing file", row["path"]
-    except Image.DecompressionBombError as exc:
-        return row, None, "decompression bomb", str(exc)[:300]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return row, None, BOMB, bomb_from_pillow(exc, job.max_pixels).detail[:300]
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "cannot use this file"
         return row, None, "undecodable", f"{type(exc).__name__}: {exc}"[:300]
     return row, data, "", ""
+
+
+def _init_worker(max_pixels: int) -> None:
+    """Pool initializer: Pillow's bomb guard at ingest's limit, its warning as an error."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 # ---------------------------------------------------------------- the step
 
 
 def available_cpus() -> int:
-    """CPUs this process may use: affinity, then a cgroup CPU quota (Kubernetes limits)."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    quota = _cgroup_cpu_quota()
-    return max(1, min(count or 1, quota) if quota else (count or 1))
+    """CPUs this process may use: affinity and cgroup CPU quotas (Kubernetes limits), by loky."""
+    from joblib.externals.loky import cpu_count
 
-
-def _cgroup_cpu_quota() -> int | None:
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2: "max 100000"
-        limit, period = text[0], text[1]
-    except (OSError, IndexError):
-        try:  # cgroup v1
-            limit = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
-            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    if limit in ("max", "-1"):
-        return None
-    return max(1, -(-int(limit) // int(period)))
+    return max(1, cpu_count())
 
 
 def _rows(manifest: Path) -> Iterator[dict[str, str]]:
@@ -234,13 +142,15 @@ def _outcomes(manifest: Path, job: _Job, workers: int) -> Iterator[Outcome]:
     """Each manifest row's outcome, in manifest order; at most a fixed window in flight."""
     rows = _rows(manifest)
     if workers <= 1:  # no pool: nothing to gain from one worker process
-        for row in rows:
-            yield process_row(job, row)
+        with bomb_warnings_as_errors(job.max_pixels):
+            for row in rows:
+                yield process_row(job, row)
         return
     slots = threading.Semaphore(CHUNKSIZE * CHUNKS_IN_FLIGHT_PER_WORKER * workers)
     stop = threading.Event()
     # spawn: the workers start clean, without the main process's TensorFlow threads.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(job.max_pixels,)) as pool:
         try:
             tasks = _bounded(rows, slots, stop)
             for outcome in pool.imap(partial(process_row, job), tasks, chunksize=CHUNKSIZE):
@@ -257,30 +167,47 @@ def _count_rows(manifest: Path) -> int:
 
 
 def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> PreprocessResult:
-    """An ingest output directory -> NxN JPEGs in TFRecord shards + manifest + report."""
+    """An ingest output directory -> NxN JPEGs in TFRecord shards + manifest + report.
+
+    `out` appears complete (with its completion marker) or not at all.
+    """
     raw, out = Path(raw), Path(out)
     started = time.monotonic()
-    classes = read_classes(raw)
-    source = read_json(raw / SOURCE)
+    require_output(raw, INGEST_STEP, role="--raw")
+    check_distinct(raw, out)
     total = _count_rows(raw / MANIFEST)
     if total == 0:
         raise DatasetError(f"{raw / MANIFEST} lists no images: nothing to preprocess")
+    with step_output(out, STEP) as tmp:
+        quarantine = _write_shards(raw, tmp, cfg, total)
+        log.info("%s", quarantine.summary())
+        if quarantine.kept == 0:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in quarantine.reasons.items())
+            raise DatasetError(f"no image of {raw} could be preprocessed ({reasons})")
+        _write_info(raw, tmp, cfg, quarantine)
+        from fauna.records import shard_paths
+
+        shards = len(shard_paths(tmp / SHARDS_DIR))
+    elapsed = time.monotonic() - started
+    return PreprocessResult(out, quarantine.kept, len(quarantine.items), shards, elapsed)
+
+
+def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Quarantine:
+    """Every manifest row's image into shards (or the quarantine), and the new manifest."""
     # Main process only: TensorFlow (heavy, and it must not be in the workers).
     from tqdm import tqdm
 
-    from fauna.records import SHARD_GLOB, Record, ShardWriter, shard_paths
+    from fauna.records import Record, ShardWriter
 
-    shard_dir = out / SHARDS_DIR
-    for stale in shard_dir.glob(SHARD_GLOB):
-        stale.unlink()
+    classes = read_classes(raw)
     label_index = {name: i for i, name in enumerate(classes)}
     quarantine = Quarantine(STEP, total_in=total)
-    job = _Job(str(raw), cfg.image_size, cfg.mode, cfg.jpeg_quality)
+    max_pixels = int(read_json(raw / SOURCE).get("max_image_pixels") or DEFAULT_MAX_PIXELS)
+    job = _Job(str(raw), cfg.image_size, cfg.mode, cfg.jpeg_quality, max_pixels)
     workers = min(cfg.workers or available_cpus(), total)
-    log.info("preprocess: %d images from %s with %d worker(s)", total, raw, workers)
-
+    log.info("%d images from %s with %d worker(s)", total, raw, workers)
     with (
-        ShardWriter(shard_dir, cfg.images_per_shard) as writer,
+        ShardWriter(out / SHARDS_DIR, cfg.images_per_shard) as writer,
         tqdm(total=total, desc=STEP, unit="img", mininterval=1.0) as progress,
         closing(_outcomes(raw / MANIFEST, job, workers)) as outcomes,  # stops the pool
     ):
@@ -299,9 +226,12 @@ def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> Preproces
                     yield {**row, "id": row["path"], "label_index": index, "shard": shard}
 
         quarantine.kept = write_manifest(out / MANIFEST, kept_rows(), MANIFEST_FIELDS)
+    return quarantine
 
-    write_json(out / CLASSES, classes)
-    write_json(out / SOURCE, source)
+
+def _write_info(raw: Path, out: Path, cfg: PreprocessConfig, quarantine: Quarantine) -> None:
+    write_json(out / CLASSES, read_classes(raw))
+    write_json(out / SOURCE, read_json(raw / SOURCE))
     write_json(
         out / PREPROCESS_INFO,
         {
@@ -314,13 +244,6 @@ def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> Preproces
         },
     )
     quarantine.write(out)
-    log.info("%s", quarantine.summary())
-    if quarantine.kept == 0:
-        raise DatasetError(f"no image of {raw} could be preprocessed (see {out / 'report.txt'})")
-    shards = len(shard_paths(shard_dir))
-    return PreprocessResult(
-        out, quarantine.kept, len(quarantine.items), shards, time.monotonic() - started
-    )
 
 
 # ---------------------------------------------------------------- CLI

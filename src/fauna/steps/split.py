@@ -24,13 +24,11 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tensorflow as tf
 from tqdm import tqdm
 
 from fauna.config import Config, SplitConfig
@@ -38,25 +36,29 @@ from fauna.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
+    PREPROCESS_STEP,
+    SHARDS_DIR,
     SOURCE,
     SPLIT_INFO,
+    SPLIT_STEP,
     SPLITS,
     DatasetError,
-    carry_forward,
+    carry_files,
+    check_distinct,
     read_classes,
     read_json,
     read_manifest,
     write_json,
     write_manifest,
 )
-from fauna.records import Record, iter_records, serialize, shard_paths
+from fauna.outputs import require_output, step_output
+from fauna.records import ShuffledShardWriter, iter_records, shard_paths
 
 log = logging.getLogger(__name__)
 
+STEP = SPLIT_STEP
 SPLIT_FIELDS = ["id", "label", "label_index", "sha256", "split"]
 CARRIED_FILES = (CLASSES, SOURCE, PREPROCESS_INFO)
-# More open bucket files than this and a bucket holds more than one shard's worth.
-MAX_BUCKETS = 256
 
 
 @dataclass
@@ -74,65 +76,6 @@ class SplitResult:
     def summary(self) -> str:
         parts = " + ".join(f"{self.counts[s]} {s}" for s in SPLITS)
         return f"split: {self.total} in = {parts}" + ("" if self.reconciles else "  ** MISMATCH **")
-
-
-class ShuffledShardWriter:
-    """Writes records as shards in a seeded random order, holding one shard in memory.
-
-    Pass one deals records over temporary buckets in turn, so each bucket gets an
-    even sample of the whole (class-sorted) stream; `close()` then loads each
-    bucket, shuffles it and writes it out as `part-NNNNN.tfrecord`.
-    """
-
-    def __init__(self, directory: Path, expected: int, per_shard: int, seed: str) -> None:
-        self.directory = Path(directory)
-        self.per_shard = max(1, per_shard)
-        self.rng = random.Random(seed)
-        self.count = 0
-        self.buckets_dir = self.directory / ".buckets"
-        self.buckets_dir.mkdir(parents=True, exist_ok=True)
-        n = min(MAX_BUCKETS, max(1, math.ceil(expected / self.per_shard)))
-        self.bucket_paths = [self.buckets_dir / f"bucket-{i:05d}" for i in range(n)]
-        self.writers = [tf.io.TFRecordWriter(str(p)) for p in self.bucket_paths]
-
-    def write(self, rec: Record) -> None:
-        self.writers[self.count % len(self.writers)].write(serialize(rec))
-        self.count += 1
-
-    def close(self) -> int:
-        """Write the final shards; returns how many."""
-        for writer in self.writers:
-            writer.close()
-        shard = 0
-        for path in self.bucket_paths:
-            items = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-            path.unlink()
-            self.rng.shuffle(items)
-            for start in range(0, len(items), self.per_shard):
-                name = self.directory / f"part-{shard:05d}.tfrecord"
-                with tf.io.TFRecordWriter(str(name)) as writer:
-                    for item in items[start : start + self.per_shard]:
-                        writer.write(item)
-                shard += 1
-        self.buckets_dir.rmdir()
-        return shard
-
-
-def prepare_output(source: Path, out: Path) -> None:
-    """Create out/{train,val,test}, removing shards a previous run left there."""
-    if out.resolve() == source.resolve():
-        raise DatasetError(f"output directory must differ from the input: {out}")
-    for name in SPLITS:
-        directory = out / name
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in shard_paths(directory):
-            stale.unlink()  # unlink, never truncate: it may be a hardlink to an input
-        shutil.rmtree(directory / ".buckets", ignore_errors=True)
-
-
-def copy_carried(source: Path, out: Path, names: tuple[str, ...]) -> None:
-    for name in carry_forward(names, [source], out):
-        log.warning("%s has no %s; not carried forward", source, name)
 
 
 def _rounded(x: float) -> int:
@@ -196,8 +139,30 @@ def assign_splits(
 
 
 def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
-    """Split the preprocess output `pre` into `out` (see the module docstring)."""
+    """Split the preprocess output `pre` into `out` (see the module docstring).
+
+    `out` appears complete (with its completion marker) or not at all.
+    """
     pre, out = Path(pre), Path(out)
+    require_output(pre, PREPROCESS_STEP)
+    check_distinct(pre, out)
+    classes, rows = _read_input(pre)
+    assignment, notes = assign_splits(rows, classes, cfg)
+    for note in notes:
+        log.warning(note)
+    with step_output(out, STEP) as tmp:
+        counts, shards, per_shard = _write_shards(pre, tmp, rows, assignment, cfg)
+        result = SplitResult(out, len(rows), counts, _per_class(rows, assignment, classes), notes)
+        out_rows = [{**r, "split": assignment[r["id"]]} for r in rows]
+        write_manifest(tmp / MANIFEST, out_rows, SPLIT_FIELDS)
+        write_json(tmp / SPLIT_INFO, _split_info(cfg, rows, result, shards, per_shard))
+        carry_files(pre, tmp, CARRIED_FILES)
+    log.info(result.summary())
+    return result
+
+
+def _read_input(pre: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The classes and manifest rows of a preprocess output, refused if inconsistent."""
     classes = read_classes(pre)
     rows = list(read_manifest(pre / MANIFEST))
     if not rows:
@@ -206,28 +171,36 @@ def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
     repeated = [i for i, n in ids.items() if n > 1]
     if repeated:
         raise DatasetError(f"{len(repeated)} id(s) repeat in the manifest, e.g. {repeated[0]}")
-    unknown = sorted({r["label"] for r in rows} - set(classes))
+    labels = sorted({r["label"] for r in rows})
+    unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise DatasetError(f"labels missing from classes.json: {', '.join(unknown)}")
-    if not shard_paths(pre / "shards"):
-        raise DatasetError(f"no shards in {pre / 'shards'}: is this a preprocess output?")
+    if len(labels) < 2:
+        raise DatasetError(
+            f"{pre} has images of one class only ({labels[0]}): a classifier needs at least "
+            "two classes (check the source's layout: one folder per class, or a label CSV)"
+        )
+    if not shard_paths(pre / SHARDS_DIR):
+        raise DatasetError(f"no shards in {pre / SHARDS_DIR}: is this a preprocess output?")
+    return classes, rows
 
-    assignment, notes = assign_splits(rows, classes, cfg)
-    for note in notes:
-        log.warning(note)
+
+def _write_shards(
+    pre: Path, out: Path, rows: list[dict[str, str]], assignment: dict[str, str], cfg: SplitConfig
+) -> tuple[dict[str, int], dict[str, int], int]:
+    """Every record into its split's shards, shuffled: (counts, shards, per shard) per split."""
     expected = Counter(assignment.values())
     info = read_json(pre / PREPROCESS_INFO) if (pre / PREPROCESS_INFO).is_file() else {}
     # Keep the preprocess step's shard size (from its info, else from its manifest).
     rows_per_shard = Counter(r.get("shard") for r in rows)
     per_shard = int(info.get("images_per_shard") or max(rows_per_shard.values()))
-
-    prepare_output(pre, out)
     writers = {
         name: ShuffledShardWriter(out / name, expected[name], per_shard, f"{cfg.seed}:{name}")
         for name in SPLITS
     }
     seen: set[str] = set()
-    for rec in tqdm(iter_records(pre / "shards"), total=len(rows), desc="split", unit="img"):
+    records = iter_records(pre / SHARDS_DIR)
+    for rec in tqdm(records, total=len(rows), desc=STEP, unit="img", mininterval=1.0):
         name = assignment.get(rec.id)
         if name is None:
             raise DatasetError(f"record {rec.id!r} in the shards is not in the manifest")
@@ -239,50 +212,56 @@ def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
     missing = len(rows) - len(seen)
     if missing:
         raise DatasetError(f"{missing} manifest row(s) have no record in the shards")
-
     counts = {name: writers[name].count for name in SPLITS}
     # Counts reconcile: every input image is in exactly one split.
     assert sum(counts.values()) == len(rows) == len(assignment), (counts, len(rows))
+    return counts, shards, per_shard
 
-    out_rows = [{**r, "split": assignment[r["id"]]} for r in rows]
-    write_manifest(out / MANIFEST, out_rows, SPLIT_FIELDS)
+
+def _per_class(
+    rows: list[dict[str, str]], assignment: dict[str, str], classes: list[str]
+) -> dict[str, dict[str, int]]:
     per_class = {label: {name: 0 for name in SPLITS} for label in classes}
-    for row in out_rows:
-        per_class[row["label"]][row["split"]] += 1
+    for row in rows:
+        per_class[row["label"]][assignment[row["id"]]] += 1
     for c in per_class.values():
         c["total"] = sum(c[s] for s in SPLITS)
+    return per_class
 
+
+def _split_info(
+    cfg: SplitConfig,
+    rows: list[dict[str, str]],
+    result: SplitResult,
+    shards: dict[str, int],
+    per_shard: int,
+) -> dict[str, Any]:
+    """split.json: settings, totals (they reconcile), per-class counts, duplicate groups."""
+    counts = result.counts
     group_sizes = Counter(r["sha256"] for r in rows)
     labels_per_sha: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         labels_per_sha[r["sha256"]].add(r["label"])
-    result = SplitResult(out, len(rows), counts, per_class, notes)
-    write_json(
-        out / SPLIT_INFO,
-        {
-            "seed": cfg.seed,
-            "test_fraction": cfg.test_fraction,
-            "val_fraction": cfg.val_fraction,
-            "totals": {"in": len(rows), **counts, "reconciles": result.reconciles},
-            "fractions": {name: round(counts[name] / len(rows), 4) for name in SPLITS},
-            "per_class": per_class,
-            "duplicates": {
-                "groups": sum(1 for n in group_sizes.values() if n > 1),
-                "images_in_groups": sum(n for n in group_sizes.values() if n > 1),
-                "cross_class_groups": sum(1 for s in labels_per_sha.values() if len(s) > 1),
-            },
-            "shards": shards,
-            "images_per_shard": per_shard,
-            "notes": notes,
+    return {
+        "seed": cfg.seed,
+        "test_fraction": cfg.test_fraction,
+        "val_fraction": cfg.val_fraction,
+        "totals": {"in": len(rows), **counts, "reconciles": result.reconciles},
+        "fractions": {name: round(counts[name] / len(rows), 4) for name in SPLITS},
+        "per_class": result.per_class,
+        "duplicates": {
+            "groups": sum(1 for n in group_sizes.values() if n > 1),
+            "images_in_groups": sum(n for n in group_sizes.values() if n > 1),
+            "cross_class_groups": sum(1 for s in labels_per_sha.values() if len(s) > 1),
         },
-    )
-    copy_carried(pre, out, CARRIED_FILES)
-    log.info(result.summary())
-    return result
+        "shards": shards,
+        "images_per_shard": per_shard,
+        "notes": result.notes,
+    }
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--data", required=True, help="preprocess output directory")
+    parser.add_argument("--data", required=True, help="a preprocess output folder")
     parser.add_argument("--out", required=True, help="directory to write the splits into")
 
 
