@@ -39,10 +39,17 @@ def compare(
     )
     Path(report_html.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "report.html", report_html.path)
-    champion = result["champion"]
-    metrics.log_metric(f"champion_{champion['metric']}", float(champion["value"]))
+    champion = result["champion"]  # None when every model is flagged as degenerate
+    if champion is not None:
+        metrics.log_metric(f"champion_{champion['metric']}", float(champion["value"]))
     for backbone, values in result["backbones"].items():
         for key in METRIC_KEYS:
             if values[key] is not None:
                 metrics.log_metric(f"{backbone}_{key}", float(values[key]))
-    report.metadata.update({"champion": champion["backbone"], "synthetic": result["synthetic"]})
+    report.metadata.update(
+        {
+            "champion": champion["backbone"] if champion else "",
+            "flagged": sorted(result["flagged"]),
+            "synthetic": result["synthetic"],
+        }
+    )

@@ -36,4 +36,10 @@ def evaluate(
         [display_name(c) for c in matrix["labels"]],
         [[int(v) for v in r] for r in matrix["counts"]],
     )
-    evaluation.metadata.update({"backbone": result["backbone"], "synthetic": result["synthetic"]})
+    evaluation.metadata.update(
+        {
+            "backbone": result["backbone"],
+            "synthetic": result["synthetic"],
+            "degenerate": result["degenerate"],
+        }
+    )

@@ -14,9 +14,7 @@ def publish(
     data: dsl.Input[dsl.Dataset],
     published: dsl.Output[dsl.Dataset],
 ):
-    """Upload the run to S3 and move the champion pointer only when it is beaten."""
-    import json
-    import shutil
+    """Upload the run to S3 and move its dataset's champion pointer only when it is beaten."""
     from pathlib import Path
 
     from fauna import logs
@@ -31,11 +29,15 @@ def publish(
             "evaluate": evaluate_config,
         }
     )
-    # Work on a copy: the promotion note is added to the report, and inputs are read-only.
-    report_dir = Path(published.path) / "report"
-    shutil.copytree(report.path, report_dir)
-    result = publish_run(report_dir, [Path(m.path) for m in models], Path(data.path), run_id, cfg)
-    (Path(published.path) / "publish.json").write_text(json.dumps(result.to_dict(), indent=2))
+    # The step writes the report with its verdict and publish.json into its own output.
+    result = publish_run(
+        Path(report.path),
+        [Path(m.path) for m in models],
+        Path(data.path),
+        run_id,
+        Path(published.path),
+        cfg,
+    )
     published.metadata.update(
         {
             "run_uri": result.run_uri,

@@ -476,9 +476,11 @@ def run_sync(env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_serving_init_container_syncs_the_champion_export(s3, tmp_path):
     """The init container's script, against a real S3 endpoint (the `s3` fixture)."""
     from fauna import storage
+    from fauna.champion import pointer_uri
 
     env = {
-        "CHAMPION_URI": f"s3://{s3}/models/champion/champion.json",
+        "BUCKET": s3,
+        "DATASET": "",
         "EXPORT_SUBPATH": "export",
         "MODEL_DIR": str(tmp_path / "models" / "fauna" / "1"),
     }
@@ -494,9 +496,13 @@ def test_serving_init_container_syncs_the_champion_export(s3, tmp_path):
     storage.upload_dir(export, f"{model_uri}/export")
     storage.write_text(f"{model_uri}/model.keras", "not part of the export")
     pointer = {"run_id": "run-7", "backbone": "resnet50", "model_uri": model_uri}
-    storage.write_text(env["CHAMPION_URI"], json.dumps(pointer))
+    storage.write_text(pointer_uri(s3, "zoo-0a1b2c3d"), json.dumps(pointer))
+    storage.write_text(pointer_uri(s3, "birds-4e5f6a7b"), json.dumps({"model_uri": "s3://x/y"}))
 
-    done = run_sync(env)
+    ambiguous = run_sync(env)  # two datasets have a champion: which one must be said
+    assert ambiguous.returncode == 1 and "zoo-0a1b2c3d" in ambiguous.stderr
+
+    done = run_sync({**env, "DATASET": "zoo"})
     assert done.returncode == 0, done.stderr
     got = sorted(
         p.relative_to(env["MODEL_DIR"]).as_posix() for p in Path(env["MODEL_DIR"]).rglob("*.*")

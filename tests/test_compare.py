@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fauna.config import Config
+from fauna.config import PAPER_CLASSES, Config
+from fauna.outputs import mark_complete
 from fauna.paper import PAPER_RESULTS
 
 CLASSES = ["antelope", "grizzly+bear", "killer+whale"]
@@ -30,13 +31,24 @@ def _png(path: Path, color: tuple[int, int, int]) -> None:
     Image.new("RGB", (40, 30), color).save(path)
 
 
-def make_run(root: Path, backbone: str, synthetic: bool) -> tuple[Path, Path, Path]:
-    """train, evaluate and t-SNE output folders for one backbone, metrics from METRICS."""
+def make_run(
+    root: Path,
+    backbone: str,
+    synthetic: bool,
+    classes: list[str] = CLASSES,
+    degenerate: str | None = None,
+    tsne_skipped: str | None = None,
+) -> tuple[Path, Path, Path]:
+    """train, evaluate and t-SNE output folders for one backbone, metrics from METRICS.
+
+    `degenerate` is the reason evaluate flagged the model (None: not flagged);
+    `tsne_skipped` the reason t-SNE did not plot its features.
+    """
     model, ev, ts = root / f"model-{backbone}", root / f"eval-{backbone}", root / f"tsne-{backbone}"
     source = json.dumps({"source": "folder", "name": "animals", "synthetic": synthetic})
     for d in (model, ev, ts):
         d.mkdir(parents=True)
-        (d / "classes.json").write_text(json.dumps(CLASSES))
+        (d / "classes.json").write_text(json.dumps(classes))
         (d / "source.json").write_text(source)
     info = {"backbone": backbone, "weights": "imagenet", "image_size": 128, "epochs_run": 7}
     info |= {"train_seconds": 3725.0, "images_per_second": 250.5}
@@ -53,27 +65,40 @@ def make_run(root: Path, backbone: str, synthetic: bool) -> tuple[Path, Path, Pa
         "roc_auc": 0.9,
         "n_test": 30,
         "averaging_note": "macro averages over the classes present in the test split",
-        "most_confused": [
-            {"true": "grizzly+bear", "predicted": "killer+whale", "count": 4, "rate": 0.4}
-        ],
+        "most_confused": [{"true": classes[1], "predicted": classes[2], "count": 4, "rate": 0.4}],
+        "degenerate": degenerate is not None,
+        "degenerate_reason": degenerate,
     }
     (ev / "metrics.json").write_text(json.dumps(metrics))
     _png(ev / "confusion_matrix.png", (200, 10, 10))
     with (ev / "per_class.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["class", "precision", "recall", "f1", "support"])
-        for i, c in enumerate(CLASSES):
-            f1 = 0.5 + 0.1 * i + (0.2 if backbone == "resnet50" and i == 0 else 0)
+        for i, c in enumerate(classes):
+            f1 = 0.5 + 0.1 * (i % 4) + (0.2 if backbone == "resnet50" and i == 0 else 0)
             w.writerow([c, 0.5, 0.5, f1, 10])
-    (ts / "tsne.json").write_text(json.dumps({"backbone": backbone, "n": 30, "perplexity": 9}))
-    _png(ts / "tsne.png", (10, 10, 200))
+    tsne_info = {"backbone": backbone, "n": 30, "perplexity": 9}
+    if tsne_skipped:
+        tsne_info["degenerate_reason"] = tsne_skipped
+    else:
+        _png(ts / "tsne.png", (10, 10, 200))
+    (ts / "tsne.json").write_text(json.dumps(tsne_info))
+    for d, step in ((model, "train"), (ev, "evaluate"), (ts, "tsne")):
+        mark_complete(d, step)
     return model, ev, ts
 
 
-def _compare(root: Path, synthetic: bool = True, cfg: Config | None = None, **kw):
+def _compare(
+    root: Path,
+    synthetic: bool = True,
+    cfg: Config | None = None,
+    classes: list[str] = CLASSES,
+    run_kw: dict[str, dict] | None = None,
+    **kw,
+):
     from fauna.steps.compare import compare_backbones
 
-    runs = {b: make_run(root, b, synthetic) for b in METRICS}
+    runs = {b: make_run(root, b, synthetic, classes, **(run_kw or {}).get(b, {})) for b in METRICS}
     out = root / "report"
     result = compare_backbones(
         [runs["resnet50"][0], runs["vgg16"][0]],  # deliberately not in the same order
@@ -86,6 +111,10 @@ def _compare(root: Path, synthetic: bool = True, cfg: Config | None = None, **kw
     return result, out
 
 
+def _texts(out: Path) -> tuple[str, str]:
+    return (out / "report.md").read_text(), (out / "report.html").read_text()
+
+
 def test_champion_and_machine_metrics(tmp_path: Path) -> None:
     result, out = _compare(tmp_path)
     assert result["champion"] == {"backbone": "resnet50", "metric": "macro_f1", "value": 0.70}
@@ -96,7 +125,10 @@ def test_champion_and_machine_metrics(tmp_path: Path) -> None:
     assert saved["backbones"]["vgg16"]["train_seconds"] == 3725.0
     assert saved["backbones"]["vgg16"]["images_per_second"] == 250.5
     assert saved["synthetic"] is True
-    assert saved["paper"]["ResNet50"]["top1"] == pytest.approx(0.8712)
+    assert saved["flagged"] == {}
+    assert saved["dataset"]["name"] == "animals" and saved["dataset"]["num_classes"] == 3
+    assert saved["dataset"]["key"].startswith("animals-")
+    assert saved["paper"] is None  # three classes: the paper's numbers do not apply
 
 
 def test_champion_metric_is_configurable(tmp_path: Path) -> None:
@@ -107,13 +139,17 @@ def test_champion_metric_is_configurable(tmp_path: Path) -> None:
     assert "lowest test loss" in (out / "report.md").read_text()
 
 
-def test_report_content(tmp_path: Path) -> None:
-    _, out = _compare(tmp_path)
-    md = (out / "report.md").read_text()
-    page = (out / "report.html").read_text()
+def test_report_content_beside_the_paper(tmp_path: Path) -> None:
+    """On the paper's 30 classes the paper's columns and table are shown."""
+    _, out = _compare(tmp_path, classes=list(PAPER_CLASSES))
+    assert json.loads((out / "metrics.json").read_text())["paper"]["ResNet50"][
+        "top1"
+    ] == pytest.approx(0.8712)
+    md, page = _texts(out)
     for text in (md, page):
         assert "SYNTHETIC DATA" in text
         assert text.index("SYNTHETIC DATA") < text.index("Champion")
+        assert "Test results beside the paper" in text and "paper top-1" in text
         for backbone in METRICS:
             assert backbone in text
         for paper in PAPER_RESULTS:  # the paper's numbers, VGG16 v1 included
@@ -121,12 +157,69 @@ def test_report_content(tmp_path: Path) -> None:
             assert f"{100 * paper.top1:.2f}%" in text
             assert f"{paper.f1:.4f}" in text
         assert "1h 02m" in text and "250.5" in text  # training time and throughput
-        assert "grizzly bear" in text  # readable class names in the confused pairs
+        assert "beaver" in text  # the confused pair (bat -> beaver)
         assert "macro-F1" in text
+        assert "do not apply" not in text
+    assert "| bat | beaver | 4 | 40.00% |" in md
     # The per-class F1 table bolds the best backbone per class.
     assert re.search(r"\| antelope \|[^\n]*\*\*0\.7000\*\*", md)
     for image in ("resnet50-confusion", "vgg16-history", "vgg16-tsne"):
         assert (out / "images" / f"{image}.png").is_file()
+
+
+def test_other_dataset_is_named_and_the_paper_left_out(tmp_path: Path) -> None:
+    """A dataset that is not the paper's 30 classes: its own name, no paper numbers."""
+    _, out = _compare(tmp_path)
+    for text in _texts(out):
+        assert "fauna: backbone comparison: animals" in text
+        assert "Data: animals" in text and "animals30" not in text
+        assert "numbers do not apply here" in text
+        assert "paper top-1" not in text and "paper F1" not in text
+        for paper in PAPER_RESULTS:
+            assert f"{100 * paper.top1:.2f}%" not in text
+        assert "grizzly bear" in text  # readable class names in the confused pairs
+        assert "1h 02m" in text and "250.5" in text
+
+
+def test_flagged_model_is_never_champion(tmp_path: Path) -> None:
+    """resnet50 scores best but predicts one class: vgg16 is champion, the top says why."""
+    reason = "it predicts one class (antelope) for all 30 test images"
+    result, out = _compare(tmp_path, run_kw={"resnet50": {"degenerate": reason}})
+    assert result["champion"]["backbone"] == "vgg16"
+    assert result["flagged"] == {"resnet50": reason}
+    assert result["backbones"]["resnet50"]["degenerate"] is True
+    for text in _texts(out):
+        assert "Not eligible as champion" in text and reason in text
+        assert text.index(reason) < text.index("Champion: vgg16") < text.index("Test results")
+        assert "resnet50 (flagged)" in text
+    md = (out / "report.md").read_text()
+    assert "**0.7000**" not in md.split("## Training")[0]  # a flagged model is not ranked
+
+
+def test_no_champion_when_every_model_is_flagged(tmp_path: Path, capsys) -> None:
+    from fauna.cli import main
+
+    flags = {b: {"degenerate": f"{b} predicts one class"} for b in METRICS}
+    result, out = _compare(tmp_path, run_kw=flags)
+    assert result["champion"] is None
+    assert set(result["flagged"]) == set(METRICS)
+    for text in _texts(out):
+        assert "NO CHAMPION" in text and "Champion:" not in text
+        assert text.index("NO CHAMPION") < text.index("Test results")
+    args = ["compare", "--out", str(tmp_path / "cli")]
+    args += ["--models", str(tmp_path / "model-vgg16")]
+    args += ["--evaluations", str(tmp_path / "eval-vgg16")]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) is None
+
+
+def test_tsne_without_spread_is_explained_not_plotted(tmp_path: Path) -> None:
+    why = "its penultimate-layer features are the same for every image"
+    _, out = _compare(tmp_path, run_kw={"vgg16": {"tsne_skipped": why}})
+    assert not (out / "images" / "vgg16-tsne.png").exists()
+    assert (out / "images" / "resnet50-tsne.png").is_file()
+    for text in _texts(out):
+        assert f"vgg16: no t-SNE plot: {why}" in text
 
 
 def test_html_is_self_contained(tmp_path: Path) -> None:
@@ -137,6 +230,15 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"""(href|src)=['"](https?:|//)""", page)
     assert "<link" not in page and "<script" not in page
+
+
+def test_html_escapes_what_it_shows(tmp_path: Path) -> None:
+    """Names come from users' data: markup in them is shown, never interpreted."""
+    _, out = _compare(tmp_path, classes=["<b>x</b>", "a|b", "c&d"])
+    page = (out / "report.html").read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert "c&amp;d" in page
+    assert "a\\|b" in (out / "report.md").read_text()  # a pipe cannot break a Markdown table
 
 
 def test_real_data_has_no_warning(tmp_path: Path) -> None:
@@ -151,19 +253,25 @@ def test_real_data_has_no_warning(tmp_path: Path) -> None:
     assert "SYNTHETIC" not in (out / "report.html").read_text()
 
 
-def test_notes_hook_rerenders(tmp_path: Path) -> None:
-    from fauna.steps.compare import add_report_notes
+def test_notes_rerender_into_another_folder(tmp_path: Path) -> None:
+    from fauna.report.render import rerender_with_notes
 
     _, out = _compare(tmp_path, notes=["First note."])
-    add_report_notes(out, ["Publishing: resnet50 was promoted to champion."])
-    add_report_notes(out, ["Publishing: resnet50 was promoted to champion."])  # no repeat
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    note = "Publishing: resnet50 was promoted to champion."
+    copy = tmp_path / "published"
+    rerender_with_notes(out, copy, [note, note])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not (copy / ".fauna-output.json").exists()
     for name in ("report.md", "report.html"):
-        text = (out / name).read_text()
+        text = (copy / name).read_text()
         assert text.count("Publishing: resnet50 was promoted") == 1
-        assert text.index("First note.") < text.index("Test results beside the paper")
+        assert text.index("First note.") < text.index("Test results")
+    assert "data:image/png;base64," in (copy / "report.html").read_text()
 
 
 def test_mismatched_inputs_are_clear_errors(tmp_path: Path) -> None:
+    from fauna.outputs import OutputError
     from fauna.steps.compare import CompareError, compare_backbones
 
     model, ev, ts = make_run(tmp_path, "vgg16", True)
@@ -171,8 +279,14 @@ def test_mismatched_inputs_are_clear_errors(tmp_path: Path) -> None:
         compare_backbones([model], [ev, ev], [ts], tmp_path / "out", Config())
     with pytest.raises(CompareError, match="nothing to compare"):
         compare_backbones([model], [], [], tmp_path / "out", Config())
-    with pytest.raises(CompareError, match="no metrics.json"):
+    with pytest.raises(OutputError, match="--evaluations .* is the output of `fauna train`"):
+        compare_backbones([model], [model], [], tmp_path / "out", Config())
+    with pytest.raises(OutputError, match="not a completed step output"):
         compare_backbones([model], [tmp_path], [], tmp_path / "out", Config())
+    other = make_run(tmp_path / "other", "resnet50", True, classes=["a", "b", "c", "d"])
+    with pytest.raises(CompareError, match="different datasets"):
+        compare_backbones([model], [ev, other[1]], [], tmp_path / "out", Config())
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_component_and_cli(tmp_path: Path, capsys) -> None:
@@ -185,7 +299,8 @@ def test_component_and_cli(tmp_path: Path, capsys) -> None:
     report_html = dsl.HTML(uri=str(tmp_path / "html" / "report.html"))
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
     compare.python_func(
-        config_json=json.dumps(Config().to_dict()),
+        champion_metric="macro_f1",
+        backbones=["vgg16", "resnet50"],
         models=[dsl.Model(uri=str(r[0])) for r in runs.values()],
         evaluations=[dsl.Dataset(uri=str(r[1])) for r in runs.values()],
         tsnes=[dsl.Dataset(uri=str(r[2])) for r in runs.values()],

@@ -9,6 +9,7 @@ on the train step.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ import pytest
 from PIL import Image
 
 from fauna.config import Config, EvaluateConfig, TsneConfig
+from fauna.outputs import mark_complete
 from fauna.records import Record, ShardWriter, iter_records
 from fauna.synthetic import class_image
 
@@ -58,6 +60,7 @@ def make_dataset_dir(root: Path, synthetic: bool = True, seed: int = 0) -> Path:
         json.dumps({"source": "test", "name": "tiny", "synthetic": synthetic, "version": "abc"})
     )
     (root / "preprocess.json").write_text(json.dumps({"image_size": SIZE, "mode": "crop"}))
+    mark_complete(root, "split")
     return root
 
 
@@ -109,7 +112,32 @@ def make_model_dir(root: Path, data: Path, backbone: str, epochs: int, lr: float
         "images_per_second": 100.0 + epochs,
     }
     (root / "train_info.json").write_text(json.dumps(info))
+    mark_complete(root, "train")
     return root
+
+
+def make_constant_model(trained: Path, out: Path, backbone: str, favoured: int = 0) -> Path:
+    """A real collapsed model, saved like a train output: the same class for every image.
+
+    The head's kernel is zero and its bias favours one class; the embedding layer's kernel
+    is zero too, so its features are one constant vector (a collapsed backbone's picture).
+    """
+    import keras
+
+    shutil.copytree(trained, out)
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    for name, bias_value in (("embedding", 0.5), ("predictions", 0.0)):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        bias[:] = bias_value
+        if name == "predictions":
+            bias[favoured] = 5.0
+        layer.set_weights([np.zeros_like(kernel), bias])
+    model.save(out / "model.keras")
+    info = json.loads((out / "train_info.json").read_text())
+    (out / "train_info.json").write_text(json.dumps({**info, "backbone": backbone}))
+    mark_complete(out, "train")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +150,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("m") / "tiny", dataset, "tiny", 8, 1e-2)
 
 
+@pytest.fixture(scope="module")
+def constant_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("constant")
+    return make_constant_model(model_dir, root / "constant", "constant", favoured=3)
+
+
 def _valid_png(path: Path) -> tuple[int, int]:
     with Image.open(path) as img:
         img.verify()
@@ -130,6 +164,7 @@ def _valid_png(path: Path) -> tuple[int, int]:
         return img.size
 
 
+@pytest.mark.training
 def test_evaluate_metrics_are_consistent(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
     from fauna.steps.evaluate import evaluate_model
 
@@ -170,6 +205,7 @@ def test_evaluate_metrics_are_consistent(dataset: Path, model_dir: Path, tmp_pat
     assert json.loads((out / "source.json").read_text())["synthetic"] is True
 
 
+@pytest.mark.training
 def test_evaluate_loss_matches_keras(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
     import keras
 
@@ -184,6 +220,7 @@ def test_evaluate_loss_matches_keras(dataset: Path, model_dir: Path, tmp_path: P
     assert m["top1"] == pytest.approx(keras_acc)
 
 
+@pytest.mark.training
 def test_evaluate_class_absent_from_test(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
     """A class with no test image is left out of the macro averages instead of crashing."""
     from fauna.steps.evaluate import evaluate_model
@@ -201,20 +238,44 @@ def test_evaluate_class_absent_from_test(dataset: Path, model_dir: Path, tmp_pat
     assert "mole" in m["averaging_note"]
 
 
+@pytest.mark.training
 def test_evaluate_rejects_mismatched_classes(
     dataset: Path, model_dir: Path, tmp_path: Path
 ) -> None:
+    """The error names the classes that differ, not just their counts."""
     from fauna.steps.evaluate import EvaluationError, evaluate_model
 
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
     (data / "classes.json").write_text(json.dumps(CLASSES[::-1]))
-    with pytest.raises(EvaluationError, match="classes"):
+    with pytest.raises(EvaluationError, match="another order .*'antelope'.*'mole'"):
         evaluate_model(model_dir, data, tmp_path / "eval", EvaluateConfig())
+    (data / "classes.json").write_text(json.dumps(["antelope", "bear", "killer+whale", "wolf"]))
+    with pytest.raises(EvaluationError) as caught:
+        evaluate_model(model_dir, data, tmp_path / "eval", EvaluateConfig())
+    assert str(caught.value).startswith(
+        "the model's 4 classes differ from the dataset's 4: only the model has "
+        "german+shepherd, mole; only the dataset has bear, wolf"
+    )
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.training
+def test_inputs_must_be_the_right_step_outputs(
+    dataset: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    from fauna.outputs import OutputError
+    from fauna.steps.evaluate import evaluate_model
+    from fauna.steps.tsne import tsne_embeddings
+
+    with pytest.raises(OutputError, match="--model .* is the output of `fauna split`"):
+        evaluate_model(dataset, dataset, tmp_path / "eval", EvaluateConfig())
+    with pytest.raises(OutputError, match="--data .* is the output of `fauna train`"):
+        tsne_embeddings(model_dir, model_dir, tmp_path / "tsne", TsneConfig())
 
 
 def test_classification_metrics_on_known_predictions() -> None:
-    from fauna.steps.evaluate import classification_metrics
+    from fauna.evaluation import classification_metrics
 
     classes = ["a", "b", "c"]
     y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
@@ -236,7 +297,7 @@ def test_classification_metrics_on_known_predictions() -> None:
 
 def test_confusion_plot_fits_thirty_classes(tmp_path: Path) -> None:
     from fauna.config import PAPER_CLASSES
-    from fauna.steps.evaluate import plot_confusion
+    from fauna.plots import plot_confusion
 
     rng = np.random.default_rng(0)
     cm = rng.integers(0, 5, (30, 30)) + np.diag(rng.integers(20, 60, 30))
@@ -257,6 +318,7 @@ def test_stratified_sample_keeps_class_shares() -> None:
     assert list(idx) == list(stratified_sample(labels, 20, seed=1))
 
 
+@pytest.mark.training
 def test_tsne_outputs_and_sample_cap(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
     from fauna.steps.tsne import tsne_embeddings
 
@@ -277,18 +339,19 @@ def test_tsne_outputs_and_sample_cap(dataset: Path, model_dir: Path, tmp_path: P
     assert "data:image/png;base64," in page and "Synthetic" in page
 
 
+@pytest.mark.training
 def test_components_log_kfp_artifacts(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
     from kfp import dsl
 
     from fauna.components.evaluate import evaluate
     from fauna.components.tsne import tsne
 
-    cfg = json.dumps(Config().to_dict())
+    cfg = Config()
     evaluation = dsl.Dataset(uri=str(tmp_path / "evaluation"))
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
     confusion = dsl.ClassificationMetrics(uri=str(tmp_path / "confusion"))
     evaluate.python_func(
-        config_json=cfg,
+        evaluate_config=dataclasses.asdict(cfg.evaluate),
         model=dsl.Model(uri=str(model_dir)),
         data=dsl.Dataset(uri=str(dataset)),
         evaluation=evaluation,
@@ -303,7 +366,7 @@ def test_components_log_kfp_artifacts(dataset: Path, model_dir: Path, tmp_path: 
     assert sum(sum(r["row"]) for r in matrix["rows"]) == saved["n_test"]
     plot = dsl.HTML(uri=str(tmp_path / "plot.html"))
     tsne.python_func(
-        config_json=cfg,
+        tsne_config=dataclasses.asdict(cfg.tsne),
         model=dsl.Model(uri=str(model_dir)),
         data=dsl.Dataset(uri=str(dataset)),
         tsne=dsl.Dataset(uri=str(tmp_path / "tsne")),
@@ -312,6 +375,7 @@ def test_components_log_kfp_artifacts(dataset: Path, model_dir: Path, tmp_path: 
     assert Path(plot.path).read_text().startswith("<!DOCTYPE html>")
 
 
+@pytest.mark.training
 def test_cli_evaluate(dataset: Path, model_dir: Path, tmp_path: Path, capsys) -> None:
     from fauna.cli import main
 
@@ -323,6 +387,7 @@ def test_cli_evaluate(dataset: Path, model_dir: Path, tmp_path: Path, capsys) ->
     assert main(["evaluate", "--model", str(tmp_path), "--data", str(dataset), "--out", "x"]) == 2
 
 
+@pytest.mark.training
 def test_compare_on_real_evaluations(
     dataset: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -358,3 +423,103 @@ def test_compare_on_real_evaluations(
         assert f"images/{name}.png" in md
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["totals"] == {s: n * len(CLASSES) for s, n in PER_SPLIT.items()}
+
+
+@pytest.mark.training
+def test_constant_model_is_flagged_and_a_working_one_is_not(
+    dataset: Path, model_dir: Path, constant_dir: Path, tmp_path: Path
+) -> None:
+    from fauna.steps.evaluate import evaluate_model
+
+    good = evaluate_model(model_dir, dataset, tmp_path / "good", EvaluateConfig())
+    bad = evaluate_model(constant_dir, dataset, tmp_path / "bad", EvaluateConfig())
+    assert good["degenerate"] is False and good["degenerate_reason"] is None
+    diversity = good["prediction_diversity"]
+    assert diversity["distinct_predicted"] >= 3 and diversity["entropy_ratio"] > 0.5
+    assert diversity["feature_spread"] > 0.01
+
+    n_test = PER_SPLIT["test"] * len(CLASSES)
+    assert bad["degenerate"] is True
+    assert f"it predicts one class (mole) for all {n_test} test images" in bad["degenerate_reason"]
+    assert "penultimate-layer features are the same for every image" in bad["degenerate_reason"]
+    diversity = bad["prediction_diversity"]
+    assert diversity["distinct_predicted"] == 1 and diversity["top_class"] == "mole"
+    assert diversity["entropy_ratio"] == 0.0 and diversity["feature_spread"] < 1e-6
+    assert json.loads((tmp_path / "bad" / "metrics.json").read_text())["degenerate"] is True
+
+
+def test_guard_thresholds_on_known_predictions() -> None:
+    """Nearly one class is flagged; an imbalanced truth followed faithfully is not."""
+    from fauna.evaluation import degenerate_reason, prediction_diversity
+
+    classes = ["a", "b", "c", "d"]
+    y_true = np.array([0] * 25 + [1] * 25 + [2] * 25 + [3] * 25)
+    nearly = np.array([0] * 97 + [1, 2, 3])
+    reason = degenerate_reason(prediction_diversity(y_true, nearly, classes), 100)
+    assert reason is not None and "it predicts a for 97% of the test images" in reason
+    skewed_truth = np.array([0] * 92 + [1, 1, 2, 2, 3, 3, 3, 3])
+    faithful = skewed_truth.copy()
+    faithful[[0, 1]] = 1  # a good model on an imbalanced test split
+    assert degenerate_reason(prediction_diversity(skewed_truth, faithful, classes), 100) is None
+    one_true_class = np.zeros(10, dtype=int)
+    assert (
+        degenerate_reason(prediction_diversity(one_true_class, one_true_class, classes), 10) is None
+    )
+    assert "features are the same" in degenerate_reason(
+        prediction_diversity(y_true, y_true, classes, spread=1e-9), 100
+    )
+
+
+@pytest.mark.training
+def test_tsne_says_why_instead_of_plotting_noise(
+    dataset: Path, constant_dir: Path, tmp_path: Path
+) -> None:
+    from fauna.steps.tsne import tsne_embeddings
+
+    out = tmp_path / "tsne"
+    info = tsne_embeddings(constant_dir, dataset, out, TsneConfig())
+    assert info["feature_spread"] < 1e-6
+    assert "features are the same for every image" in info["degenerate_reason"]
+    assert not (out / "tsne.png").exists()
+    page = (out / "tsne.html").read_text()
+    assert "No t-SNE plot" in page and "numerical noise" in page and "<img" not in page
+    with np.load(out / "embeddings.npz") as npz:
+        assert npz["embeddings"].shape[0] == info["n"]
+
+
+@pytest.mark.training
+def test_compare_never_crowns_a_constant_model(
+    dataset: Path,
+    model_dir: Path,
+    constant_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Real evaluations: the working model is champion; alone, the constant one is not."""
+    from fauna.steps.compare import compare_backbones
+    from fauna.steps.evaluate import evaluate_model
+    from fauna.steps.tsne import tsne_embeddings
+
+    root = tmp_path_factory.mktemp("guard")
+    cfg = Config()
+    for m in (model_dir, constant_dir):
+        evaluate_model(m, dataset, root / f"eval-{m.name}", cfg.evaluate)
+        tsne_embeddings(m, dataset, root / f"tsne-{m.name}", cfg.tsne)
+    result = compare_backbones(
+        [model_dir, constant_dir],
+        [root / "eval-constant", root / "eval-tiny"],
+        [root / "tsne-constant", root / "tsne-tiny"],
+        root / "report",
+        cfg,
+        data_dir=dataset,
+    )
+    assert result["champion"]["backbone"] == "tiny"
+    assert "predicts one class (mole)" in result["flagged"]["constant"]
+    md = (root / "report" / "report.md").read_text()
+    assert md.index("Not eligible as champion") < md.index("Champion: tiny")
+    assert "constant: no t-SNE plot" in md
+
+    alone = compare_backbones(
+        [constant_dir], [root / "eval-constant"], [], root / "alone", cfg, data_dir=dataset
+    )
+    assert alone["champion"] is None
+    assert "NO CHAMPION" in (root / "alone" / "report.html").read_text()

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from fauna import storage
+from fauna import champion, storage
 from fauna.cli import main
 from fauna.config import PAPER_CLASSES
 from fauna.synthetic import generate
@@ -49,7 +49,7 @@ def test_local_run_end_to_end_then_predict_with_the_champion(s3, tmp_path, monke
     # kfp.local's per-task print indentation must not outlive the run (it did, with parallel tasks)
     assert any(line.startswith("report:  ") for line in out.splitlines())
 
-    pointer = json.loads(storage.read_text(f"s3://{s3}/models/champion/champion.json"))
+    pointer = champion.find_champion(s3)  # the champion of the run's (only) dataset
     assert pointer["backbone"] in ("vgg16", "resnet50") and pointer["synthetic"] is True
     run = f"s3://{s3}/runs/{pointer['run_id']}"
     keys = {k.removeprefix(f"runs/{pointer['run_id']}/") for k, _ in storage.list_keys(run)}

@@ -1,41 +1,31 @@
-"""predict: top-3 species for real image files with a model the train step wrote."""
+"""predict: top-3 species for real image files with a model saved as the train step saves it.
+
+The model is test_evaluate's tiny Keras model (trained here in seconds), so these tests
+check predict itself, not how well a training recipe learns.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_train import make_split_dataset, tiny_config
+from test_evaluate import CLASSES, make_dataset_dir, make_model_dir
 
 from fauna.synthetic import class_image
 
-NUM_CLASSES, SIZE = 3, 32
+NUM_CLASSES, SIZE = len(CLASSES), 32
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fauna.steps.train import train_backbone
-
     root = tmp_path_factory.mktemp("predict")
-    data = make_split_dataset(
-        root / "data", NUM_CLASSES, {"train": 12, "val": 3}, size=SIZE, seed=3
-    )
-    cfg = tiny_config(
-        head_epochs=1,
-        fine_tune_epochs=3,
-        batch_size=8,
-        learning_rate=1e-3,
-        fine_tune_learning_rate=1e-4,
-        fine_tune_layers=-1,
-        dense_units=[32],
-        dropout=0.2,
-    )
-    train_backbone(data, root / "model", "vgg16", cfg.train, export=False)
-    return root / "model"
+    data = make_dataset_dir(root / "data", seed=3)
+    return make_model_dir(root / "model", data, "tiny", epochs=20, lr=1e-2)
 
 
 @pytest.fixture(scope="module")
@@ -60,34 +50,36 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.training
 def test_top3_per_image_and_a_clear_error_per_bad_file(
     model_dir: Path, images: dict[str, Path]
 ) -> None:
     from fauna.steps.predict import predict_images
 
     classes = json.loads((model_dir / "classes.json").read_text())
-    order = ["class0.jpg", "broken.jpg", "class1.jpg", "missing.jpg", "class2.jpg"]
-    results = predict_images(model_dir, [images[n] for n in order], top_k=3)
+    order = ["class0.jpg", "broken.jpg", "class1.jpg", "missing.jpg", "class2.jpg", "class3.jpg"]
+    results = predict_images(model_dir, [images[n] for n in order], top_k=NUM_CLASSES)
     assert [r.path.name for r in results] == order
     by_name = {r.path.name: r for r in results}
     assert "cannot read image" in by_name["broken.jpg"].error
     assert "cannot read image" in by_name["missing.jpg"].error
     for index in range(NUM_CLASSES):
         result = by_name[f"class{index}.jpg"]
-        assert result.ok and len(result.top) == 3
+        assert result.ok and len(result.top) == NUM_CLASSES
         probs = [p for _, p in result.top]
         assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4
         assert {label for label, _ in result.top} == set(classes)
         assert result.top[0][0] == classes[index]  # the trained model gets them right
 
 
+@pytest.mark.training
 def test_prepared_pixels_are_what_training_saw(model_dir: Path, images: dict[str, Path]) -> None:
     """Same resize, EXIF orientation, RGB and JPEG round trip as the preprocess step."""
     import io
 
+    from fauna.imaging import transform
     from fauna.inputs import decode_image
     from fauna.steps.predict import prepare_image
-    from fauna.steps.preprocess import transform
 
     pixels = np.asarray(prepare_image(images["sideways.png"], SIZE, "crop", 95))
     assert pixels.shape == (SIZE, SIZE, 3) and pixels.dtype == np.float32
@@ -98,6 +90,7 @@ def test_prepared_pixels_are_what_training_saw(model_dir: Path, images: dict[str
     np.testing.assert_array_equal(pixels, np.asarray(decode_image(buffer.getvalue(), SIZE)))
 
 
+@pytest.mark.training
 def test_cli_prints_top3_and_exits_1_when_a_file_failed(
     model_dir: Path, images: dict[str, Path], capsys
 ) -> None:
@@ -109,7 +102,7 @@ def test_cli_prints_top3_and_exits_1_when_a_file_failed(
     assert code == 1
     lines = captured.out.splitlines()
     assert lines[0] == str(good) and len(lines) == 4
-    assert lines[1].strip().startswith("1. species c") and lines[1].endswith("%")
+    assert lines[1].strip().startswith("1. killer whale") and lines[1].endswith("%")
     assert f"{bad}: cannot read image" in captured.err and "1 of 2 image(s) failed" in captured.err
 
     assert main(["predict", "--model", str(model_dir), "--json", str(good)]) == 0
@@ -117,10 +110,11 @@ def test_cli_prints_top3_and_exits_1_when_a_file_failed(
     assert record["error"] is None and len(record["top"]) == 3
 
 
+@pytest.mark.training
 def test_model_from_s3_and_the_champion(
     s3: str, model_dir: Path, images: dict[str, Path], tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from fauna import storage
+    from fauna import champion, storage
     from fauna.cli import main
 
     monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
@@ -138,8 +132,75 @@ def test_model_from_s3_and_the_champion(
     bucket = ["--set", f"pipeline.bucket={s3}"]
     assert main(["predict", "--model", "champion", good, *bucket]) == 2
     assert "no champion yet" in capsys.readouterr().err
-    storage.write_text(f"s3://{s3}/models/champion/champion.json", json.dumps({"model_uri": uri}))
+    key = champion.DatasetId.from_folder(model_dir).key
+    storage.write_text(champion.pointer_uri(s3, key), json.dumps({"model_uri": uri}))
     assert main(["predict", "--model", "champion", good, *bucket]) == 0
+    assert main(["predict", "--model", f"champion:{key}", good, *bucket]) == 0
+    capsys.readouterr()
+
+    # A second dataset with a champion: `champion` alone must say which ones there are.
+    storage.write_text(champion.pointer_uri(s3, "bears-0badf00d"), json.dumps({"model_uri": uri}))
+    assert main(["predict", "--model", "champion", good, *bucket]) == 2
+    err = capsys.readouterr().err
+    assert "several datasets have a champion" in err and "bears-0badf00d" in err and key in err
+    assert err.count("\n") == 1
+    assert main(["predict", "--model", "champion:bears", good, *bucket]) == 0
+    assert main(["predict", "--model", "champion:wolves", good, *bucket]) == 2
+    assert "dataset 'wolves' has no champion" in capsys.readouterr().err
+
+
+def test_champion_in_a_missing_bucket_says_the_bucket_is_missing(
+    s3: str, images: dict[str, Path], capsys
+) -> None:
+    from fauna.cli import main
+
+    args = ["predict", "--model", "champion", str(images["class0.jpg"])]
+    assert main([*args, "--set", f"pipeline.bucket={s3}-missing"]) == 2
+    err = capsys.readouterr().err
+    assert f"bucket does not exist: s3://{s3}-missing" in err and "no champion" not in err
+
+
+@pytest.mark.training
+def test_predict_through_s3_faults(
+    faulty_s3, model_dir: Path, images: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Every 3rd request answered 503 or dropped: predict still finds and loads the champion;
+    an endpoint that never answers is a one-line error within the configured deadline."""
+    import time
+
+    from faults import DROP, SLOW_DOWN, STALL
+
+    from fauna import champion, storage
+    from fauna.cli import main
+
+    monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
+    uri = faulty_s3.uri("runs/r1/models/vgg16").rstrip("/")
+    storage.upload_dir(model_dir, uri)
+    key = champion.DatasetId.from_folder(model_dir).key
+    storage.write_text(champion.pointer_uri(faulty_s3.bucket, key), json.dumps({"model_uri": uri}))
+    args = ["predict", "--model", "champion", str(images["class1.jpg"]), "--json"]
+    args += ["--set", f"pipeline.bucket={faulty_s3.bucket}"]
+    proxy = faulty_s3.proxy
+    for fault in (SLOW_DOWN, DROP):
+        proxy.reset().fail_every(3, fault)
+        faults, requests = proxy.faults, proxy.requests
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+        assert main(args) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["error"] is None
+        assert proxy.faults > faults
+        with capsys.disabled():
+            print(f"predict: {fault} on {proxy.faults - faults} of {proxy.requests - requests}")
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    faulty_s3.proxy.reset().always(STALL)
+    started = time.monotonic()
+    assert main(args) == 2
+    elapsed = time.monotonic() - started
+    assert elapsed < 30
+    with capsys.disabled():
+        print(f"predict: endpoint stalled, failed in {elapsed:.1f} s (deadline 2 s)")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "S3 endpoint" in err, err
 
 
 def test_not_a_model_folder_is_a_one_line_error(tmp_path: Path, capsys) -> None:

@@ -1,14 +1,18 @@
 """The paper's reported test-split results, in one place (see ../shared/PAPER.md).
 
-The comparison report puts these beside our own numbers. The paper's "F1" is
-compared with our macro-F1 (the paper does not say how it averaged; macro is the
-honest choice on an imbalanced 30-class problem).
+The comparison report puts these beside our own numbers, but only for a dataset of
+the paper's 30 classes (`paper_applies`): on other data they mean nothing. The
+paper's "F1" is compared with our macro-F1 (the paper does not say how it averaged;
+macro is the honest choice on an imbalanced 30-class problem).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from fauna.config import PAPER_CLASSES
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,8 @@ def paper_reference(backbone: str) -> PaperResult | None:
 def paper_results_dict() -> dict[str, dict[str, Any]]:
     """For metrics.json: model name -> its reported numbers."""
     return {row.model: asdict(row) for row in PAPER_RESULTS}
+
+
+def paper_applies(classes: Iterable[str]) -> bool:
+    """True when a dataset's classes are exactly the paper's 30 (in any order)."""
+    return sorted(classes) == sorted(PAPER_CLASSES)

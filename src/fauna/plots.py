@@ -1,47 +1,24 @@
-"""Small plotting and HTML helpers shared by evaluate, t-SNE and the comparison report.
+"""The figures of evaluate, t-SNE, train and the comparison report.
 
 Figures are built with `matplotlib.figure.Figure` (no pyplot, no global state, no
-display needed), so steps can run headless and in threads.
+display needed), so steps can run headless and in threads. Pages are rendered from
+templates (fauna.report.render); `data_uri` inlines a PNG into one.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
-PNG_DPI = 110
+from fauna.dataset import display_name
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       max-width: 1150px; margin: 2em auto; padding: 0 1em; color: #1f2328; line-height: 1.45; }
-h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
-h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
-th, td { border: 1px solid #d0d7de; padding: 4px 9px; text-align: right; }
-th { background: #f6f8fa; }
-td.text, th.text { text-align: left; }
-tr:nth-child(even) td { background: #fbfcfd; }
-tr.paper td, td.ref { color: #57606a; font-style: italic; }
-img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figure { margin: 1em 0; }
-figcaption { color: #57606a; font-size: 0.9em; }
-.warning { background: #fff1e6; border: 3px solid #d9480f; color: #7a2600; padding: 1em 1.2em;
-           font-size: 1.15em; font-weight: 600; border-radius: 6px; }
-.note { background: #eef6ff; border-left: 5px solid #0969da; padding: .6em 1em; }
-.champion { background: #e9f7ec; border-left: 5px solid #1a7f37; padding: .6em 1em;
-            font-size: 1.1em; }
-.columns { display: flex; flex-wrap: wrap; gap: 0 1.2em; align-items: flex-start; }
-.columns table { font-size: 0.85em; }
-.columns th, .columns td { padding: 3px 6px; }
-code { background: #f6f8fa; padding: 0 .3em; border-radius: 3px; }
-.muted { color: #57606a; }
-"""
+PNG_DPI = 110
 
 
 def class_colors(n: int) -> list[Any]:
@@ -67,18 +44,68 @@ def data_uri(path: Path, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def html_page(title: str, body: str) -> str:
-    """A complete self-contained HTML document (inline CSS, nothing external)."""
-    return (
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix, readable at 30 classes."""
+    cm = np.asarray(cm, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(classes)
+    side = max(5.0, 0.36 * n + 3.0)
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="fraction of the true class")
+    names = [display_name(c) for c in classes]
+    ax.set_xticks(range(n), names, rotation=60, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 40:  # annotate: fractions when small, whole percents (>= 1%) otherwise
+        small = n <= 12
+        for r in range(n):
+            for c in range(n):
+                v = norm[r, c]
+                if v < (0.005 if small else 0.01):
+                    continue
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}" if small else f"{round(v * 100)}",
+                    ha="center",
+                    va="center",
+                    fontsize=9 if small else 6,
+                    color="white" if v > 0.6 else "#1f2328",
+                )
+    return save_png(fig, path)
+
+
+def plot_tsne(
+    coords: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, title: str
+) -> Path:
+    """Scatter coloured by class, the legend outside the axes."""
+    fig = Figure(figsize=(11, 8))
+    ax = fig.add_subplot(1, 1, 1)
+    colors = class_colors(len(classes))
+    size = 30 if len(labels) < 500 else 12
+    for i, name in enumerate(classes):
+        pts = coords[labels == i]
+        if len(pts):
+            ax.scatter(
+                pts[:, 0], pts[:, 1], s=size, color=colors[i], label=display_name(name), alpha=0.85
+            )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        markerscale=1.6 if size < 20 else 1.0,
+        frameon=False,
+        ncol=1 if len(classes) <= 32 else 2,
     )
-
-
-def html_image(path: Path, alt: str, caption: str = "") -> str:
-    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return f"<figure><img src='{data_uri(path)}' alt='{html.escape(alt)}'>{cap}</figure>"
+    return save_png(fig, path)
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:

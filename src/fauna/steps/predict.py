@@ -7,7 +7,9 @@ The model itself applies the backbone's normalisation. A file that cannot be rea
 gets a one-line error; the other files are still predicted.
 
 --model takes a model folder (a train step output), an s3:// prefix holding one
-(downloaded once into ~/.cache/fauna/models), or `champion` (the promoted model).
+(downloaded once into ~/.cache/fauna/models), `champion` (the champion of the only
+dataset with one in `pipeline.bucket`, or of the dataset named `data.name` when several
+have one) or `champion:<dataset>` (a dataset's name or key, e.g. animals30-3f2a9c1b).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fauna.artifact import MODEL_FILE
 from fauna.config import Config
 from fauna.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
 from fauna.errors import FaunaError
 
-MODEL_FILE = "model.keras"
 BATCH_SIZE = 32
+CHAMPION = "champion"
 
 
 class PredictError(FaunaError):
@@ -57,9 +60,9 @@ class Prediction:
 
 
 def resolve_model_uri(text: str, cfg: Config) -> Path:
-    """A local model folder for `text`: a folder, an s3:// prefix, or `champion`."""
-    if text == "champion":
-        return resolve_model_uri(champion_model_uri(cfg), cfg)
+    """A local model folder for `text`: a folder, an s3:// prefix, `champion[:<dataset>]`."""
+    if text == CHAMPION or text.startswith(CHAMPION + ":"):
+        return resolve_model_uri(champion_model_uri(cfg, text.partition(":")[2]), cfg)
     if text.startswith("s3://"):
         return download_model(text)
     path = Path(text).expanduser()
@@ -70,17 +73,14 @@ def resolve_model_uri(text: str, cfg: Config) -> Path:
     return path
 
 
-def champion_model_uri(cfg: Config) -> str:
-    """The model URI the champion pointer in the pipeline bucket names."""
-    from fauna.steps.publish import CHAMPION_KEY, read_champion
+def champion_model_uri(cfg: Config, dataset: str = "") -> str:
+    """The model URI of a dataset's champion in the pipeline bucket (see fauna.champion)."""
+    from fauna.champion import ChampionError, find_champion
 
-    champion = read_champion(cfg.pipeline.bucket)
-    if not champion or not champion.get("model_uri"):
-        raise PredictError(
-            f"no champion yet (s3://{cfg.pipeline.bucket}/{CHAMPION_KEY} is missing): "
-            "run the pipeline first, or pass a model folder or s3:// URI"
-        )
-    return str(champion["model_uri"])
+    pointer = find_champion(cfg.pipeline.bucket, dataset, cfg.data.name)
+    if not pointer.get("model_uri"):
+        raise ChampionError(f"the champion pointer of {dataset or 'the dataset'} names no model")
+    return str(pointer["model_uri"])
 
 
 def download_model(uri: str) -> Path:
@@ -116,8 +116,8 @@ def download_model(uri: str) -> Path:
 
 def prepare_image(path: Path, size: int, mode: str, quality: int):
     """One file -> float32 (size, size, 3) pixels in [0, 255], as training saw them."""
+    from fauna.imaging import preprocess_image
     from fauna.inputs import decode_image
-    from fauna.steps.preprocess import preprocess_image
 
     return decode_image(preprocess_image(Path(path), size, mode, quality), size)
 
@@ -129,17 +129,14 @@ def predict_images(
     import numpy as np
     import tensorflow as tf
 
-    from fauna.model import load_model
+    from fauna.artifact import load_model
 
     model_dir = Path(model_dir)
     classes = read_classes(model_dir)
     info = read_json(model_dir / PREPROCESS_INFO)
     size, mode = int(info["image_size"]), info.get("mode", "crop")
     quality = int(info.get("jpeg_quality", 95))
-    try:
-        model = load_model(str(model_dir / MODEL_FILE))
-    except Exception as exc:  # a damaged or foreign file: one line, not a traceback
-        raise PredictError(f"cannot load {model_dir / MODEL_FILE}: {exc}") from None
+    model = load_model(model_dir)
     k = max(1, min(top_k, len(classes)))
 
     results = [Prediction(Path(p)) for p in images]
@@ -173,7 +170,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="model folder, s3://bucket/prefix of one, or 'champion' (the promoted model)",
+        help="model folder, s3://bucket/prefix of one, 'champion' (the promoted model; "
+        "'champion:<dataset>' when several datasets have one)",
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--top-k", type=int, default=3, help="how many species to show")

@@ -1,17 +1,30 @@
-"""Publish a run to S3/MinIO and move the champion pointer only when it is beaten.
+"""publish: upload a run to S3/MinIO; make its best model champion of its dataset if it wins.
 
 Layout in the bucket:
 
-    runs/<run-id>/report/          report.md, report.html, metrics.json, plots
-    runs/<run-id>/models/<name>/   model.keras, export/, classes.json, preprocess.json, ...
-    runs/<run-id>/publish.json     what was published and the promotion decision
-    models/champion/champion.json  the pointer: run, backbone, metric, value, model URI
-    models/champion/history/       every earlier pointer, so a promotion can be undone
+    runs/<run-id>/models/<backbone>/     model.keras, export/, classes.json, preprocess.json, ...
+    runs/<run-id>/report/                report.md, report.html (with the verdict), metrics.json
+    runs/<run-id>/publish.json           what was published and the promotion decision
+    models/<dataset>/champion.json       the champion pointer of one dataset (fauna.champion)
+    models/<dataset>/history/...         one entry per publish decision, never overwritten
 
-The champion moves only when the new best model beats it on the configured metric,
-measured on the same test split: when the test split changed (new data), the
-current champion is first re-evaluated on the new test split. That is what makes
-scheduled retraining safe.
+How it stays safe (fail closed: when in doubt, do not promote):
+
+- A champion belongs to one dataset (name + class list): runs on other data never compare
+  with it or replace it.
+- A model flagged as degenerate is never promoted; a run whose models are all flagged
+  has no candidate.
+- The champion is beaten only on the same test split: when the split changed, the
+  current champion is re-evaluated on this run's split first; if that fails (e.g. S3
+  503), this run is not promoted, and the reason says so.
+- Everything the pointer will name (models, report, publish.json) is uploaded and
+  verified before the pointer moves; the pointer moves by compare-and-swap (conditional
+  writes), and on a conflict the decision is made again on the new champion.
+- A retried publish of the run that already is champion says so (promoted, "already
+  the champion") instead of comparing the model with itself; the champion's model files
+  are never overwritten by different ones.
+- The step writes its own output folder (the report with the verdict, publish.json);
+  its input report folder is left as it was.
 """
 
 from __future__ import annotations
@@ -19,22 +32,34 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fauna import storage
+from fauna import champion, storage
+from fauna.artifact import TRAIN_INFO, model_info
+from fauna.champion import ChampionError, DatasetId
 from fauna.config import Config
-from fauna.dataset import MANIFEST, DatasetError, read_json, read_manifest
-from fauna.steps.compare import add_report_notes, champion_value
+from fauna.dataset import MANIFEST, read_json, read_manifest, write_json
+from fauna.errors import FaunaError
+from fauna.evaluation import METRICS, score_model
+from fauna.metrics import METRIC_LABELS, champion_value
+from fauna.outputs import require_output, step_output
+from fauna.report.render import rerender_with_notes
 
 log = logging.getLogger(__name__)
 
-CHAMPION_KEY = "models/champion/champion.json"
+STEP = "publish"
+DATA_STEPS = ("split", "augment")
+PUBLISH_JSON = "publish.json"
 # Checkpoints are for resuming training, not for using the model.
 SKIP_ON_UPLOAD = ("checkpoints",)
+
+
+class PublishError(FaunaError):
+    """The run cannot be published as given (one line naming what does not fit)."""
 
 
 @dataclass
@@ -42,8 +67,10 @@ class Promotion:
     promoted: bool
     reason: str
     metric: str
-    candidate_value: float
+    candidate_value: float | None
     champion_value: float | None
+    # True when this run already was the champion (a retried publish): nothing moved.
+    already_champion: bool = False
 
 
 @dataclass
@@ -53,86 +80,293 @@ class PublishResult:
     report_uri: str
     model_uris: dict[str, str]
     champion_uri: str
+    dataset: dict[str, Any]
     promotion: Promotion
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def metric_value(metrics: dict[str, Any], metric: str) -> float:
-    """The champion metric of one evaluation (compare's definition), or a clear error."""
-    value = champion_value(metrics, metric)
-    if value is None:
-        raise DatasetError(f"metric {metric!r} not in the evaluation ({', '.join(metrics)})")
-    return value
-
-
 def signature_of_test_split(data_dir: Path) -> str:
     """A hash of which images (by content) and labels make up the test split."""
     rows = sorted(
         (r["sha256"], r["label"])
-        for r in read_manifest(data_dir / MANIFEST)
+        for r in read_manifest(Path(data_dir) / MANIFEST)
         if r["split"] == "test"
     )
     if not rows:
-        raise DatasetError(f"no test rows in {data_dir / MANIFEST}")
+        raise PublishError(f"no test rows in {Path(data_dir) / MANIFEST}")
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-def read_champion(bucket: str) -> dict[str, Any] | None:
-    uri = f"s3://{bucket}/{CHAMPION_KEY}"
-    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+# ---------------------------------------------------------------------- uploads
 
 
-def _rescore_champion(champion: dict[str, Any], data_dir: Path, cfg: Config, metric: str) -> float:
-    """Evaluate the current champion model on this run's test split."""
-    from fauna.steps.evaluate import evaluate_model
+def _local_files(local_dir: Path, exclude: tuple[str, ...] = ()) -> dict[str, int]:
+    return {
+        p.relative_to(local_dir).as_posix(): p.stat().st_size
+        for p in Path(local_dir).rglob("*")
+        if p.is_file() and p.relative_to(local_dir).parts[0] not in exclude
+    }
 
+
+def _remote_files(uri: str) -> dict[str, int]:
+    prefix = storage.parse_s3_uri(uri).key + "/"
+    return {key[len(prefix) :]: size for key, size in storage.list_keys(uri)}
+
+
+def upload_verified(local_dir: Path, uri: str, exclude: tuple[str, ...] = ()) -> int:
+    """Upload a folder and check every file arrived whole (names and sizes in a listing)."""
+    n = storage.upload_dir(local_dir, uri, exclude=exclude)
+    local, remote = _local_files(local_dir, exclude), _remote_files(uri)
+    missing = sorted(name for name, size in local.items() if remote.get(name) != size)
+    if missing:
+        raise PublishError(
+            f"uploaded {uri} but {len(missing)} file(s) are not there whole: "
+            f"{', '.join(missing[:5])}"
+        )
+    return n
+
+
+def _upload_model(model_dir: Path, uri: str, champion_uri: str | None) -> None:
+    """Upload one model, unless this very model is already there.
+
+    Files of the current champion are never overwritten by different ones; an earlier,
+    incomplete or different upload of a run that is not champion is replaced.
+    """
+    remote = _remote_files(uri)
+    if remote:
+        local = _local_files(model_dir, SKIP_ON_UPLOAD)
+        same = (
+            remote == local
+            and storage.read_text(f"{uri}/{TRAIN_INFO}")
+            == (Path(model_dir) / TRAIN_INFO).read_text()
+        )
+        if same:
+            log.info(f"{uri} already holds this model (a retried publish): not uploaded again")
+            return
+        if uri == champion_uri:
+            raise PublishError(
+                f"{uri} is the champion and holds another model: publish this one under a "
+                "new run id"
+            )
+        log.warning(f"{uri} holds an earlier or incomplete upload: replacing it")
+        storage.delete_prefix(uri)
+    n = upload_verified(model_dir, uri, exclude=SKIP_ON_UPLOAD)
+    log.info(f"uploaded {n} files -> {uri}")
+
+
+# --------------------------------------------------------------------- deciding
+
+
+def _rescore(model_uri: str, data_dir: Path, cfg: Config) -> tuple[float, str | None]:
+    """The champion model's metric on this run's test split, and its degenerate verdict."""
+    metric = cfg.compare.champion_metric
     with tempfile.TemporaryDirectory(prefix="fauna-champion-") as tmp:
         model_dir = Path(tmp) / "model"
-        storage.download_dir(champion["model_uri"], model_dir)
-        metrics = evaluate_model(model_dir, data_dir, Path(tmp) / "eval", cfg.evaluate)
-    return metric_value(metrics, metric)
+        storage.download_dir(model_uri, model_dir)
+        scored = score_model(
+            model_dir, data_dir, cfg.evaluate.top_confused_pairs, desc="re-evaluate champion"
+        )
+    value = champion_value(scored.metrics, metric)
+    if value is None:
+        raise PublishError(f"the champion has no {metric} on this run's test split")
+    return value, scored.metrics["degenerate_reason"]
+
+
+def _summary(pointer: dict[str, Any]) -> dict[str, Any]:
+    keys = ("run_id", "backbone", "metric", "value", "model_uri", "promoted_at")
+    return {k: pointer.get(k) for k in keys}
+
+
+class Decider:
+    """Decides for one candidate against whatever champion the pointer names (re-callable)."""
+
+    def __init__(self, candidate: dict[str, Any], data_dir: Path, cfg: Config):
+        self.candidate = candidate
+        self.data_dir = data_dir
+        self.cfg = cfg
+        self._rescored: dict[str, tuple[float, str | None] | Exception] = {}
+        self.pointer: dict[str, Any] | None = None  # the last pointer decided on
+
+    def rescore(self, model_uri: str) -> tuple[float, str | None]:
+        """Re-evaluate a champion model once per publish (a re-decision reuses the result)."""
+        if model_uri not in self._rescored:
+            log.info(f"re-evaluating the champion ({model_uri}) on this run's test split")
+            try:
+                self._rescored[model_uri] = _rescore(model_uri, self.data_dir, self.cfg)
+            except Exception as exc:  # any failure here means "not promoted"
+                log.debug("re-evaluating the champion failed", exc_info=True)
+                self._rescored[model_uri] = exc
+        found = self._rescored[model_uri]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def __call__(self, current: dict[str, Any] | None) -> tuple[Promotion, dict | None]:
+        promotion = decide(self.candidate, current, self.rescore, self.cfg.compare.champion_metric)
+        if not promotion.promoted or promotion.already_champion:
+            return promotion, None
+        pointer = {
+            **self.candidate,
+            "promoted_at": champion.now_stamp(),
+            "reason": promotion.reason,
+            "previous": None if current is None else _summary(current),
+        }
+        self.pointer = pointer
+        return promotion, pointer
 
 
 def decide(
     candidate: dict[str, Any],
-    champion: dict[str, Any] | None,
-    data_dir: Path,
-    cfg: Config,
+    current: dict[str, Any] | None,
+    rescore: Any,
+    metric: str,
 ) -> Promotion:
-    metric = cfg.compare.champion_metric
+    """Promote or not, and why; `rescore(model_uri)` re-evaluates a champion on this split.
+
+    One chain of cases, each returning at once (longer than usual: splitting it would
+    scatter the order in which they are checked).
+    """
     value = candidate["value"]
-    if champion is None:
-        return Promotion(True, "no champion yet", metric, value, None)
-    same_split = champion.get("test_split_signature") == candidate["test_split_signature"]
-    if champion.get("metric") == metric and same_split:
-        current = float(champion["value"])
-        basis = "on the same test split"
+    label = METRIC_LABELS.get(metric, metric)
+    dataset = candidate["dataset"]
+
+    def verdict(promoted: bool, reason: str, current_value: float | None = None, **kw: Any):
+        return Promotion(promoted, reason, metric, value, current_value, **kw)
+
+    if current is None:
+        return verdict(True, f"no champion yet for dataset {dataset['name']} ({dataset['key']})")
+    if current.get("dataset", {}).get("key", dataset["key"]) != dataset["key"]:
+        return verdict(
+            False,
+            f"the champion pointer names a model of dataset "
+            f"{current['dataset'].get('key')}, not {dataset['key']}: fix the pointer",
+        )
+    if current.get("run_id") == candidate["run_id"] and (
+        current.get("model_uri") == candidate["model_uri"]
+    ):
+        return verdict(
+            True,
+            f"this run is already the champion (promoted at {current.get('promoted_at')}: "
+            f"{current.get('reason', 'no reason recorded')})",
+            current.get("value"),
+            already_champion=True,
+        )
+    same_split = current.get("test_split_signature") == candidate["test_split_signature"]
+    if current.get("metric") == metric and same_split and current.get("value") is not None:
+        current_value, basis = float(current["value"]), "on the same test split"
     else:
-        log.info(f"re-evaluating the champion ({champion['model_uri']}) on this run's test split")
         try:
-            current = _rescore_champion(champion, data_dir, cfg, metric)
-        except Exception as exc:  # an unreadable champion must not block every future run
-            return Promotion(
-                True, f"the current champion could not be re-evaluated ({exc})", metric, value, None
+            current_value, flagged = rescore(current["model_uri"])
+        except Exception as exc:  # an unreadable champion is never "no champion"
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return verdict(
+                False,
+                f"the current champion ({current.get('run_id')}, "
+                f"{current.get('backbone')}) could not be re-evaluated on this run's "
+                f"test split ({reason}): not promoted; publish again when it can",
             )
         basis = "after re-evaluating the champion on this run's test split"
-    if value > current:
-        return Promotion(
+        if flagged:
+            return verdict(
+                True,
+                f"the champion ({current.get('backbone')}) is degenerate on this "
+                f"run's test split: {flagged}",
+                current_value,
+            )
+    if value > current_value:
+        return verdict(
             True,
-            f"{metric} {value:.4f} beats the champion's {current:.4f} {basis}",
-            metric,
-            value,
-            current,
+            f"{label} {value:.4f} beats the champion's {current_value:.4f} {basis}",
+            current_value,
         )
-    return Promotion(
+    return verdict(
         False,
-        f"{metric} {value:.4f} does not beat the champion's {current:.4f} {basis}",
-        metric,
-        value,
-        current,
+        f"{label} {value:.4f} does not beat the champion's {current_value:.4f} {basis}",
+        current_value,
     )
+
+
+# ------------------------------------------------------------------- publishing
+
+
+def _candidate(
+    comparison: dict[str, Any],
+    model_uris: dict[str, str],
+    run_id: str,
+    data_dir: Path,
+    dataset: DatasetId,
+    cfg: Config,
+) -> dict[str, Any] | None:
+    """This run's champion as a pointer would name it; None when compare crowned no model."""
+    best = comparison.get("champion")
+    if best is None:
+        return None
+    backbone = best["backbone"]
+    if backbone not in model_uris:
+        raise PublishError(
+            f"the comparison's champion {backbone!r} has no model among {sorted(model_uris)}"
+        )
+    metric = cfg.compare.champion_metric
+    value = champion_value(comparison["backbones"][backbone], metric)
+    if value is None:
+        raise PublishError(f"the comparison has no {metric!r} for {backbone}")
+    return {
+        "run_id": run_id,
+        "backbone": backbone,
+        "metric": metric,
+        "value": value,
+        "model_uri": model_uris[backbone],
+        "test_split_signature": signature_of_test_split(data_dir),
+        "synthetic": bool(comparison.get("synthetic", False)),
+        "dataset": dataset.to_dict(),
+    }
+
+
+class Artifacts:
+    """Writes what the run publishes for a verdict: the report with it, publish.json.
+
+    Called before every pointer write (so the pointer never names a run whose report and
+    publish.json are missing) and once more when the final verdict differs.
+    """
+
+    def __init__(self, report_dir: Path, tmp: Path, base: PublishResult, subject: str):
+        self.report_dir, self.tmp, self.base, self.subject = report_dir, tmp, base, subject
+        self.published: Promotion | None = None
+
+    def __call__(self, promotion: Promotion) -> None:
+        report = self.tmp / "report"
+        if report.exists():
+            shutil.rmtree(report)
+        verdict = "promoted to champion" if promotion.promoted else "not promoted"
+        note = f"Publishing: {self.subject} was {verdict}: {promotion.reason}."
+        rerender_with_notes(self.report_dir, report, [note])
+        upload_verified(report, self.base.report_uri)
+        result = replace(self.base, promotion=promotion)
+        write_json(self.tmp / PUBLISH_JSON, result.to_dict())
+        text = json.dumps(result.to_dict(), indent=2)
+        uri = f"{self.base.run_uri}/{PUBLISH_JSON}"
+        storage.write_text(uri, text, content_type=champion.JSON)
+        if storage.read_text(uri) != text:
+            raise PublishError(f"{uri} does not hold what was just written")
+        self.published = promotion
+
+
+def _inputs(report_dir: Path, model_dirs: list[Path], data_dir: Path) -> DatasetId:
+    """Check the inputs are the right step outputs, of one dataset; returns the dataset."""
+    require_output(report_dir, "compare", role="--report")
+    for model_dir in model_dirs:
+        require_output(model_dir, "train", role="--models")
+    require_output(data_dir, DATA_STEPS, role="--data")
+    dataset = DatasetId.from_folder(data_dir)
+    reported = read_json(Path(report_dir) / METRICS).get("dataset", {}).get("key")
+    if reported != dataset.key:
+        raise PublishError(
+            f"the report is of dataset {reported} but --data is {dataset.key}: "
+            "publish a report with the data it was made from"
+        )
+    return dataset
 
 
 def publish_run(
@@ -140,96 +374,115 @@ def publish_run(
     model_dirs: list[Path],
     data_dir: Path,
     run_id: str,
+    out: Path,
     cfg: Config,
 ) -> PublishResult:
-    """Upload the report and models under runs/<run-id>/ and update the champion pointer."""
+    """Upload the run under runs/<run-id>/ and move its dataset's champion pointer if it wins."""
+    report_dir, data_dir = Path(report_dir), Path(data_dir)
+    dataset = _inputs(report_dir, model_dirs, data_dir)
     bucket = cfg.pipeline.bucket
     storage.check_bucket(f"s3://{bucket}")
     run_uri = f"s3://{bucket}/runs/{run_id}"
-    comparison = read_json(report_dir / "metrics.json")
-    best = comparison["champion"]["backbone"]
-
-    model_uris: dict[str, str] = {}
-    for model_dir in model_dirs:
-        backbone = read_json(model_dir / "train_info.json")["backbone"]
-        model_uris[backbone] = f"{run_uri}/models/{backbone}"
-        n = storage.upload_dir(model_dir, model_uris[backbone], exclude=SKIP_ON_UPLOAD)
-        log.info(f"uploaded {backbone}: {n} files -> {model_uris[backbone]}")
-    if best not in model_uris:
-        raise DatasetError(
-            f"the comparison's champion {best!r} has no model among {list(model_uris)}"
+    comparison = read_json(report_dir / METRICS)
+    current = champion.read_pointer(bucket, dataset.key)
+    champion_uri = current[0].get("model_uri") if current else None
+    with step_output(Path(out), STEP) as tmp:
+        model_uris = {}
+        for model_dir in model_dirs:
+            backbone = str(model_info(model_dir)["backbone"])
+            model_uris[backbone] = f"{run_uri}/models/{backbone}"
+            _upload_model(model_dir, model_uris[backbone], champion_uri)
+        candidate = _candidate(comparison, model_uris, run_id, data_dir, dataset, cfg)
+        base = PublishResult(
+            run_id,
+            run_uri,
+            f"{run_uri}/report",
+            model_uris,
+            champion.pointer_uri(bucket, dataset.key),
+            dataset.to_dict(),
+            Promotion(False, "", cfg.compare.champion_metric, None, None),
         )
-
-    metric = cfg.compare.champion_metric
-    candidate = {
-        "run_id": run_id,
-        "backbone": best,
-        "metric": metric,
-        "value": metric_value(comparison["backbones"][best], metric),
-        "model_uri": model_uris[best],
-        "test_split_signature": signature_of_test_split(data_dir),
-        "synthetic": bool(comparison.get("synthetic", False)),
-    }
-    champion = read_champion(bucket)
-    promotion = decide(candidate, champion, data_dir, cfg)
+        subject = candidate["backbone"] if candidate else "no model of this run"
+        artifacts = Artifacts(report_dir, tmp, base, subject)
+        decider = Decider(candidate, data_dir, cfg) if candidate else None
+        promotion, rounds = _promote(decider, comparison, bucket, dataset, artifacts, cfg)
+        if artifacts.published is not promotion:
+            artifacts(promotion)
+        _record(bucket, dataset, run_id, decider, promotion, rounds)
     log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
-    if promotion.promoted:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        if champion is not None:
-            storage.write_text(
-                f"s3://{bucket}/models/champion/history/{stamp}-{champion['run_id']}.json",
-                json.dumps(champion, indent=2),
-                content_type="application/json",
-            )
-        pointer = {**candidate, "promoted_at": stamp, "reason": promotion.reason}
-        storage.write_text(
-            f"s3://{bucket}/{CHAMPION_KEY}",
-            json.dumps(pointer, indent=2),
-            content_type="application/json",
-        )
-
-    _add_promotion_note(report_dir, promotion, candidate)
-    report_uri = f"{run_uri}/report"
-    storage.upload_dir(report_dir, report_uri)
-    result = PublishResult(
-        run_id=run_id,
-        run_uri=run_uri,
-        report_uri=report_uri,
-        model_uris=model_uris,
-        champion_uri=f"s3://{bucket}/{CHAMPION_KEY}",
-        promotion=promotion,
-    )
-    storage.write_text(
-        f"{run_uri}/publish.json",
-        json.dumps(result.to_dict(), indent=2),
-        content_type="application/json",
-    )
-    return result
+    return replace(base, promotion=promotion)
 
 
-def _add_promotion_note(report_dir: Path, promotion: Promotion, candidate: dict[str, Any]) -> None:
-    """Say in the report itself whether this run's best model became the champion, and why."""
-    verdict = "promoted to champion" if promotion.promoted else "not promoted"
-    add_report_notes(
-        report_dir,
-        [f"Publishing: {candidate['backbone']} was {verdict}: {promotion.reason}."],
-    )
+def _promote(
+    decider: Decider | None,
+    comparison: dict[str, Any],
+    bucket: str,
+    dataset: DatasetId,
+    artifacts: Artifacts,
+    cfg: Config,
+) -> tuple[Promotion, int]:
+    """The final verdict, and how many compare-and-swap rounds it took (0: none tried)."""
+    metric = cfg.compare.champion_metric
+    if decider is None:
+        flagged = "; ".join(f"{b}: {r}" for b, r in (comparison.get("flagged") or {}).items())
+        reason = f"every model of this run is flagged as degenerate ({flagged})"
+        return Promotion(False, reason, metric, None, None), 0
+    try:
+        return champion.move_pointer(bucket, dataset.key, decider, artifacts)
+    except ChampionError as exc:  # the pointer kept changing, or cannot be parsed
+        value = decider.candidate["value"]
+        return Promotion(False, f"{exc}: not promoted", metric, value, None), champion.MAX_ATTEMPTS
+
+
+def _record(
+    bucket: str,
+    dataset: DatasetId,
+    run_id: str,
+    decider: Decider | None,
+    promotion: Promotion,
+    rounds: int,
+) -> None:
+    """One history entry for this decision (a new object; history is never overwritten)."""
+    moved = promotion.promoted and not promotion.already_champion
+    pointer = decider.pointer if decider is not None and moved else None
+    entry = {
+        "run_id": run_id,
+        "decided_at": champion.now_stamp(),
+        **asdict(promotion),
+        "moved_pointer": moved,
+        "rounds": rounds,
+        "candidate": None if decider is None else _summary(decider.candidate),
+        "replaced": None if pointer is None else pointer["previous"],
+    }
+    uri = champion.append_history(bucket, dataset.key, run_id, entry)
+    log.info(f"history: {uri}")
+
+
+# ---------------------------------------------------------------------------- CLI
 
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--report", required=True, help="compare step output folder")
     parser.add_argument("--models", nargs="+", required=True, help="train step output folders")
     parser.add_argument(
-        "--data", required=True, help="the dataset folder the models were tested on"
+        "--data", required=True, help="the split or augment output the models were tested on"
     )
     parser.add_argument(
         "--run-id", required=True, help="name of this run under runs/ in the bucket"
+    )
+    parser.add_argument(
+        "--out", required=True, help="folder for publish.json and the report with the verdict"
     )
 
 
 def run(args: Any, cfg: Config) -> int:
     result = publish_run(
-        Path(args.report), [Path(m) for m in args.models], Path(args.data), args.run_id, cfg
+        Path(args.report),
+        [Path(m) for m in args.models],
+        Path(args.data),
+        args.run_id,
+        Path(args.out),
+        cfg,
     )
     print(json.dumps(result.to_dict(), indent=2))
     return 0

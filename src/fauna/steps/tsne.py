@@ -1,66 +1,56 @@
-"""t-SNE of each model's learned features (the paper's feature plots).
+"""tsne: t-SNE of each model's learned features (the paper's feature plots).
 
 The test images go through the model up to its penultimate ("embedding") layer;
 a stratified sample (at most `max_samples`, for speed: t-SNE is the slow part)
 is projected to 2-D and plotted coloured by class.
+
+Features that barely differ between images (a collapsed model: relative spread below
+fauna.evaluation.MIN_FEATURE_SPREAD) are not projected: t-SNE would blow numerical
+noise up into clusters that look like structure. The step then says so instead
+(tsne.json `degenerate_reason`, the page), and writes no plot.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from fauna.artifact import load_model, model_info
 from fauna.config import Config, TsneConfig
-from fauna.dataset import (
-    CLASSES,
-    SOURCE,
-    carry_forward,
-    display_name,
-    write_json,
-)
-from fauna.plots import class_colors, html_image, html_page, save_png
-from fauna.records import FEATURES, shard_paths
-from fauna.steps.evaluate import (
+from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
+from fauna.evaluation import (
+    MIN_FEATURE_SPREAD,
     EvaluationError,
     check_inputs,
-    load_trained_model,
-    model_info,
+    embedding_model,
+    feature_spread,
     read_source,
     run_inference,
 )
+from fauna.outputs import require_output, step_output
 
 log = logging.getLogger(__name__)
 
+STEP = "tsne"
+DATA_STEPS = ("split", "augment")
 MIN_SAMPLES = 5
-
-
-def embedding_model(model: Any) -> Any:
-    """A sub-model from the raw pixels to the penultimate layer's output."""
-    import keras
-
-    for name, use_input in (("embedding", False), ("predictions", True)):
-        try:
-            layer = model.get_layer(name)
-        except ValueError:
-            continue
-        return keras.Model(model.inputs, layer.input if use_input else layer.output)
-    raise EvaluationError("the model has neither an 'embedding' nor a 'predictions' layer")
 
 
 def split_labels(data_dir: Path, split: str = "test") -> tuple[list[str], np.ndarray]:
     """Ids and label indices of a split, without decoding any image."""
     import tensorflow as tf
 
+    from fauna.records import features, shard_paths
+
     paths = [str(p) for p in shard_paths(Path(data_dir) / split)]
     if not paths:
         raise EvaluationError(f"no {split} shards in {data_dir}")
-    wanted = {k: FEATURES[k] for k in ("image/id", "image/class/label")}
+    spec = features()
+    wanted = {k: spec[k] for k in ("image/id", "image/class/label")}
     ids: list[str] = []
     labels: list[np.ndarray] = []
     ds = tf.data.TFRecordDataset(paths).batch(1024).map(lambda s: tf.io.parse_example(s, wanted))
@@ -87,96 +77,90 @@ def stratified_sample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return np.sort(order[np.argsort(keys, kind="stable")[:cap]])
 
 
-def plot_tsne(
-    coords: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, title: str
-) -> Path:
-    """Scatter coloured by class, the legend outside the axes."""
-    fig = Figure(figsize=(11, 8))
-    ax = fig.add_subplot(1, 1, 1)
-    colors = class_colors(len(classes))
-    size = 30 if len(labels) < 500 else 12
-    for i, name in enumerate(classes):
-        pts = coords[labels == i]
-        if len(pts):
-            ax.scatter(
-                pts[:, 0], pts[:, 1], s=size, color=colors[i], label=display_name(name), alpha=0.85
-            )
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
-    ax.legend(
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=8,
-        markerscale=1.6 if size < 20 else 1.0,
-        frameon=False,
-        ncol=1 if len(classes) <= 32 else 2,
+def _embed(
+    model_dir: Path, data_dir: Path, cfg: TsneConfig
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str], int]:
+    """Penultimate features of a stratified test sample: (emb, labels, ids, classes, n_test)."""
+    classes, image_size = check_inputs(model_dir, data_dir)
+    backbone = str(model_info(model_dir)["backbone"])
+    all_ids, all_labels = split_labels(data_dir)
+    keep = {all_ids[i] for i in stratified_sample(all_labels, cfg.max_samples, cfg.seed)}
+    log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
+    model = embedding_model(load_model(model_dir))
+    result = run_inference(
+        model, data_dir, image_size, len(classes), keep_ids=keep, desc=f"embed {backbone}"
     )
-    return save_png(fig, path)
+    emb = result.outputs[0].reshape(len(result.ids), -1).astype(np.float32)
+    if len(emb) < MIN_SAMPLES:
+        raise EvaluationError(f"t-SNE needs at least {MIN_SAMPLES} test images, got {len(emb)}")
+    return emb, result.labels, result.ids, classes, len(all_ids)
 
 
 def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig) -> dict:
     """Embeddings + t-SNE plot of the test split; writes PNG, NPZ, JSON and HTML into `out`."""
-    from sklearn.manifold import TSNE
+    from fauna.plots import plot_tsne
+    from fauna.report.render import tsne_page
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    classes, image_size = check_inputs(model_dir, data_dir)
+    require_output(model_dir, "train", role="--model")
+    require_output(data_dir, DATA_STEPS, role="--data")
     backbone = str(model_info(model_dir)["backbone"])
-    all_ids, all_labels = split_labels(data_dir)
-    chosen = stratified_sample(all_labels, cfg.max_samples, cfg.seed)
-    keep = {all_ids[i] for i in chosen}
-    log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
-
-    model = embedding_model(load_trained_model(model_dir))
-    emb, labels, ids = run_inference(
-        model, data_dir, image_size, len(classes), keep_ids=keep, desc=f"embed {backbone}"
-    )
-    emb = emb.reshape(len(emb), -1).astype(np.float32)
-    n = len(emb)
-    if n < MIN_SAMPLES:
-        raise EvaluationError(f"t-SNE needs at least {MIN_SAMPLES} test images, got {n}")
+    emb, labels, ids, classes, n_test = _embed(model_dir, data_dir, cfg)
+    n, spread = len(emb), feature_spread(emb)
     # sklearn needs perplexity < n; about n/3 is the usual ceiling for small samples.
     perplexity = float(min(cfg.perplexity, (n - 1) / 3))
-    coords = TSNE(
-        n_components=2, init="pca", perplexity=perplexity, random_state=cfg.seed
-    ).fit_transform(emb)
-
-    out.mkdir(parents=True, exist_ok=True)
-    title = f"{backbone}: t-SNE of penultimate-layer features ({n} test images)"
-    png = plot_tsne(coords, labels, classes, out / "tsne.png", title)
-    np.savez_compressed(
-        out / "embeddings.npz",
-        embeddings=emb,
-        tsne=coords.astype(np.float32),
-        labels=labels.astype(np.int64),
-        ids=np.array(ids),
-        classes=np.array(classes),
-    )
+    skipped = None
+    if spread < MIN_FEATURE_SPREAD:
+        skipped = (
+            f"its penultimate-layer features are the same for every image "
+            f"(relative spread {spread:.1e}, below {MIN_FEATURE_SPREAD:g})"
+        )
+        log.warning(f"{backbone}: no t-SNE: {skipped}")
     info = {
         "backbone": backbone,
         "n": n,
-        "n_test": len(all_ids),
+        "n_test": n_test,
         "perplexity": perplexity,
         "embedding_dim": int(emb.shape[1]),
         "seed": cfg.seed,
+        "feature_spread": spread,
+        "degenerate_reason": skipped,
         "synthetic": bool(read_source(data_dir, model_dir).get("synthetic", True)),
     }
-    write_json(out / "tsne.json", info)
-    warning = "<p class='warning'>Synthetic data: generated patterns, not animals.</p>\n"
-    body = (
-        (warning if info["synthetic"] else "")
-        + f"<h2>{html.escape(title)}</h2>\n"
-        + html_image(png, f"t-SNE of {backbone}", f"perplexity {perplexity:g}, PCA init")
-    )
-    (out / "tsne.html").write_text(html_page(f"t-SNE: {backbone}", body))
-    carry_forward((CLASSES, SOURCE), (data_dir, model_dir), out)
-    log.info(f"{backbone}: wrote {png}")
+    title = f"{backbone}: t-SNE of penultimate-layer features ({n} test images)"
+    with step_output(out, STEP) as tmp:
+        coords, png = np.zeros((n, 2), dtype=np.float32), None
+        if skipped is None:
+            coords = _project(emb, perplexity, cfg.seed)
+            png = plot_tsne(coords, labels, classes, tmp / "tsne.png", title)
+        np.savez_compressed(
+            tmp / "embeddings.npz",
+            embeddings=emb,
+            tsne=coords.astype(np.float32),
+            labels=labels.astype(np.int64),
+            ids=np.array(ids),
+            classes=np.array(classes),
+        )
+        write_json(tmp / "tsne.json", info)
+        caption = f"perplexity {perplexity:g}, PCA init"
+        page = tsne_page(f"t-SNE: {backbone}", title, png, caption, info["synthetic"], skipped)
+        (tmp / "tsne.html").write_text(page)
+        carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
+    log.info(f"{backbone}: wrote {out / 'tsne.html'}")
     return info
+
+
+def _project(emb: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(
+        emb
+    )
 
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--model", required=True, help="train step output folder (model.keras)")
-    parser.add_argument("--data", required=True, help="dataset folder with a test/ split")
+    parser.add_argument("--data", required=True, help="split or augment step output folder")
     parser.add_argument("--out", required=True, help="folder for tsne.png, embeddings.npz, ...")
 
 

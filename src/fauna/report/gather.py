@@ -1,0 +1,186 @@
+"""Reading the per-backbone step outputs that a comparison is made of.
+
+Inputs are the train, evaluate and t-SNE outputs of each backbone, in any order
+(KFP's `dsl.Collected` gives no order guarantee): they are matched by the backbone
+name each one records. Each folder must be a completed output of its step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_info
+from fauna.dataset import MANIFEST, read_json, read_manifest
+from fauna.errors import FaunaError
+from fauna.evaluation import METRICS
+from fauna.metrics import METRIC_KEYS
+from fauna.outputs import require_output
+from fauna.paper import paper_reference
+
+TSNE_INFO = "tsne.json"
+TSNE_PNG = "tsne.png"
+CONFUSION_PNG = "confusion_matrix.png"
+PER_CLASS_CSV = "per_class.csv"
+
+
+class CompareError(FaunaError):
+    """The inputs of the comparison do not fit together."""
+
+
+@dataclass
+class Inputs:
+    """The step outputs by backbone name, and the order the report shows them in."""
+
+    evals: dict[str, Path]
+    models: dict[str, Path]
+    tsnes: dict[str, Path]
+    order: list[str]
+
+
+def _index(dirs: Sequence[Path], kind: str, name_of: Callable[[Path], str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in map(Path, dirs):
+        name = str(name_of(d))
+        if name in found:
+            raise CompareError(f"two {kind} outputs for backbone {name!r}: {found[name]} and {d}")
+        found[name] = d
+    return found
+
+
+def _recorded_backbone(filename: str) -> Callable[[Path], str]:
+    def name_of(d: Path) -> str:
+        path = d / filename
+        if not path.is_file():
+            raise CompareError(f"no {filename} in {d}: is this the right step output?")
+        return json.loads(path.read_text())["backbone"]
+
+    return name_of
+
+
+def gather(
+    model_dirs: Sequence[Path],
+    eval_dirs: Sequence[Path],
+    tsne_dirs: Sequence[Path],
+    preferred_order: Sequence[str] = (),
+) -> Inputs:
+    """Check and match the inputs; backbones in `preferred_order` first, the rest sorted."""
+    if not eval_dirs:
+        raise CompareError("nothing to compare: no evaluation outputs given")
+    for dirs, step, role in (
+        (model_dirs, "train", "--models"),
+        (eval_dirs, "evaluate", "--evaluations"),
+        (tsne_dirs, "tsne", "--tsnes"),
+    ):
+        for d in dirs:
+            require_output(d, step, role=role)
+    evals = _index(eval_dirs, "evaluate", _recorded_backbone(METRICS))
+    models = _index(model_dirs, "train", lambda d: model_info(d)["backbone"])
+    tsnes = _index(tsne_dirs, "t-SNE", _recorded_backbone(TSNE_INFO))
+    for kind, found in (("train", models), ("t-SNE", tsnes)):
+        extra = sorted(set(found) - set(evals))
+        if extra:
+            raise CompareError(f"{kind} outputs without an evaluation: {', '.join(extra)}")
+    order = [b for b in preferred_order if b in evals]
+    order += sorted(b for b in evals if b not in order)
+    return Inputs(evals, models, tsnes, order)
+
+
+def _copy_image(src: Path, images: Path, name: str) -> str | None:
+    if not src.is_file():
+        return None
+    shutil.copyfile(src, images / name)
+    return f"images/{name}"
+
+
+def _history_image(model_dir: Path | None, images: Path, backbone: str) -> str | None:
+    """The train step's curves; re-plotted from history.json when the PNG is missing."""
+    if model_dir is None:
+        return None
+    copied = _copy_image(model_dir / HISTORY_PNG, images, f"{backbone}-history.png")
+    if copied is None and (model_dir / HISTORY_JSON).is_file():
+        from fauna.plots import plot_history  # matplotlib, only when a plot must be drawn
+
+        plot_history(
+            read_json(model_dir / HISTORY_JSON), images / f"{backbone}-history.png", backbone
+        )
+        copied = f"images/{backbone}-history.png"
+    return copied
+
+
+def _tsne_part(tsne_dir: Path | None, images: Path, backbone: str) -> dict[str, Any]:
+    """The t-SNE image, or why there is none (features without spread are not plotted)."""
+    if tsne_dir is None:
+        return {}
+    info = read_json(tsne_dir / TSNE_INFO)
+    if info.get("degenerate_reason"):
+        return {"tsne_skipped": info["degenerate_reason"]}
+    image = _copy_image(tsne_dir / TSNE_PNG, images, f"{backbone}-tsne.png")
+    return {"tsne": image} if image else {}
+
+
+def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
+    """Everything the report shows of one backbone; its images copied into `images`."""
+    ev = inputs.evals[backbone]
+    model_dir = inputs.models.get(backbone)
+    m = read_json(ev / METRICS)
+    info = model_info(model_dir) if model_dir is not None else {}
+    ref = paper_reference(backbone)
+    figures = {
+        "history": _history_image(model_dir, images, backbone),
+        "confusion": _copy_image(ev / CONFUSION_PNG, images, f"{backbone}-confusion.png"),
+        **_tsne_part(inputs.tsnes.get(backbone), images, backbone),
+    }
+    return {
+        "backbone": backbone,
+        **{k: m.get(k) for k in METRIC_KEYS},
+        "n_test": m.get("n_test"),
+        "averaging_note": m.get("averaging_note", ""),
+        "most_confused": m.get("most_confused", []),
+        "degenerate": bool(m.get("degenerate", False)),
+        "degenerate_reason": m.get("degenerate_reason"),
+        "prediction_diversity": m.get("prediction_diversity"),
+        "weights": info.get("weights", m.get("weights")),
+        "image_size": info.get("image_size", m.get("image_size")),
+        "epochs_run": info.get("epochs_run"),
+        "train_seconds": info.get("train_seconds"),
+        "images_per_second": info.get("images_per_second"),
+        "paper": None
+        if ref is None
+        else {"model": ref.model, "top1": ref.top1, "top3": ref.top3, "f1": ref.f1},
+        "images": {k: v for k, v in figures.items() if k != "tsne_skipped" and v},
+        "tsne_skipped": figures.get("tsne_skipped"),
+    }
+
+
+def per_class_f1(eval_dir: Path) -> tuple[dict[str, float], dict[str, int]]:
+    """F1 and test support per class from an evaluation's per_class.csv ({} when absent)."""
+    path = Path(eval_dir) / PER_CLASS_CSV
+    if not path.is_file():
+        return {}, {}
+    with path.open(newline="") as fh:
+        entries = list(csv.DictReader(fh))
+    return (
+        {e["class"]: float(e["f1"]) for e in entries},
+        {e["class"]: int(e["support"]) for e in entries},
+    )
+
+
+def data_summary(data_dir: Path | None, classes: list[str], test_support: dict[str, int]) -> dict:
+    """Images per class and split: the manifest when the data folder is given, else test only."""
+    counts: dict[str, dict[str, int]] = {c: {"test": test_support.get(c, 0)} for c in classes}
+    splits = ["test"]
+    if data_dir is not None and (Path(data_dir) / MANIFEST).is_file():
+        manifest = read_manifest(Path(data_dir) / MANIFEST)
+        tally = Counter((row.get("split", ""), row.get("label", "")) for row in manifest)
+        present = {s for s, _ in tally}
+        splits = [s for s in ("train", "val", "test") if s in present] or splits
+        counts = {c: {s: tally.get((s, c), 0) for s in splits} for c in classes}
+    totals = {s: sum(counts[c].get(s, 0) for c in classes) for s in splits}
+    return {"num_classes": len(classes), "splits": splits, "counts": counts, "totals": totals}
