@@ -6,15 +6,20 @@ on the image tag). pip resolves `.[cpu]` / `.[gpu]` without installing
 (`--dry-run --report`) and we keep `name==version` for everything but fauna.
 
     python docker/lock.py            # rewrite docker/constraints-{cpu,gpu}.txt
+
+Transitive pins stay as they are unless the new dependencies need them to move.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = (
@@ -23,16 +28,21 @@ HEADER = (
 )
 
 
-def resolve(extra: str) -> list[str]:
-    """`name==version` for every package `pip install .[extra]` would install."""
+def resolve(extra: str, keep: Path | None = None) -> list[str]:
+    """`name==version` for every package `pip install .[extra]` would install.
+
+    With `keep` (the current constraints), transitive pins stay where they still fit,
+    so adding one dependency does not move every other version.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed"]
-            + ["--report", str(report), f".[{extra}]"],
-            cwd=ROOT,
-            check=True,
-        )
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run"]
+        command += ["--ignore-installed", "--report", str(report), f".[{extra}]"]
+        if keep is not None:
+            kept = Path(tmp) / "kept.txt"
+            kept.write_text(transitive_pins(keep.read_text(), extra))
+            command += ["--constraint", str(kept)]
+        subprocess.run(command, cwd=ROOT, check=True)
         installs = json.loads(report.read_text())["install"]
     pins = {
         item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
@@ -42,10 +52,24 @@ def resolve(extra: str) -> list[str]:
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
 
 
+def transitive_pins(constraints: str, extra: str) -> str:
+    """The pins of `constraints` minus fauna's direct dependencies (pyproject decides those)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = project["dependencies"] + project["optional-dependencies"][extra]
+    names = {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in direct}
+    lines = [ln for ln in constraints.splitlines() if ln and not ln.startswith("#")]
+    return "\n".join(ln for ln in lines if ln.split("==")[0] not in names) + "\n"
+
+
 def main() -> int:
     for extra in ("cpu", "gpu"):
         out = ROOT / "docker" / f"constraints-{extra}.txt"
-        out.write_text(HEADER.format(extra=extra) + "\n".join(resolve(extra)) + "\n")
+        try:
+            pins = resolve(extra, keep=out if out.exists() else None)
+        except subprocess.CalledProcessError:
+            print(f"{out.name}: the current pins conflict; resolving afresh", file=sys.stderr)
+            pins = resolve(extra)
+        out.write_text(HEADER.format(extra=extra) + "\n".join(pins) + "\n")
         print(f"wrote {out.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

@@ -19,25 +19,62 @@ IMAGE_GPU := $(REGISTRY)/fauna-gpu:$(TAG)
 # What compile/submit/schedule pass so the pipeline runs exactly these images.
 IMAGE_SETS := --set pipeline.image_cpu=$(IMAGE_CPU) --set pipeline.image_gpu=$(IMAGE_GPU)
 
-SOURCE_URL ?= $(shell git config --get remote.origin.url 2>/dev/null)
+# Build settings, all optional (set them in env.sh or on the command line):
+#   PYTHON_IMAGE     the base image (default: docker/Dockerfile's python:3.11.x-slim-bookworm;
+#                    scripts/docker-offline.sh makes a stand-in where no registry answers)
+#   BUILD_PIP_CONF   a pip.conf for the build (private index, proxy)  } BuildKit secrets: read
+#   BUILD_CA_BUNDLE  a CA bundle for the build (TLS inspection)        } while pip runs, never
+#                    (default: $PIP_CERT, the bundle your own pip uses)  in a layer or label
+#   BUILD_NETWORK    e.g. host, when the engine's bridge has no way out (dockerd --iptables=false)
+BUILD_PIP_CONF ?= $(PIP_CONFIG_FILE)
+BUILD_CA_BUNDLE ?= $(PIP_CERT)
+REVISION ?= $(shell git rev-parse --verify --quiet HEAD 2>/dev/null || echo unknown)
+# The label names the source as a plain https URL: credentials, ssh forms and anything
+# that is not https become https://host/path or nothing (a token must never be published).
+SOURCE_REMOTE ?= $(shell git config --get remote.origin.url 2>/dev/null)
+SOURCE_URL := $(shell printf '%s\n' '$(SOURCE_REMOTE)' | sed -E \
+	-e 's|^[A-Za-z0-9._-]+@([A-Za-z0-9.-]+):([^/].*)$$|https://\1/\2|' \
+	-e 's|^(ssh\|git)://([^@/]+@)?([A-Za-z0-9.-]+)(:[0-9]+)?/|https://\3/|' \
+	-e 's|^https://[^@/]*@|https://|' -e 's|\.git/?$$||' \
+	| grep -E '^https://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9._~/-]+$$' || true)
 # The constraints are resolved for Linux x86-64 (and the CUDA wheels exist only there).
 DOCKER_PLATFORM ?= linux/amd64
-DOCKER_BUILD = $(DOCKER) build --file docker/Dockerfile --platform $(DOCKER_PLATFORM) \
-	--build-arg REVISION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
-	$(if $(SOURCE_URL),--build-arg SOURCE=$(SOURCE_URL))
+comma := ,
+DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build --file docker/Dockerfile --platform $(DOCKER_PLATFORM) \
+	$(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) \
+	$(if $(BUILD_NETWORK),--network $(BUILD_NETWORK)) \
+	$(if $(BUILD_PIP_CONF),--secret id=pip.conf$(comma)src=$(BUILD_PIP_CONF)) \
+	$(if $(BUILD_CA_BUNDLE),--secret id=ca.pem$(comma)src=$(BUILD_CA_BUNDLE)) \
+	--build-arg REVISION=$(REVISION) $(if $(SOURCE_URL),--build-arg SOURCE=$(SOURCE_URL))
 
-.PHONY: image image-cpu image-gpu image-ref-cpu push push-check lock-images local-run-kind local-down
+.PHONY: image image-cpu image-gpu image-ref-cpu image-source-url image-test buildkit-check push \
+	push-check lock-images local-run-kind local-down
 
-image: image-cpu image-gpu ## build both images: $REGISTRY/fauna-{cpu,gpu}:<git sha>
+image: image-cpu image-gpu ## build both images: $REGISTRY/fauna-{cpu,gpu}:<git sha> (BuildKit)
 
-image-cpu: ## build the CPU image (data steps, evaluate, t-SNE, compare, publish, submit)
+image-cpu: buildkit-check ## build the CPU image (data steps, evaluate, t-SNE, compare, publish, submit)
 	$(DOCKER_BUILD) --target cpu --tag $(IMAGE_CPU) .
 
-image-gpu: ## build the GPU image (training; TensorFlow with CUDA)
+image-gpu: buildkit-check ## build the GPU image (training; TensorFlow with CUDA; not built in CI)
 	$(DOCKER_BUILD) --target gpu --tag $(IMAGE_GPU) .
+
+buildkit-check:
+	@DOCKER=$(DOCKER) bash scripts/docker-buildkit-check.sh
+
+# The checks need the image built twice: the second time with only a new revision, which
+# must reuse every layer (tests/test_image.py compares the layer digests).
+image-test: $(STAMP) image-cpu ## build the CPU image and run every step check inside it (tests/test_image.py)
+	$(DOCKER_BUILD) --quiet --target cpu --build-arg REVISION=image-test-rebuild \
+	  --tag $(IMAGE_CPU)-rebuild . >/dev/null
+	FAUNA_IMAGE=$(IMAGE_CPU) FAUNA_IMAGE_REBUILT=$(IMAGE_CPU)-rebuild DOCKER=$(DOCKER) \
+	  $(BIN)/python -m pytest -m docker -p no:cacheprovider tests/test_image.py $(PYTEST_ARGS); \
+	  status=$$?; $(DOCKER) rmi $(IMAGE_CPU)-rebuild >/dev/null; exit $$status
 
 image-ref-cpu:
 	@echo $(IMAGE_CPU)
+
+image-source-url:
+	@echo $(SOURCE_URL)
 
 push-check:
 	@if [ "$(REGISTRY)" = localhost ]; then \

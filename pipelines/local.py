@@ -35,18 +35,18 @@ SAMPLE_PER_CLASS = 24
 
 
 def choose_backend(requested: str | None) -> tuple[str, str]:
-    """(backend, why) — kind only where a Docker engine and kind both work."""
-    if requested in ("embedded", "kind"):
+    """(backend, why) — kind where a Docker engine and kind work, docker where only Docker does."""
+    if requested in ("embedded", "docker", "kind"):
         return requested, "requested with BACKEND"
     if requested:
-        raise FaunaError(f"BACKEND must be embedded or kind, got {requested!r}")
-    if not shutil.which("kind"):
-        return "embedded", "kind is not installed"
+        raise FaunaError(f"BACKEND must be embedded, docker or kind, got {requested!r}")
     if not shutil.which("docker"):
         return "embedded", "docker is not installed"
     probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
     if probe.returncode != 0:
         return "embedded", "no Docker engine answers `docker info`"
+    if not shutil.which("kind"):
+        return "docker", "a Docker engine answers; kind is not installed"
     return "kind", "Docker and kind are available"
 
 
@@ -189,7 +189,7 @@ def add_arguments(parser: Any) -> None:
         "--image-size", default=env("IMAGE_SIZE"), type=int, help="pixels ($IMAGE_SIZE)"
     )
     parser.add_argument(
-        "--backend", default=env("BACKEND"), help="embedded or kind (default: auto; $BACKEND)"
+        "--backend", default=env("BACKEND"), help="embedded|docker|kind (default: auto; $BACKEND)"
     )
     parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="where runs are kept")
 
@@ -221,7 +221,12 @@ def run(args: Any, cfg: Config) -> int:
     started = time.monotonic()
     with s3_endpoint(cfg.pipeline.bucket) as (endpoint, embedded):
         print(f"S3: {'embedded server at ' if embedded else ''}{endpoint}")
-        result = run_pipeline_locally(cfg, arguments, run_dir)
+        if backend == "docker":  # every task in the image of this checkout
+            from fauna.pipelines.local_docker import run_pipeline_in_docker
+
+            result = run_pipeline_in_docker(cfg, arguments, run_dir)
+        else:
+            result = run_pipeline_locally(cfg, arguments, run_dir)
         verify_published(result)
         metrics = json.loads(storage.read_text(f"{result['report_uri']}/metrics.json"))
     report = Path(result["local_dir"]) / "report"
@@ -229,9 +234,11 @@ def run(args: Any, cfg: Config) -> int:
     print(summary_table(metrics))
     print()
     promotion = result["promotion"]
+    best = metrics["champion"]  # None when every model is flagged as degenerate
     print(
-        f"champion of this run: {metrics['champion']['backbone']} "
-        f"({metrics['champion']['metric']} = {metrics['champion']['value']:.3f})"
+        f"champion of this run: {best['backbone']} ({best['metric']} = {best['value']:.3f})"
+        if best
+        else "champion of this run: none (every model is flagged as degenerate; see the report)"
     )
     print(("promoted: " if promotion["promoted"] else "not promoted: ") + promotion["reason"])
     print(f"report:  {(report / 'report.html').resolve()}")

@@ -1,5 +1,6 @@
-"""The images' recipe: hadolint on every Dockerfile, and what a build can't show here
-(no Docker engine on this machine): pins, build context, non-root, labels."""
+"""The images' recipe, checked without a Docker engine: hadolint, stages, pins, build
+context, secrets, labels, the BuildKit check and the source URL. `make image-test`
+(tests/test_image.py) builds the image and checks it from the inside."""
 
 from __future__ import annotations
 
@@ -44,35 +45,159 @@ def test_dockerfiles_pass_hadolint():
 def test_one_dockerfile_two_targets_on_a_shared_base():
     text = DOCKERFILE.read_text()
     found = stages(text)
-    assert {"base", "wheel", "venv-cpu", "venv-gpu", "runtime", "cpu", "gpu"} <= set(found)
+    assert {
+        "base",
+        "build",
+        "wheel",
+        "venv-cpu",
+        "venv-gpu",
+        "app",
+        "runtime",
+        "cpu",
+        "gpu",
+    } <= set(found)
     assert re.search(r"^FROM runtime AS cpu$", text, re.M)
     assert re.search(r"^FROM runtime AS gpu$", text, re.M)
     assert list(found)[-1] == "cpu"  # a plain `docker build` gives the CPU image
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M).group(1)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base)  # pinned to a patch release
-    assert '"$1[cpu]"' in found["venv-cpu"] and "constraints-cpu.txt" in found["venv-cpu"]
-    assert '"$1[gpu]"' in found["venv-gpu"] and "constraints-gpu.txt" in found["venv-gpu"]
+    for extra in ("cpu", "gpu"):
+        venv = found[f"venv-{extra}"]
+        assert f"docker/constraints-{extra}.txt" in venv
+        assert "--requirement /tmp/constraints.txt" in venv
+
+
+def test_only_wheels_are_installed_and_the_sdist_is_built_with_pinned_tools():
+    """kfp-server-api is published as source only: one wheel, built in `wheel`, with the
+    pinned setuptools of `build`; every install after that takes wheels only."""
+    found = stages(DOCKERFILE.read_text())
+    assert re.search(r"pip install pip==[\d.]+ setuptools==[\d.]+$", found["build"], re.M)
+    assert "--no-binary kfp-server-api" in found["wheel"]
+    assert "--no-build-isolation" in found["wheel"]
+    for venv in ("venv-cpu", "venv-gpu"):
+        assert "--only-binary :all:" in found[venv]
+    pinned = [
+        pins(ROOT / "docker" / f"constraints-{x}.txt")["kfp-server-api"] for x in ("cpu", "gpu")
+    ]
+    assert pinned[0] == pinned[1]  # the wheel stage builds it once, from the CPU pins
 
 
 def test_images_run_as_non_root_without_pip():
     found = stages(DOCKERFILE.read_text())
     for target in ("cpu", "gpu"):
         assert re.search(r"^USER 10001:10001$", found[target], re.M), target
-    for venv in ("venv-cpu", "venv-gpu"):
-        assert "pip uninstall --yes pip" in found[venv]
-    assert "pip uninstall --yes pip" in found["runtime"]
+    for venv in ("venv-cpu", "venv-gpu", "app"):
+        assert "python -m venv --without-pip /opt/venv" in found[venv]
+    assert "pip uninstall --yes" in found["runtime"]
     # The KFP launcher writes artifacts under these root paths: the user must own them.
     assert "chown 10001:0 /gcs /minio /s3" in found["runtime"]
 
 
-def test_oci_labels_name_source_and_revision():
-    runtime = stages(DOCKERFILE.read_text())["runtime"]
-    for arg in ("SOURCE", "REVISION"):
-        assert re.search(rf"^ARG {arg}=", runtime, re.M)
-    assert 'org.opencontainers.image.source="${SOURCE}"' in runtime
-    assert 'org.opencontainers.image.revision="${REVISION}"' in runtime
+def instructions(text: str) -> list[str]:
+    """The Dockerfile's instructions, comments dropped and continuation lines joined."""
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    return [ins.strip() for ins in re.split(r"(?<!\\)\n", "\n".join(lines)) if ins.strip()]
+
+
+def test_build_settings_stay_out_of_the_shipped_images():
+    """pip.conf and a CA bundle reach pip as BuildKit secrets, in build stages only; no PIP_*
+    variable and no secret helper in what ships (base, runtime, cpu, gpu)."""
+    text = DOCKERFILE.read_text()
+    for shipped, body in stages(text).items():
+        if shipped in ("base", "runtime", "cpu", "gpu"):
+            code = " ".join(instructions(body))
+            assert "PIP_" not in code and "secret" not in code, shipped
+    online = [
+        ins
+        for ins in instructions(text)
+        if ins.startswith("RUN")
+        and re.search(r"/pip\b.*\b(install|wheel)\b", ins, re.S)
+        and "--no-index" not in ins
+    ]
+    assert len(online) >= 4  # build tools, kfp-server-api, the two venvs
+    for ins in online:
+        assert "--mount=type=secret,id=pip.conf" in ins and "--mount=type=secret,id=ca.pem" in ins
+        assert "with-build-secrets" in ins, ins
+    assert not [
+        i for i in instructions(text) if re.match(r"(COPY|ADD)\s.*(pip\.conf|\.pem|\.crt)", i)
+    ]
+
+
+def test_a_new_revision_changes_labels_only():
+    """ARG/LABEL come last in each target, so a new revision reuses every layer."""
+    found = stages(DOCKERFILE.read_text())
+    assert "ARG" not in found["runtime"] and "LABEL" not in found["runtime"]
+    for target in ("cpu", "gpu"):
+        lines = [ln for ln in found[target].splitlines() if ln and not ln.startswith((" ", "#"))]
+        tail = [ln.split()[0] for ln in lines[-4:]]
+        assert tail == ["ARG", "ARG", "ARG", "LABEL"], (target, lines[-4:])
+        assert 'org.opencontainers.image.source="${SOURCE}"' in found[target]
+        assert 'org.opencontainers.image.revision="${REVISION}"' in found[target]
     makefile = (ROOT / "mk" / "cluster.mk").read_text()
-    assert "--build-arg REVISION=$(shell git rev-parse HEAD" in makefile
+    assert "--build-arg REVISION=$(REVISION)" in makefile
+
+
+@pytest.mark.parametrize(
+    ("remote", "label"),
+    [
+        ("git@github.com:org/repo.git", "https://github.com/org/repo"),
+        ("https://user:ghp_secret@github.com/org/repo.git", "https://github.com/org/repo"),
+        (
+            "https://oauth2:glpat-x@gitlab.example.com/grp/sub/repo",
+            "https://gitlab.example.com/grp/sub/repo",
+        ),
+        ("ssh://git@gitlab.example.com:2222/grp/repo.git", "https://gitlab.example.com/grp/repo"),
+        ("http://github.com/org/repo", ""),  # not https: no label rather than a guess
+        ("/home/me/src/fauna", ""),
+        ("https://github.com/org/repo?token=abc", ""),
+        ("", ""),
+    ],
+)
+def test_the_source_label_is_a_clean_https_url_or_nothing(remote, label):
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-s", "-f", "mk/cluster.mk", "image-source-url",
+         f"SOURCE_REMOTE={remote}"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == label
+
+
+FAKE_DOCKER = """#!/bin/sh
+case "$*" in
+  "version --format {{.Server.Version}}") [ -n "$SERVER" ] && echo "$SERVER" || exit 1 ;;
+  "version --format {{.Client.Version}}") echo "$CLIENT" ;;
+  "buildx version") [ -n "$BUILDX" ] || exit 1; echo "github.com/docker/buildx v0.20.0" ;;
+  *) exit 3 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "buildx", "ok", "says"),
+    [
+        ("20.10.24", "20.10.24", "", True, ""),  # Debian's docker.io: BuildKit without buildx
+        ("28.2.2", "28.2.2", "yes", True, ""),
+        ("28.2.2", "20.10.24", "", False, "needs the buildx plugin"),
+        ("28.2.2", "", "", False, "no Docker engine answers"),
+    ],
+)
+def test_image_targets_check_for_buildkit_first(tmp_path, client, server, buildx, ok, says):
+    fake = tmp_path / "docker"
+    fake.write_text(FAKE_DOCKER)
+    fake.chmod(0o755)
+    env = {**os.environ, "DOCKER": str(fake), "CLIENT": client, "SERVER": server, "BUILDX": buildx}
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "docker-buildkit-check.sh")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (done.returncode == 0) == ok, done.stderr
+    assert says in done.stderr
+    if not ok:
+        assert len(done.stderr.strip().splitlines()) == 1 and done.returncode == 2
+    makefile = (ROOT / "mk" / "cluster.mk").read_text()
+    for target in ("image-cpu", "image-gpu"):
+        assert re.search(rf"^{target}: buildkit-check", makefile, re.M)
+    assert "DOCKER_BUILD = DOCKER_BUILDKIT=1 " in makefile
 
 
 def test_build_context_is_an_allow_list():

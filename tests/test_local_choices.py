@@ -32,10 +32,11 @@ def _args(**kw) -> argparse.Namespace:
 
 def test_backend_is_embedded_without_docker_engine_or_kind(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert local.choose_backend(None) == ("embedded", "kind is not installed")
+    assert local.choose_backend(None) == ("embedded", "docker is not installed")
     assert local.choose_backend("kind")[0] == "kind"
-    with pytest.raises(FaunaError, match="BACKEND must be embedded or kind"):
-        local.choose_backend("docker")
+    assert local.choose_backend("docker")[0] == "docker"
+    with pytest.raises(FaunaError, match="BACKEND must be embedded, docker or kind"):
+        local.choose_backend("podman")
 
 
 def test_smoke_profile_by_default_unless_profile_says_otherwise(monkeypatch):

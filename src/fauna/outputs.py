@@ -131,10 +131,12 @@ def _ensure_writable(folder: Path) -> None:
         probe = folder / f".fauna-write-test-{uuid.uuid4().hex[:8]}"
         probe.touch()
         probe.unlink()
-    except PermissionError:
+    except OSError as exc:  # EROFS too: a folder mounted read-only into the image
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         raise OutputError(
-            f"cannot write in {folder} as uid {os.getuid()}: make it writable for this user "
-            "(in the fauna images: uid 10001, or group 0)"
+            f"cannot write in {folder} as uid {os.getuid()} ({exc.strerror}): make it writable "
+            "for this user (in the fauna images: uid 10001, or group 0)"
         ) from None
 
 
