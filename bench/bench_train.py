@@ -23,6 +23,7 @@ the model, so ratios there understate what a GPU node sees.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -92,7 +93,7 @@ def bench_backbone(name: str, cfg, image_size: int, shards: Path, args) -> list[
     from fauna.backbones import get_backbone
     from fauna.inputs import make_dataset
     from fauna.model import build_model
-    from fauna.steps.train import compile_for_phase, plan_phases
+    from fauna.training.recipe import compile_for_phase, plan_recipe
 
     spec = get_backbone(name)
     bcfg = cfg.train.for_backbone(spec.name)
@@ -115,10 +116,12 @@ def bench_backbone(name: str, cfg, image_size: int, shards: Path, args) -> list[
 
     model = build_model(spec.name, image_size, NUM_CLASSES, bcfg, "none")
     rows = []
-    for phase in plan_phases(bcfg):
+    # The pretrained recipe's phases (the weights stay random: nothing is downloaded).
+    recipe = plan_recipe(dataclasses.replace(bcfg, weights="imagenet"), args.steps)
+    for phase in recipe.phases:
         if args.phase not in ("both", phase.name):
             continue
-        compile_for_phase(model, phase, pretrained=True)
+        compile_for_phase(model, phase, recipe)
         best = {"memory": 0.0, "pipeline": 0.0}
         for _ in range(args.repeat):  # interleaved, best of each: fair under noisy neighbours
             for source, dataset in (("memory", in_memory), ("pipeline", pipeline)):

@@ -1,8 +1,10 @@
-"""train: the three paper backbones end to end, resume after a kill, learnability.
+"""train: settings checked, recipes per start, the paper's backbones end to end, resume.
 
-Real Keras models (weights=none: nothing here can download ImageNet) on tiny
-generated split datasets in the fauna.records format. Training outputs are shared
-through module-scoped fixtures to keep the suite fast on 2 cores.
+Real Keras models on tiny generated split datasets in the fauna.records format
+(weights none, or a weights file standing in for ImageNet: nothing here downloads).
+Training outputs are shared through module-scoped fixtures to keep the suite fast.
+Checkpoint faults (kill -9, damaged files, S3 outages) are in test_checkpoints.py;
+learnability on real scanned digits in test_learnability.py.
 """
 
 from __future__ import annotations
@@ -11,25 +13,21 @@ import hashlib
 import io
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fauna.config import Config
+from fauna.config import Config, ConfigError
+from fauna.outputs import mark_complete
 from fauna.records import Record, ShardWriter
 from fauna.synthetic import class_image
 
 PAPER_SIZE = 75  # InceptionV3's minimum
 METRICS = ("loss", "accuracy", "top3_accuracy", "auc", "macro_f1")
-# The augment step's augment.json shape (layer settings nested), train-time augmentation on.
-AUGMENT_JSON = {
-    "mode": "augment",
-    "train_time_augmentation": True,
-    "layers": {"horizontal_flip": True, "rotation": 0.05, "zoom": 0.05, "translation": 0.05},
-    "settings": {"mode": "augment", "contrast": 0.1, "seed": 7},
-}
 
 
 def make_split_dataset(
@@ -40,7 +38,10 @@ def make_split_dataset(
     seed: int = 0,
     augment: dict | None = None,
 ) -> Path:
-    """A split dataset folder: {train,val,test}/part-*.tfrecord + the JSON files beside them."""
+    """A completed split output: {train,val,test}/part-*.tfrecord + the JSON files beside them.
+
+    With `augment` (AugmentConfig fields) it is an augment output with that augment.json.
+    """
     per_class = per_class or {"train": 6, "val": 3, "test": 3}
     classes = [f"species+{chr(97 + i)}" for i in range(num_classes)]
     rng = random.Random(seed)
@@ -61,20 +62,24 @@ def make_split_dataset(
         json.dumps({"image_size": size, "mode": "crop", "jpeg_quality": 95})
     )
     if augment is not None:
-        (root / "augment.json").write_text(json.dumps(augment))
+        info = {**augment, "train_time_augmentation": augment.get("mode", "augment") != "none"}
+        (root / "augment.json").write_text(json.dumps(info))
+    mark_complete(root, "augment" if augment is not None else "split")
     return root
 
 
 def tiny_config(**train: object) -> Config:
-    """weights=none, batch 4, a 16-unit head; per-backbone overrides neutralised."""
+    """weights=none, batch 4, a 16-unit head; per-backbone overrides neutralised (VGG16
+    keeps its from-scratch learning rate: at the base 1e-3 it does not learn)."""
     settings = {
         "weights": "none",
         "batch_size": 4,
         "dense_units": [16],
         "mixed_precision": False,
         "overrides": {
+            "vgg16": {"scratch_learning_rate": 1e-4},
             "resnet50": {"batch_size": 4, "learning_rate": 1e-3},
-            "inceptionv3": {"batch_size": 4, "decay": 1e-4},  # exercises the decay callback
+            "inceptionv3": {"batch_size": 4, "decay": 1e-4},
         },
         **train,
     }
@@ -96,80 +101,75 @@ def kill_after(epochs: int):
     return KillAfter()
 
 
-# ------------------------------------------------------------------ fast unit tests
+def top1_on_test_split(model, data: Path, size: int, classes: int) -> float:
+    from fauna.inputs import make_dataset
+
+    correct = total = 0
+    for images, labels in make_dataset(data / "test", size, classes, 32):
+        predicted = np.argmax(model(images, training=False), axis=1)
+        correct += int(np.sum(predicted == np.argmax(labels, axis=1)))
+        total += len(predicted)
+    return correct / total
 
 
-def test_registry_names_sizes_and_preprocessing() -> None:
-    from fauna.backbones import BackboneError, check_input_size, get_backbone
-
-    assert get_backbone("VGG16").name == "vgg16"
-    assert get_backbone("ResNet50").module == "keras.applications.resnet"
-    assert get_backbone("inceptionv3").min_input_size == 75
-    assert get_backbone("resnet50").min_input_size == 32
-    assert get_backbone("EfficientNetV2B0").builtin_preprocessing
-    assert get_backbone("convnexttiny").builtin_preprocessing
-    assert not get_backbone("mobilenetv2").builtin_preprocessing
-    with pytest.raises(BackboneError, match="unknown backbone 'alexnet'.*vgg16.*mobilenetv2"):
-        get_backbone("alexnet")
-    with pytest.raises(BackboneError, match="at least 75 px, got 74"):
-        check_input_size(get_backbone("inceptionv3"), 74)
-    # The module's own preprocess_input: VGG is caffe-style (BGR, mean-centred).
-    pixels = np.full((1, 2, 2, 3), 100.0, dtype=np.float32)
-    out = get_backbone("vgg16").preprocess_input(pixels.copy())
-    np.testing.assert_allclose(out[0, 0, 0], [100 - 103.939, 100 - 116.779, 100 - 123.68], 1e-4)
+# ---------------------------------------------------------- settings (no training)
 
 
-def test_weights_from_a_file_and_from_s3(s3: str, tmp_path: Path, monkeypatch) -> None:
-    from fauna import storage
-    from fauna.backbones import BackboneError, get_backbone, resolve_weights
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("head_epochs", -1, "train.head_epochs must be >= 0, got -1"),
+        ("fine_tune_epochs", -1, "train.fine_tune_epochs must be >= 0, got -1"),
+        ("learning_rate", -1, "train.learning_rate must be a number > 0, got -1.0"),
+        ("fine_tune_learning_rate", 0, "train.fine_tune_learning_rate must be a number > 0"),
+        ("scratch_learning_rate", "nan", "train.scratch_learning_rate must be a number > 0"),
+        ("batch_size", 0, "train.batch_size must be >= 1, got 0"),
+        ("dropout", 1.5, "train.dropout must be in [0, 1), got 1.5"),
+        ("dropout", 1, "train.dropout must be in [0, 1), got 1.0"),
+        ("l1", -0.1, "train.l1 must be a number >= 0, got -0.1"),
+        ("l2", -1, "train.l2 must be a number >= 0"),
+        ("decay", -1e-7, "train.decay must be a number >= 0"),
+        ("fine_tune_layers", -2, "train.fine_tune_layers must be >= -1 (-1 = all layers), got -2"),
+        ("dense_units", [64, 0], "train.dense_units must be a list of sizes >= 1, got [64, 0]"),
+        ("early_stopping_patience", -1, "train.early_stopping_patience must be >= 0"),
+        ("reduce_lr_factor", 1.0, "train.reduce_lr_factor must be in (0, 1), got 1.0"),
+        ("backbones", [], "train.backbones must name at least one backbone"),
+    ],
+)
+def test_every_training_setting_is_checked_in_one_line(key, value, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_dict({"train": {key: value}})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
-    monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
-    assert resolve_weights("none") is None and resolve_weights("imagenet") == "imagenet"
-    with pytest.raises(BackboneError, match="weights file not found"):
-        resolve_weights(str(tmp_path / "missing.weights.h5"))
-    spec = get_backbone("mobilenetv2")
-    source = spec.build(32, "none")
-    weights = tmp_path / "mobilenetv2_notop.weights.h5"
-    source.save_weights(weights)
-    storage.upload_file(weights, f"s3://{s3}/weights/{weights.name}")
 
-    for location in (str(weights), f"s3://{s3}/weights/{weights.name}"):
-        loaded = spec.build(32, location)
-        for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
-            np.testing.assert_array_equal(a, b)
+def test_epochs_need_one_in_all_and_overrides_are_checked_too() -> None:
+    with pytest.raises(ConfigError, match=r"head_epochs \+ fine_tune_epochs must be at least 1"):
+        Config.from_dict({"train": {"head_epochs": 0, "fine_tune_epochs": 0}})
+    with pytest.raises(ConfigError, match="train.overrides.resnet50.batch_size must be >= 1"):
+        Config.from_dict({"train": {"overrides": {"resnet50": {"batch_size": 0}}}})
+    with pytest.raises(ConfigError, match="unknown key.*train.overrides.vgg16: batchsize"):
+        Config.from_dict({"train": {"overrides": {"vgg16": {"batchsize": 8}}}})
 
 
-def test_model_layers_and_trainable_phases() -> None:
-    import keras
+def test_override_names_are_registry_names(tmp_path: Path) -> None:
+    """`ResNet50:` applies to resnet50 (it was silently ignored); two spellings are refused."""
+    from fauna.config import load_config
 
-    from fauna.config import BackboneTrainConfig
-    from fauna.model import BackbonePreprocessing, build_model, set_trainable
-
-    cfg = BackboneTrainConfig(dense_units=[8, 4], l1=1e-4, l2=1e-4)
-    model = build_model("mobilenetv2", 32, 5, cfg, "none")
-    names = [layer.name for layer in model.layers]
-    assert names[1] == "preprocess" and names[-1] == "predictions"
-    assert model.get_layer("embedding").units == 4
-    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
-    base = model.get_layer("backbone")
-    assert not base.trainable  # phase 1: head only
-
-    set_trainable(model, 10, freeze_batchnorm=True)
-    trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
-    assert trainable and all(layer in base.layers[-10:] for layer in trainable)
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
-    set_trainable(model, -1, freeze_batchnorm=False)
-    assert all(layer.trainable for layer in base.layers[1:])  # all but the input
-
-    pre = BackbonePreprocessing.from_config(model.get_layer("preprocess").get_config())
-    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    expected = keras.applications.mobilenet_v2.preprocess_input(x.copy())
-    np.testing.assert_allclose(np.asarray(pre(x)), expected, rtol=1e-5, atol=1e-5)
+    cfg = load_config(overrides={"train.overrides.ResNet50.batch_size": 8})
+    assert cfg.train.for_backbone("resnet50").batch_size == 8
+    assert cfg.train.for_backbone("RESNET50").learning_rate == 1e-3  # the paper's, kept
+    assert "ResNet50" not in cfg.train.overrides
+    with pytest.raises(ConfigError, match="names resnet50 twice"):
+        Config.from_dict({"train": {"overrides": {"ResNet50": {}, "resnet50": {}}}})
+    # YAML 1.1 reads 1e-4 as text; a number is meant
+    assert load_config(overrides={"train.learning_rate": "1e-4"}).train.learning_rate == 1e-4
 
 
 def test_epochs_split_and_class_weights() -> None:
     from fauna.config import BackboneTrainConfig
-    from fauna.steps.train import TrainError, balanced_class_weights, with_total_epochs
+    from fauna.training import TrainError
+    from fauna.training.data import balanced_class_weights
+    from fauna.training.recipe import with_total_epochs
 
     paper = BackboneTrainConfig(head_epochs=10, fine_tune_epochs=90)
     split = {n: with_total_epochs(paper, n) for n in (1, 2, 10, 50)}
@@ -185,27 +185,67 @@ def test_epochs_split_and_class_weights() -> None:
     assert weights == {0: 2.0, 1: 40 / 60, 2: 1.0}
 
 
-def test_augment_json_is_read_as_written_by_the_augment_step(tmp_path: Path) -> None:
-    from fauna.steps.train import augment_settings
+def test_a_recipe_for_each_start() -> None:
+    from fauna.config import BackboneTrainConfig
+    from fauna.training.recipe import plan_recipe, scratch_batchnorm_momentum, warmup_cosine
 
-    assert augment_settings(tmp_path) is None  # no augment.json: no augmentation
-    (tmp_path / "augment.json").write_text(json.dumps(AUGMENT_JSON))
-    aug = augment_settings(tmp_path)
-    assert (aug.rotation, aug.contrast, aug.seed, aug.horizontal_flip) == (0.05, 0.1, 7, True)
-    off = {**AUGMENT_JSON, "mode": "none", "train_time_augmentation": False}
-    (tmp_path / "augment.json").write_text(json.dumps(off))
-    assert augment_settings(tmp_path) is None
+    cfg = BackboneTrainConfig(head_epochs=2, fine_tune_epochs=3, fine_tune_layers=20)
+    pretrained = plan_recipe(cfg, steps_per_epoch=40)
+    assert [(p.name, p.start, p.end, p.trainable_layers) for p in pretrained.phases] == [
+        ("head", 0, 2, None),
+        ("fine_tune", 2, 5, 20),
+    ]
+    assert pretrained.freeze_batchnorm and not pretrained.recalibrate_batchnorm
+
+    from_random = BackboneTrainConfig(head_epochs=2, fine_tune_epochs=3, weights="none")
+    scratch = plan_recipe(from_random, 40)
+    [phase] = scratch.phases
+    assert (phase.name, phase.start, phase.end, phase.trainable_layers) == ("scratch", 0, 5, -1)
+    assert phase.learning_rate == cfg.scratch_learning_rate and phase.schedule == "cosine"
+    assert not scratch.freeze_batchnorm and scratch.recalibrate_batchnorm
+    assert scratch.batchnorm_momentum == 0.9  # a short run: statistics that keep up
+    assert scratch_batchnorm_momentum(10_000) == 0.99
+    # no empty phases: one epoch in all trains the head only
+    head_only = plan_recipe(BackboneTrainConfig(head_epochs=1, fine_tune_epochs=0), 40)
+    assert [p.name for p in head_only.phases] == ["head"]
+
+    curve = [warmup_cosine(step, 200, 1e-3) for step in range(200)]
+    assert curve[0] == pytest.approx(5e-5) and max(curve) == pytest.approx(1e-3)
+    assert curve.index(max(curve)) == 19 and curve[-1] < 1e-6
+    assert all(a >= b for a, b in zip(curve[19:], curve[20:], strict=False))
+
+
+def test_augment_json_is_read_as_the_augment_step_writes_it(tmp_path: Path) -> None:
+    """Through the real split and augment steps: the AugmentConfig fields at the top level."""
+    from datagen import make_preprocessed
+
+    from fauna.cli import main
+    from fauna.training.data import augment_settings
+
+    pre = make_preprocessed(tmp_path / "pre", ["a", "b"], 8, size=32)
+    mark_complete(pre, "preprocess")
+    assert main(["split", "--data", str(pre), "--out", str(tmp_path / "split")]) == 0
+    settings = ["--set", "augment.rotation=0.05", "--set", "augment.seed=7"]
+    args = ["augment", "--data", str(tmp_path / "split"), "--out", str(tmp_path / "aug")]
+    assert main([*args, *settings]) == 0
+    aug = augment_settings(tmp_path / "aug")
+    assert (aug.mode, aug.rotation, aug.seed, aug.zoom) == ("augment", 0.05, 7, 0.1)
+    assert augment_settings(tmp_path / "split") is None  # no augment.json: no augmentation
+    off = ["augment", "--data", str(tmp_path / "split"), "--out", str(tmp_path / "off")]
+    assert main([*off, "--mode", "none"]) == 0
+    assert augment_settings(tmp_path / "off") is None
 
 
 # ------------------------------------------------- the paper's backbones, end to end
 
-# vgg16 runs both phases and the serving export; the others the head phase only (time).
+# vgg16 runs two epochs and the serving export; the others one epoch (time).
 PAPER_RUNS = {"vgg16": (2, True), "resnet50": (1, False), "inceptionv3": (1, False)}
+AUGMENT = {"mode": "augment", "horizontal_flip": True, "rotation": 0.05, "contrast": 0.1}
 
 
 @pytest.fixture(scope="module")
 def paper_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_split_dataset(tmp_path_factory.mktemp("paper-data"), augment=AUGMENT_JSON)
+    return make_split_dataset(tmp_path_factory.mktemp("paper-data"), augment=AUGMENT)
 
 
 @pytest.fixture(scope="module")
@@ -221,13 +261,16 @@ def paper_models(tmp_path_factory: pytest.TempPathFactory, paper_data: Path) -> 
     return {b: root / b for b in PAPER_RUNS}
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("backbone", list(PAPER_RUNS))
-def test_paper_backbone_trains_and_writes_everything(
-    backbone: str, paper_models: dict[str, Path], paper_data: Path
+def test_paper_backbone_trains_from_scratch_and_writes_everything(
+    backbone: str, paper_models: dict[str, Path]
 ) -> None:
-    from fauna.model import load_model
+    from fauna.artifact import load_model
+    from fauna.outputs import read_marker
 
     out = paper_models[backbone]
+    assert read_marker(out)["step"] == "train"
     for name in ("model.keras", "classes.json", "preprocess.json", "source.json", "augment.json"):
         assert (out / name).is_file(), name
     for name in ("history.json", "history.csv", "history.png", "train_info.json"):
@@ -238,7 +281,7 @@ def test_paper_backbone_trains_and_writes_everything(
     epochs, export = PAPER_RUNS[backbone]
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(epochs))
-    assert [h["phase"] for h in history] == ["head", "fine_tune"][:epochs]
+    assert {h["phase"] for h in history} == {"scratch"}  # weights none: one phase, all layers
     for entry in history:
         for metric in METRICS:
             for key in (metric, f"val_{metric}"):
@@ -251,14 +294,18 @@ def test_paper_backbone_trains_and_writes_everything(
     assert info["backbone"] == backbone and info["weights"] == "none"
     assert info["image_size"] == PAPER_SIZE and info["epochs_run"] == epochs
     assert info["train_seconds"] > 0 and info["images_per_second"] > 0
-    assert info["params"] > info["trainable_params"] > 0 or epochs == 2
+    assert info["params"] >= info["trainable_params"] > 0.9 * info["params"]  # all layers
     assert info["config"]["batch_size"] == 4 and info["config"]["dense_units"] == [16]
     assert info["settings"]["augment"]["rotation"] == 0.05 and info["synthetic"] is True
-    # Only the small state file stays behind once training succeeded.
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["state.json"]
+    assert info["recipe"]["start"] == "scratch"
+    # BatchNorm statistics (VGG: only the head's) recomputed on all ceil(18 / 4) train batches
+    assert info["recipe"]["batchnorm_recalibrated_batches"] == 5
+    assert info["recipe"]["normalize_features"] is True
+    # The checkpoints went with success; nothing but the model folder is left.
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
     assert (out / "export" / "1" / "saved_model.pb").is_file() == export
 
-    model = load_model(str(out / "model.keras"))
+    model = load_model(out)
     assert model.input_shape == (None, PAPER_SIZE, PAPER_SIZE, 3)
     assert model.get_layer("embedding").units == 16
     pixels = np.random.default_rng(1).uniform(0, 255, (2, PAPER_SIZE, PAPER_SIZE, 3))
@@ -267,31 +314,51 @@ def test_paper_backbone_trains_and_writes_everything(
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_serving_export_matches_the_keras_model(paper_models: dict[str, Path]) -> None:
+@pytest.mark.training
+def test_model_keras_loads_with_plain_keras_and_matches_the_export(
+    paper_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """No `import fauna` needed to load model.keras; export/1 serves the same predictions."""
     import tensorflow as tf
 
-    from fauna.model import load_model
+    from fauna.artifact import load_model
 
     out = paper_models["vgg16"]
     pixels = np.random.default_rng(2).uniform(0, 255, (3, PAPER_SIZE, PAPER_SIZE, 3))
-    pixels = pixels.astype("float32")
+    np.save(tmp_path / "pixels.npy", pixels.astype("float32"))
+    script = (
+        "import sys, numpy as np, keras\n"
+        f"model = keras.saving.load_model({str(out / 'model.keras')!r})\n"
+        f"probs = model(np.load({str(tmp_path / 'pixels.npy')!r}), training=False)\n"
+        f"np.save({str(tmp_path / 'plain.npy')!r}, np.asarray(probs))\n"
+        "print('FAUNA', [m for m in sys.modules if m.startswith('fauna')])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "FAUNA []" in done.stdout
+    plain = np.load(tmp_path / "plain.npy")
+    from_keras = np.asarray(load_model(out)(pixels.astype("float32"), training=False))
     served = tf.saved_model.load(str(out / "export" / "1"))
-    from_export = np.asarray(served.serve(tf.constant(pixels)))
-    from_keras = np.asarray(load_model(str(out / "model.keras"))(pixels, training=False))
+    from_export = np.asarray(served.serve(tf.constant(pixels.astype("float32"))))
+    np.testing.assert_allclose(plain, from_keras, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(from_export, from_keras, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.training
 def test_rerun_of_a_finished_training_returns_it(
     paper_models: dict[str, Path], paper_data: Path
 ) -> None:
     from fauna.steps.train import train_backbone
 
     out = paper_models["resnet50"]
-    before = json.loads((out / "history.json").read_text())
+    saved_at = (out / "model.keras").stat().st_mtime_ns
+    history = json.loads((out / "history.json").read_text())
     result = train_backbone(paper_data, out, "resnet50", tiny_config().train, epochs=1)
-    assert result.history == before and result.epochs_run == 1
+    assert result.history == history and result.epochs_run == 1
+    assert (out / "model.keras").stat().st_mtime_ns == saved_at  # not trained again
 
 
+@pytest.mark.training
 def test_component_wraps_the_step_and_sets_metadata(
     paper_models: dict[str, Path], paper_data: Path
 ) -> None:
@@ -300,11 +367,13 @@ def test_component_wraps_the_step_and_sets_metadata(
 
     from fauna.components.train import train
 
-    config = tiny_config(head_epochs=1, fine_tune_epochs=0)
     model = dsl.Model(uri=str(paper_models["resnet50"]))
     train.python_func(
-        config_json=json.dumps(config.to_dict()),
         backbone="resnet50",
+        epochs=1,
+        train_config=tiny_config().to_dict()["train"],
+        run_id="run-1",
+        checkpoint_root="",
         data=dsl.Dataset(uri=str(paper_data)),
         model=model,
     )
@@ -312,117 +381,142 @@ def test_component_wraps_the_step_and_sets_metadata(
     assert 0 <= model.metadata["val_accuracy"] <= 1 and model.metadata["images_per_second"] > 0
 
 
-def test_checkpoint_of_another_run_is_refused(paper_data: Path, tmp_path: Path) -> None:
-    from fauna.steps.train import TrainError, train_backbone
-
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "state.json").write_text(json.dumps({"fingerprint": "other"}))
-    with pytest.raises(TrainError, match="different training run"):
-        train_backbone(paper_data, tmp_path, "vgg16", tiny_config().train, epochs=1)
-
-
-def test_cli_errors_are_one_line(paper_data: Path, tmp_path: Path, capsys) -> None:
-    from fauna.cli import main
-
-    code = main(
-        ["train", "--data", str(paper_data), "--backbone", "alexnet", "--out", str(tmp_path / "x")]
-    )
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "unknown backbone 'alexnet'" in err and "\n" not in err
-    small = make_split_dataset(tmp_path / "small", size=32, per_class={"train": 1})
-    code = main(
-        ["train", "--data", str(small), "--backbone", "InceptionV3", "--out", str(tmp_path / "y")]
-    )
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "at least 75 px, got 32" in err
-
-
-# ---------------------------------------------------------------------------- resume
-
-
-def test_killed_training_resumes_from_s3_on_a_fresh_machine(s3: str, tmp_path: Path) -> None:
-    """A preempted pod: its folder is gone, the S3 checkpoint is not; epoch 2 of 2 runs."""
-    from fauna.model import load_model
+@pytest.mark.training
+def test_two_phases_from_pretrained_weights(tmp_path: Path) -> None:
+    """A weights file stands in for ImageNet: head (backbone frozen), then fine-tuning with
+    BatchNorm frozen; the statistics it came with are kept."""
+    from fauna.artifact import load_model
+    from fauna.backbones import get_backbone
     from fauna.steps.train import train_backbone
 
     data = make_split_dataset(tmp_path / "data", size=32)
-    cfg = tiny_config(head_epochs=1, fine_tune_epochs=1).train
-    checkpoints = f"s3://{s3}/checkpoints/run-1/vgg16"
-    first, second = tmp_path / "pod-1", tmp_path / "pod-2"
+    base = get_backbone("mobilenetv2").build(32, "none")
+    weights = tmp_path / "mobilenetv2.weights.h5"
+    base.save_weights(weights)
+    cfg = tiny_config(weights=str(weights), fine_tune_layers=12).train
+    out = tmp_path / "model"
+    train_backbone(data, out, "mobilenetv2", cfg, epochs=2, export=False)
+
+    history = json.loads((out / "history.json").read_text())
+    assert [h["phase"] for h in history] == ["head", "fine_tune"]
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["recipe"]["start"] == "pretrained"
+    assert info["recipe"]["batchnorm_recalibrated_batches"] == 0
+    model = load_model(out)
+    trained = model.get_layer("backbone")
+    batchnorms = [layer for layer in trained.layers if "BatchNormalization" in type(layer).__name__]
+    assert batchnorms and not any(layer.trainable for layer in batchnorms)
+    for before, after in zip(base.layers, trained.layers, strict=True):
+        if "BatchNormalization" in type(before).__name__:  # moving statistics untouched
+            for a, b in zip(before.get_weights(), after.get_weights(), strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.training
+def test_checkpoint_of_another_run_is_refused(paper_data: Path, tmp_path: Path) -> None:
+    from fauna.steps.train import train_backbone
+    from fauna.training import TrainError
+
+    cfg = tiny_config().train
     with pytest.raises(Preempted):
         train_backbone(
-            data, first, "vgg16", cfg, checkpoint_uri=checkpoints,
+            paper_data, tmp_path / "m", "mobilenetv3small", cfg, epochs=2,
             extra_callbacks=[kill_after(1)], export=False,
         )  # fmt: skip
-    killed = json.loads((first / "history.json").read_text())
-    assert [h["epoch"] for h in killed] == [0]
+    other = tiny_config(dropout=0.1).train
+    with pytest.raises(TrainError, match="checkpoint of a different training run"):
+        train_backbone(paper_data, tmp_path / "m", "mobilenetv3small", other, epochs=2)
 
-    result = train_backbone(data, second, "vgg16", cfg, checkpoint_uri=checkpoints, export=False)
-    history = json.loads((second / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1]
-    assert [h["phase"] for h in history] == ["head", "fine_tune"]
-    assert history[0] == killed[0]  # epoch 1 came from the first pod, untouched
-    assert history[1]["run_id"] != history[0]["run_id"]  # the second pod ran only epoch 2
-    assert result.runs == 2 and result.epochs_run == 2
-    assert (second / "model.keras").is_file()
 
-    # Retried after success (say its outputs failed to upload): rebuilt, not retrained.
-    third = tmp_path / "pod-3"
-    train_backbone(data, third, "vgg16", cfg, checkpoint_uri=checkpoints, export=False)
-    assert json.loads((third / "history.json").read_text()) == history
-    assert (third / "train_info.json").is_file()
-    for a, b in zip(
-        load_model(str(second / "model.keras")).get_weights(),
-        load_model(str(third / "model.keras")).get_weights(),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    from fauna.cli import main
+
+    data = make_split_dataset(tmp_path / "data", size=32, per_class={"train": 1})
+
+    def error(*args: str) -> str:
+        code = main(["train", "--data", str(data), "--out", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err, err
+        return err
+
+    assert "unknown backbone 'alexnet'" in error("--backbone", "alexnet")
+    assert "at least 75 px, got 32" in error("--backbone", "InceptionV3")
+    assert "unknown backbone(s) in train.overrides: 'resnet5'" in error(
+        "--backbone", "vgg16", "--set", "train.overrides.resnet5.batch_size=8"
+    )
+    assert "--epochs must be at least 1, got 0" in error("--backbone", "vgg16", "--epochs", "0")
+    code = main(
+        ["train", "--data", str(tmp_path), "--backbone", "vgg16", "--out", str(tmp_path / "y")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is not a completed step output" in err and "fauna split" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 # ------------------------------------------------------- learnability (+ local resume)
 
 
-def test_learns_separable_classes_through_a_mid_phase_resume(tmp_path: Path) -> None:
+@pytest.mark.training
+def test_learns_separable_classes_through_a_mid_run_resume(tmp_path: Path) -> None:
     """>= 0.9 test accuracy from scratch: labels, splits, metrics and resume are wired right.
 
-    Killed after epoch 3 of 6 (mid fine-tuning) and re-run in the same folder, it
-    continues at epoch 4 with the checkpointed weights and optimizer state.
+    Killed after epoch 4 of 8 and run again, it continues at epoch 5 with the
+    checkpointed weights, optimizer state and schedule.
     """
-    from fauna.inputs import make_dataset
-    from fauna.model import load_model
+    from fauna.artifact import load_model
     from fauna.steps.train import train_backbone
 
     classes, size = 4, 32
     data = make_split_dataset(
         tmp_path / "data", classes, {"train": 25, "val": 5, "test": 10}, size=size, seed=1
     )
-    cfg = tiny_config(
-        head_epochs=1,
-        fine_tune_epochs=5,
-        batch_size=8,
-        learning_rate=1e-3,
-        fine_tune_learning_rate=1e-4,
-        fine_tune_layers=-1,
-        dense_units=[32],
-        dropout=0.2,
-    ).train
+    cfg = tiny_config(batch_size=8, dense_units=[32], dropout=0.2).train
     out = tmp_path / "model"
     with pytest.raises(Preempted):
-        train_backbone(data, out, "vgg16", cfg, extra_callbacks=[kill_after(3)], export=False)
-    train_backbone(data, out, "vgg16", cfg, export=False)
+        train_backbone(
+            data, out, "mobilenetv3small", cfg, epochs=8,
+            extra_callbacks=[kill_after(4)], export=False,
+        )  # fmt: skip
+    assert not out.exists()  # no half-written model folder
+    train_backbone(data, out, "mobilenetv3small", cfg, epochs=8, export=False)
 
     history = json.loads((out / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4, 5]
-    assert [h["phase"] for h in history] == ["head"] + ["fine_tune"] * 5
+    assert [h["epoch"] for h in history] == list(range(8))
     runs = [h["run_id"] for h in history]
-    assert len(set(runs[:3])) == 1 and len(set(runs[3:])) == 1 and runs[3] != runs[0]
+    assert len(set(runs[:4])) == 1 and len(set(runs[4:])) == 1 and runs[4] != runs[0]
+    lrs = [h["lr"] for h in history]
+    assert lrs[4] < lrs[3] and lrs[-1] < lrs[4]  # the cosine went on where it stopped
 
-    model = load_model(str(out / "model.keras"))
-    correct = total = 0
-    for images, labels in make_dataset(data / "test", size, classes, 16):
-        predicted = np.argmax(model(images, training=False), axis=1)
-        correct += int(np.sum(predicted == np.argmax(labels, axis=1)))
-        total += len(predicted)
-    assert total == 40
+    accuracy = top1_on_test_split(load_model(out), data, size, classes)
     curve = [round(h["val_accuracy"], 2) for h in history]
-    assert correct / total >= 0.9, f"test accuracy {correct / total:.2f}, validation {curve}"
+    assert accuracy >= 0.9, f"test accuracy {accuracy:.2f}, validation {curve}"
+
+
+def test_generated_classes_keep_their_hue_and_pattern_through_the_crop() -> None:
+    """The smoke run's sample: each class a hue and a pattern, visible in the 80 px crop."""
+    import colorsys
+    import random
+
+    from fauna.imaging import transform
+    from fauna.synthetic import PATTERNS
+
+    classes, rng = 30, random.Random(5)
+    hues = []
+    for index in range(classes):
+        image = class_image(index, classes, (rng.randint(96, 144), rng.randint(130, 190)), rng)
+        crop = np.asarray(transform(image, 80, "crop"), dtype=np.float32) / 255
+        hsv = np.array([colorsys.rgb_to_hsv(*p) for p in crop.reshape(-1, 3)])
+        foreground = hsv[:, 1] > 0.6  # the pattern's saturated colour, not the grey background
+        assert 0.15 < foreground.mean() < 0.85, (index, foreground.mean())  # a pattern, not a fill
+        angles = hsv[foreground, 0] * 2 * np.pi
+        hue = np.angle(np.mean(np.exp(1j * angles))) / (2 * np.pi) % 1.0
+        hues.append(hue)
+
+    def apart(a: float, b: float) -> float:
+        return min(abs(a - b), 1 - abs(a - b))
+
+    for i in range(classes):
+        assert apart(hues[i], i / classes) < 0.015, (i, hues[i])
+        for j in range(i + 1, classes):
+            same_pattern = i % len(PATTERNS) == j % len(PATTERNS)
+            assert apart(hues[i], hues[j]) > (0.15 if same_pattern else 0.015), (i, j)

@@ -47,13 +47,21 @@ def model_info(model_dir: Path) -> dict[str, Any]:
 
 def load_model(model_dir: Path, *, compile: bool = False) -> Any:
     """The saved Keras model of a train step output (inference needs no optimizer)."""
-    path = model_path(model_dir)
+    return load_model_file(model_path(model_dir), compile=compile)
+
+
+def load_model_file(path: Path | str, *, compile: bool = False) -> Any:
+    """Load one `.keras` file; a damaged or foreign file is one line, not a traceback.
+
+    Models fauna saves are standard Keras layers (plain `keras.saving.load_model`
+    loads them); fauna.model is imported only for models saved by older versions.
+    """
     import keras
 
-    import fauna.model  # noqa: F401  (registers fauna's serializable layers, if any)
+    import fauna.model  # noqa: F401  (registers the legacy preprocessing layer)
 
     try:
         return keras.saving.load_model(path, compile=compile)
-    except Exception as exc:  # a damaged or foreign file: one line, not a traceback
+    except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelArtifactError(f"cannot load {path}: {first[:300]}") from None

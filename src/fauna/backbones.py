@@ -1,8 +1,9 @@
 """The one backbone registry: the paper's three plus every `keras.applications` model.
 
-Each entry knows its constructor, its own `preprocess_input` (models embed it as
-their first layer, see fauna.model) and the smallest input it accepts. Names are
-case-insensitive: `vgg16`, `ResNet50`, `efficientnetv2b0`, `convnexttiny`, ...
+Each entry knows its constructor, how its module preprocesses pixels (rebuilt from
+standard Keras layers in fauna.model, so a saved model loads with plain Keras) and
+the smallest input it accepts. Names are case-insensitive: `vgg16`, `ResNet50`,
+`efficientnetv2b0`, `convnexttiny`, ...
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,9 +25,32 @@ PAPER_BACKBONES = ("vgg16", "resnet50", "inceptionv3")
 MIN_INPUT_SIZE = {"inceptionv3": 75, "inceptionresnetv2": 75, "xception": 71}
 DEFAULT_MIN_INPUT_SIZE = 32
 
-# Families whose models rescale/normalise inside the network (their preprocess_input
-# is a pass-through); the registry still applies it, so every model is fed raw pixels.
-BUILTIN_PREPROCESSING_MODULES = ("efficientnet", "efficientnet_v2", "convnext", "mobilenet_v3")
+# How each keras.applications module's `preprocess_input` treats raw [0, 255] RGB pixels:
+#   caffe    RGB -> BGR, minus the ImageNet mean per channel
+#   tf       scaled to [-1, 1]
+#   torch    scaled to [0, 1], then standardised per channel (ImageNet mean and std)
+#   builtin  pass-through: the network rescales/normalises inside itself
+PREPROCESSING = {
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "resnet": "caffe",
+    "resnet_v2": "tf",
+    "inception_v3": "tf",
+    "inception_resnet_v2": "tf",
+    "xception": "tf",
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "nasnet": "tf",
+    "densenet": "torch",
+    "efficientnet": "builtin",
+    "efficientnet_v2": "builtin",
+    "convnext": "builtin",
+    "mobilenet_v3": "builtin",
+}
+
+# Families that do not learn from random weights in a short run on this recipe
+# (measured: docs/training.md, "Training from scratch"); `weights: none` refuses them.
+SCRATCH_REFUSED: dict[str, str] = {}
 
 
 class BackboneError(FaunaError, ValueError):
@@ -37,20 +61,38 @@ class BackboneError(FaunaError, ValueError):
 class Backbone:
     name: str  # registry key (lowercase)
     constructor: Callable[..., Any]
-    preprocess_input: Callable[[Any], Any]
+    preprocess_input: Callable[[Any], Any]  # the module's own function (the reference)
     module: str  # the keras.applications module it comes from
     min_input_size: int
-    builtin_preprocessing: bool
+    preprocessing: str  # caffe | tf | torch | builtin (see PREPROCESSING); "" = unknown
+
+    @property
+    def family(self) -> str:
+        """The keras.applications module name: `resnet`, `efficientnet_v2`, ..."""
+        return self.module.rsplit(".", 1)[-1]
 
     def build(self, image_size: int, weights: str) -> Any:
-        """The convolutional base (include_top=False) for square RGB inputs of `image_size`."""
+        """The convolutional base (include_top=False) for square RGB inputs of `image_size`.
+
+        Constructors get no `name=`: EfficientNetV2 looks its block layout up by that
+        argument (`KeyError: 'backbone'`); the base is renamed afterwards instead.
+        """
         check_input_size(self, image_size)
-        return self.constructor(
-            include_top=False,
-            weights=resolve_weights(weights),
-            input_shape=(image_size, image_size, 3),
-            name="backbone",
-        )
+        check_weights(self, weights)
+        try:
+            base = self.constructor(
+                include_top=False,
+                weights=resolve_weights(weights),
+                input_shape=(image_size, image_size, 3),
+            )
+        except ValueError as exc:  # e.g. ImageNet weights that need a fixed input size
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackboneError(
+                f"cannot build {self.name} at {image_size} px with weights={weights!r}: "
+                f"{first[:300]}"
+            ) from None
+        base.name = "backbone"
+        return base
 
 
 @cache
@@ -74,7 +116,7 @@ def registry() -> dict[str, Backbone]:
             preprocess_input=module.preprocess_input,
             module=f"keras.applications.{module_name}",
             min_input_size=MIN_INPUT_SIZE.get(name, DEFAULT_MIN_INPUT_SIZE),
-            builtin_preprocessing=module_name in BUILTIN_PREPROCESSING_MODULES,
+            preprocessing=PREPROCESSING.get(module_name, ""),
         )
     return found
 
@@ -94,6 +136,32 @@ def get_backbone(name: str) -> Backbone:
             f"or any keras.applications model ({others})"
         )
     return known[key]
+
+
+def check_names(names: Iterable[str], where: str) -> None:
+    """Refuse (one line) any name in `names` that is not a registered backbone."""
+    known = registry()
+    unknown = [name for name in names if normalize_name(name) not in known]
+    if unknown:
+        raise BackboneError(
+            f"unknown backbone(s) in {where}: {', '.join(map(repr, unknown))} "
+            f"(e.g. {', '.join(PAPER_BACKBONES)}; any keras.applications model by its name)"
+        )
+
+
+def check_weights(backbone: Backbone, weights: str) -> None:
+    """Refuse a backbone this project cannot train from the given start, with the reason."""
+    if not backbone.preprocessing:
+        raise BackboneError(
+            f"{backbone.name}: fauna does not know how {backbone.module} preprocesses pixels "
+            "(add it to fauna.backbones.PREPROCESSING)"
+        )
+    reason = SCRATCH_REFUSED.get(backbone.family)
+    if reason and not is_pretrained(weights):
+        raise BackboneError(
+            f"{backbone.name} cannot be trained from random weights (weights: none): {reason}; "
+            "use weights: imagenet (or a weights file), or another backbone"
+        )
 
 
 def check_input_size(backbone: Backbone, image_size: int) -> None:

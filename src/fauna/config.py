@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
+from fauna.backbones import normalize_name
 from fauna.errors import FaunaError
 from fauna.metrics import CHAMPION_METRICS
 
@@ -41,14 +43,29 @@ class ConfigError(FaunaError, ValueError):
 class DataConfig:
     # Kaggle handle, local folder/archive, s3://bucket/prefix or http(s) URL.
     source: str = "kaggle:sanjeetbeniwal/animal-classification-30-classes"
-    name: str = "animals30"
+    # The dataset's name in reports and the cache; "" = from the source (the Kaggle dataset,
+    # the folder's name, the archive's stem, the S3 prefix's last part, the URL's file stem).
+    name: str = ""
     # auto | folders | csv
     layout: str = "auto"
+    # csv layout: the columns naming the image and its label; "" = detected from common names
+    # (file, filename, path, image, image_id, id / label, class, species, animal, category).
+    csv_id_column: str = ""
+    csv_label_column: str = ""
     # Allowed class names (labels outside are quarantined as unknown); [] = any label found.
     classes: list[str] = field(default_factory=list)
     min_images_per_class: int = 2
     # Pillow's decompression-bomb guard: images above this many pixels are quarantined.
     max_image_pixels: int = 89_478_485
+    # Ingest limits, enforced while streaming (a zip bomb or an endless download stops as soon
+    # as one is crossed). One image file or archive member: larger ones are quarantined.
+    max_file_bytes: int = 100_000_000
+    # A whole download, or all the files an archive unpacks to.
+    max_dataset_bytes: int = 50_000_000_000
+    # Files in a folder, objects under an S3 prefix, or members of an archive.
+    max_files: int = 1_000_000
+    # Archives: unpacked bytes per compressed byte (a photo dataset is ~1; a bomb is 1000s).
+    max_compression_ratio: float = 100.0
     # s3://bucket/prefix to keep a content-addressed copy of the raw data ("" = off).
     cache_uri: str = ""
 
@@ -87,7 +104,13 @@ class AugmentConfig:
 
 @dataclass
 class BackboneTrainConfig:
-    """Training settings that may differ per backbone (see `TrainConfig.overrides`)."""
+    """Training settings that may differ per backbone (see `TrainConfig.overrides`).
+
+    With pretrained weights: `head_epochs` with the backbone frozen at `learning_rate`,
+    then `fine_tune_epochs` with its top `fine_tune_layers` at `fine_tune_learning_rate`.
+    From random weights (`weights: none`): head_epochs + fine_tune_epochs epochs training
+    every layer, warm-up then cosine decay from `scratch_learning_rate`.
+    """
 
     batch_size: int = 64
     learning_rate: float = 1e-4
@@ -104,6 +127,8 @@ class BackboneTrainConfig:
     decay: float = 0.0
     # imagenet | none | path or s3:// URI of a weights file (per backbone via overrides).
     weights: str = "imagenet"
+    # Peak learning rate when training from random weights (weights: none).
+    scratch_learning_rate: float = 1e-3
 
 
 @dataclass
@@ -115,6 +140,7 @@ class TrainConfig(BackboneTrainConfig):
     class_weights: bool = False
     mixed_precision: bool = True
     seed: int = 42
+    # Per-backbone settings by registry name (case-insensitive: `ResNet50` is resnet50).
     overrides: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             # The paper: smaller batch, no regularisation, fewer epochs, LR 10x VGG's.
@@ -126,6 +152,9 @@ class TrainConfig(BackboneTrainConfig):
                 "dropout": 0.2,
                 "fine_tune_epochs": 40,
             },
+            # From random weights, VGG (no BatchNorm) needs a 10x lower rate than the others.
+            "vgg16": {"scratch_learning_rate": 1e-4},
+            "vgg19": {"scratch_learning_rate": 1e-4},
             # The paper: all layers trainable, LR 1e-4, decay 1e-7, L1 1e-4, batch 32.
             "inceptionv3": {
                 "batch_size": 32,
@@ -140,10 +169,34 @@ class TrainConfig(BackboneTrainConfig):
         }
     )
 
+    def __post_init__(self) -> None:
+        self.overrides = _normalized_overrides(self.overrides)
+
     def for_backbone(self, name: str) -> BackboneTrainConfig:
         """The base settings with this backbone's overrides applied."""
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(BackboneTrainConfig)}
-        return _build(BackboneTrainConfig, {**base, **self.overrides.get(name, {})}, "train")
+        key = normalize_name(name)
+        return _build(
+            BackboneTrainConfig, {**base, **self.overrides.get(key, {})}, f"train.overrides.{key}"
+        )
+
+
+def _normalized_overrides(overrides: Any) -> dict[str, dict[str, Any]]:
+    """Override keys as registry names (`ResNet50` -> resnet50); two spellings of one refused."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"train.overrides: expected a mapping, got {overrides!r}")
+    normalized: dict[str, dict[str, Any]] = {}
+    spelled: dict[str, str] = {}
+    for name, settings in overrides.items():
+        key = normalize_name(str(name))
+        if key in normalized:
+            raise ConfigError(
+                f"train.overrides names {key} twice ({spelled[key]!r} and {name!r}): keep one"
+            )
+        if not isinstance(settings, dict):
+            raise ConfigError(f"train.overrides.{name}: expected a mapping, got {settings!r}")
+        normalized[key], spelled[key] = dict(settings), str(name)
+    return normalized
 
 
 @dataclass
@@ -181,8 +234,10 @@ class PipelineConfig:
     step_memory: str = "4Gi"
     step_timeout_seconds: int = 4 * 3600
     train_timeout_seconds: int = 24 * 3600
-    # A preempted GPU pod is retried and resumes from its last epoch (checkpoints in S3).
-    train_retries: int = 2
+    # `fauna submit --wait` (and the chart's CronJob) retries a failed run this many
+    # times through KFP's retry API: same run id, finished tasks kept, training resumes
+    # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
+    run_retries: int = 2
     s3_secret: str = "fauna-s3"
     kaggle_secret: str = "fauna-kaggle"
 
@@ -282,6 +337,7 @@ def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]
         elif key == "overrides" and isinstance(value, dict) and isinstance(out.get(key), dict):
             merged = dict(out[key])
             for name, settings in value.items():
+                name = normalize_name(str(name))  # `ResNet50:` overlays resnet50
                 merged[name] = {**merged.get(name, {}), **(settings or {})}
             out[key] = merged
         else:
@@ -317,6 +373,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
+    if hint is float and isinstance(value, str):
+        value = _float_text(value, where)  # YAML 1.1 reads `1e-4` as text
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -341,6 +399,27 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+AUGMENT_LAYER_SETTINGS = ("horizontal_flip", "rotation", "zoom", "translation", "contrast")
+
+
+def check_augment(cfg: AugmentConfig) -> None:
+    """The augment section's rules, in one place (the config and the augment step use it)."""
+    if cfg.mode not in AUGMENT_MODES:
+        raise ConfigError(f"augment.mode must be {'|'.join(AUGMENT_MODES)}, got {cfg.mode!r}")
+    if cfg.mode != "none" and not any(getattr(cfg, k) for k in AUGMENT_LAYER_SETTINGS):
+        raise ConfigError(
+            f"augment.mode={cfg.mode} needs at least one of {', '.join(AUGMENT_LAYER_SETTINGS)} "
+            "(or use mode none)"
+        )
+
+
+def _float_text(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+
+
 def _check(cfg: Config) -> None:
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -348,25 +427,67 @@ def _check(cfg: Config) -> None:
 
     need(cfg.data.layout in ("auto", "folders", "csv"), "data.layout must be auto|folders|csv")
     need(cfg.data.min_images_per_class >= 1, "data.min_images_per_class must be >= 1")
+    need(
+        len(cfg.data.classes) != 1,
+        "data.classes must list at least two classes (or none: any label found)",
+    )
+    for key in ("max_image_pixels", "max_file_bytes", "max_dataset_bytes", "max_files"):
+        need(getattr(cfg.data, key) >= 1, f"data.{key} must be >= 1")
+    need(cfg.data.max_compression_ratio >= 1, "data.max_compression_ratio must be >= 1")
     need(cfg.preprocess.mode in ("crop", "stretch"), "preprocess.mode must be crop|stretch")
     need(16 <= cfg.preprocess.image_size <= 1024, "preprocess.image_size must be in 16..1024")
     need(1 <= cfg.preprocess.jpeg_quality <= 100, "preprocess.jpeg_quality must be in 1..100")
     need(cfg.preprocess.images_per_shard >= 1, "preprocess.images_per_shard must be >= 1")
     need(0 < cfg.split.test_fraction < 1, "split.test_fraction must be in (0, 1)")
     need(0 <= cfg.split.val_fraction < 1, "split.val_fraction must be in [0, 1)")
-    need(
-        cfg.augment.mode in AUGMENT_MODES,
-        f"augment.mode must be {'|'.join(AUGMENT_MODES)}, got {cfg.augment.mode!r}",
-    )
-    need(cfg.train.backbones != [], "train.backbones must name at least one backbone")
+    check_augment(cfg.augment)
     need(
         cfg.compare.champion_metric in CHAMPION_METRICS,
         f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
         f"got {cfg.compare.champion_metric!r}",
     )
-    for name, settings in cfg.train.overrides.items():
-        cfg.train.for_backbone(name)  # raises ConfigError on unknown keys
-        del settings
+    _check_train(cfg.train)
+
+
+def _check_train(train: TrainConfig) -> None:
+    """Every training setting, for the base and each backbone's overrides (one line each).
+
+    Backbone names are checked against the registry where training starts
+    (`fauna.backbones.check_names`): listing them here would import Keras.
+    """
+    if not train.backbones or not all(str(b).strip() for b in train.backbones):
+        raise ConfigError(f"train.backbones must name at least one backbone, got {train.backbones}")
+    _need(train, "train", "early_stopping_patience", train.early_stopping_patience >= 0, ">= 0")
+    _need(train, "train", "reduce_lr_factor", 0 < train.reduce_lr_factor < 1, "in (0, 1)")
+    _need(train, "train", "reduce_lr_patience", train.reduce_lr_patience >= 0, ">= 0")
+    _check_backbone_settings(train, "train")
+    for name in train.overrides:
+        _check_backbone_settings(train.for_backbone(name), f"train.overrides.{name}")
+
+
+def _need(settings: Any, where: str, key: str, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}.{key} must be {rule}, got {getattr(settings, key)!r}")
+
+
+def _check_backbone_settings(b: BackboneTrainConfig, where: str) -> None:
+    _need(b, where, "head_epochs", b.head_epochs >= 0, ">= 0")
+    _need(b, where, "fine_tune_epochs", b.fine_tune_epochs >= 0, ">= 0")
+    if b.head_epochs + b.fine_tune_epochs < 1:
+        raise ConfigError(
+            f"{where}: head_epochs + fine_tune_epochs must be at least 1, "
+            f"got {b.head_epochs} + {b.fine_tune_epochs}"
+        )
+    for key in ("learning_rate", "fine_tune_learning_rate", "scratch_learning_rate"):
+        value = getattr(b, key)
+        _need(b, where, key, math.isfinite(value) and value > 0, "a number > 0")
+    _need(b, where, "batch_size", b.batch_size >= 1, ">= 1")
+    _need(b, where, "dropout", 0 <= b.dropout < 1, "in [0, 1)")
+    for key in ("l1", "l2", "decay"):
+        value = getattr(b, key)
+        _need(b, where, key, math.isfinite(value) and value >= 0, "a number >= 0")
+    _need(b, where, "fine_tune_layers", b.fine_tune_layers >= -1, ">= -1 (-1 = all layers)")
+    _need(b, where, "dense_units", all(u >= 1 for u in b.dense_units), "a list of sizes >= 1")
 
 
 def add_arguments(parser: Any) -> None:
@@ -377,3 +498,46 @@ def add_arguments(parser: Any) -> None:
 def run(args: Any, cfg: Config) -> int:
     print(json.dumps(cfg.to_dict(), indent=2) if args.json else cfg.to_yaml(), end="")
     return 0
+
+
+def params_json_schema() -> dict[str, Any]:
+    """The config model as a JSON schema (the chart's `params`: values.schema.json).
+
+    Checks what `Config.from_dict` checks by type: known sections and keys, booleans,
+    numbers, lists, and the enumerated choices that have constants; ranges and
+    cross-field rules stay with `_check`. tests/test_chart.py keeps the chart's copy
+    equal to this.
+    """
+    choices = {("augment", "mode"): AUGMENT_MODES, ("compare", "champion_metric"): CHAMPION_METRICS}
+
+    def of(hint: Any, where: tuple[str, ...]) -> dict[str, Any]:
+        origin = getattr(hint, "__origin__", None)
+        if dataclasses.is_dataclass(hint):
+            hints = get_type_hints(hint)
+            props = {f.name: of(hints[f.name], (*where, f.name)) for f in dataclasses.fields(hint)}
+            return {"type": "object", "additionalProperties": False, "properties": props}
+        if where in choices:
+            return {"enum": list(choices[where])}
+        if where[-2:] == ("train", "overrides"):  # per-backbone settings (`for_backbone`)
+            section = of(BackboneTrainConfig, where)
+            return {
+                "type": "object",
+                "additionalProperties": {**section, "type": ["object", "null"]},
+            }
+        if hint is bool:
+            return {"type": "boolean"}
+        if hint is int:
+            return {"type": "integer"}
+        if hint is float:
+            return {"type": "number"}
+        if hint is str:  # `_coerce` turns numbers into text and null into ""
+            return {"type": ["string", "number", "null"]}
+        if origin is list:
+            return {"type": "array", "items": of(hint.__args__[0], where)}
+        if origin is dict:
+            return {"type": "object", "additionalProperties": of(hint.__args__[1], where)}
+        return {}
+
+    schema = of(Config, ())
+    schema["description"] = "pipeline parameters in the params.yaml shape (fauna.config)"
+    return schema

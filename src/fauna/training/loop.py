@@ -1,0 +1,193 @@
+"""The training loop: start (or resume from a checkpoint), then one `fit` per recipe phase.
+
+Imports Keras: import this module lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from fauna.config import BackboneTrainConfig, TrainConfig
+from fauna.training import callbacks as cb
+from fauna.training.checkpoints import Checkpoint, CheckpointStore, TrainingState
+from fauna.training.data import TrainingData, balanced_class_weights, training_datasets
+from fauna.training.recipe import COSINE, Phase, Recipe, compile_for_phase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """What one training run works with (so helpers take one argument, not ten)."""
+
+    name: str
+    bcfg: BackboneTrainConfig
+    cfg: TrainConfig
+    data: TrainingData
+    recipe: Recipe
+    store: CheckpointStore
+    fingerprint: str
+    policy: str
+
+
+def run_training(
+    job: Job, checkpoint: Checkpoint | None, extra_callbacks: Sequence[Any] = ()
+) -> tuple[keras.Model, list[dict]]:
+    """Train every phase not already done; returns the model and the full history."""
+    keras.utils.set_random_seed(job.cfg.seed)
+    train_ds, val_ds = training_datasets(job.data, job.bcfg.batch_size, job.cfg.seed)
+    model, history = _start(job, checkpoint)
+    run_id = uuid.uuid4().hex[:8]
+    resume = checkpoint
+    for index, phase in enumerate(job.recipe.phases):
+        if resume and _done(job.recipe, index, resume.state):
+            continue
+        mid_phase = resume if resume and resume.state.phase == phase.name else None
+        if mid_phase is None:
+            compile_for_phase(model, phase, job.recipe)
+        PhaseRun(job, model, phase, history, run_id, mid_phase).fit(
+            train_ds, val_ds, extra_callbacks
+        )
+        resume = None
+    return model, history
+
+
+def _done(recipe: Recipe, index: int, state: TrainingState) -> bool:
+    """Did the checkpoint's run finish phase `index` already?"""
+    done = recipe.phases.index(recipe.phase_named(state.phase))
+    return index < done or (index == done and state.phase_done)
+
+
+def _start(job: Job, checkpoint: Checkpoint | None) -> tuple[keras.Model, list[dict]]:
+    from fauna.model import build_model, limit_batchnorm_momentum
+
+    if checkpoint is None:
+        log.info(
+            f"training {job.name} ({job.recipe.start}: weights {job.bcfg.weights}, "
+            f"{job.data.image_size} px, {job.policy}): {job.data.train_images} train images, "
+            f"{len(job.data.classes)} classes, phases "
+            + ", ".join(
+                f"{p.name} {p.epochs} epochs at lr {p.learning_rate:g}" for p in job.recipe.phases
+            )
+        )
+        model = build_model(
+            job.name,
+            job.data.image_size,
+            len(job.data.classes),
+            job.bcfg,
+            job.bcfg.weights,
+            normalize_features=job.recipe.normalize_features,
+        )
+        if job.recipe.batchnorm_momentum is not None:
+            limit_batchnorm_momentum(model, job.recipe.batchnorm_momentum)
+        return model, []
+    state = checkpoint.state
+    log.info(
+        f"resuming {job.name} after epoch {state.epoch + 1} ({state.phase}"
+        f"{', phase done' if state.phase_done else ''}) from {checkpoint.where}"
+    )
+    model = checkpoint.model
+    if state.phase_done and checkpoint.best_weights is not None:
+        model.set_weights(checkpoint.best_weights)  # as EarlyStopping does at a phase's end
+    # (best weights are saved only when the recipe restores them, and not this epoch's)
+    return model, [h for h in state.history if h["epoch"] <= state.epoch]
+
+
+class PhaseRun:
+    """One `fit` over a phase: its callbacks, and the checkpoint state they make together."""
+
+    def __init__(
+        self,
+        job: Job,
+        model: keras.Model,
+        phase: Phase,
+        history: list[dict],
+        run_id: str,
+        resume: Checkpoint | None,
+    ) -> None:
+        self.job, self.model, self.phase, self.history = job, model, phase, history
+        self.resume = resume
+        state = resume.state if resume else None
+        cfg = job.cfg
+        self.monitor = "val_loss" if job.data.val_dir is not None else "loss"
+        self.recorder = cb.EpochRecorder(history, phase.name, run_id, job.data.train_images)
+        self.stopper = cb.ResumableEarlyStopping(
+            monitor=self.monitor,
+            patience=cfg.early_stopping_patience,
+            restore_best_weights=job.recipe.restore_best_weights,
+            resume=state.early_stopping if state else None,
+            best_weights=self._resumed_best_weights(),
+        )
+        self.plateau = self.decay = self.cosine = None
+        if phase.schedule == COSINE:
+            total_steps = phase.epochs * job.recipe.steps_per_epoch
+            self.cosine = cb.WarmupCosine(phase.learning_rate, total_steps)
+            return
+        self.plateau = cb.ResumableReduceLROnPlateau(
+            monitor=self.monitor,
+            factor=cfg.reduce_lr_factor,
+            patience=cfg.reduce_lr_patience,
+            resume=state.reduce_lr if state else None,
+        )
+        if job.recipe.decay:
+            resumed = state.decay if state else None
+            self.decay = cb.InverseTimeDecay(job.recipe.decay, phase.learning_rate, resumed)
+
+    def _resumed_best_weights(self) -> list | None:
+        if self.resume is None or not self.job.recipe.restore_best_weights:
+            return None
+        if self.resume.best_weights is not None:
+            return self.resume.best_weights
+        stopping = self.resume.state.early_stopping or {}
+        same_epoch = stopping.get("best_epoch") == self.resume.state.epoch
+        return self.model.get_weights() if same_epoch else None
+
+    def callbacks(self, extra: Sequence[Any]) -> list[Any]:
+        """Order matters: the schedule before the batches, the checkpoint after the rest."""
+        chosen = [self.recorder, self.decay, self.cosine, self.stopper, self.plateau]
+        return [c for c in chosen if c is not None] + [cb.Checkpointer(self.save), *extra]
+
+    def state(self, epoch: int) -> TrainingState:
+        """The one place the checkpoint state is put together."""
+        return TrainingState(
+            fingerprint=self.job.fingerprint,
+            phase=self.phase.name,
+            epoch=epoch,
+            phase_done=bool(self.model.stop_training) or epoch + 1 >= self.phase.end,
+            lr=cb.current_lr(self.model),
+            early_stopping=self.stopper.state(),
+            reduce_lr=self.plateau.state() if self.plateau else None,
+            decay=self.decay.state() if self.decay else None,
+            history=list(self.history),
+        )
+
+    def save(self, epoch: int) -> None:
+        stopper = self.stopper
+        best = stopper.best_weights if stopper.best_epoch != epoch else None
+        self.job.store.save(self.model, self.state(epoch), best)
+
+    def fit(self, train_ds: Any, val_ds: Any, extra: Sequence[Any]) -> None:
+        first = self.resume.state.epoch + 1 if self.resume else self.phase.start
+        if self.resume and self.plateau is not None:
+            self.model.optimizer.learning_rate = self.resume.state.lr
+        log.info(
+            f"{self.phase.name}: epochs {first + 1}..{self.phase.end}, "
+            f"lr {self.phase.learning_rate:g} ({self.phase.schedule})"
+        )
+        counts = self.job.data.class_counts
+        self.model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=self.phase.end,
+            initial_epoch=first,
+            class_weight=balanced_class_weights(counts) if self.job.cfg.class_weights else None,
+            callbacks=self.callbacks(extra),
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose=2,
+        )
