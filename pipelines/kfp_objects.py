@@ -49,28 +49,32 @@ class PipelineVersion:
     created: bool
 
 
-def _name_filter(name: str) -> str:
-    """A list filter on the unique `name` column (model/*.go `APIToModelFieldMap`)."""
-    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "name", "stringValue": name}]})
+def _equals_filter(key: str, value: str) -> str:
+    """A list filter on one column: `name` is unique (model/*.go `APIToModelFieldMap`)."""
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
 
 
-def _display_name_filter(name: str) -> str:
-    return json.dumps(
-        {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
+def _find_named(what: str, list_call, items: str, name: str, key: str = "name", **scope):
+    """The first listed object called `name` (by name or display name), or None."""
+    page = api_call(
+        f"finding the {what}", list_call, filter=_equals_filter(key, name), page_size=2, **scope
     )
+    found = [
+        o for o in getattr(page, items) or [] if name in (o.display_name, getattr(o, "name", None))
+    ]
+    return found[0] if found else None
 
 
 def find_experiment(backend: Backend, name: str):
     """The experiment called `name` in the backend's namespace, or None (creates nothing)."""
-    page = api_call(
-        "finding the experiment",
+    return _find_named(
+        "experiment",
         backend.client.list_experiments,
-        filter=_display_name_filter(name),
+        "experiments",
+        name,
+        key="display_name",
         namespace=backend.namespace,
-        page_size=2,
     )
-    found = [e for e in page.experiments or [] if e.display_name == name]
-    return found[0] if found else None
 
 
 def ensure_experiment(backend: Backend, name: str):
@@ -123,15 +127,10 @@ def version_name(package: Path, revision: str) -> str:
 
 
 def _find_pipeline_id(backend: Backend, name: str) -> str | None:
-    page = api_call(
-        "finding the pipeline",
-        backend.client.list_pipelines,
-        filter=_name_filter(name),
-        namespace=backend.namespace,
-        page_size=2,
+    found = _find_named(
+        "pipeline", backend.client.list_pipelines, "pipelines", name, namespace=backend.namespace
     )
-    found = [p for p in page.pipelines or [] if name in (p.name, p.display_name)]
-    return found[0].pipeline_id if found else None
+    return found.pipeline_id if found else None
 
 
 def _ensure_pipeline(backend: Backend, name: str, description: str) -> str:
@@ -158,15 +157,14 @@ def _ensure_pipeline(backend: Backend, name: str, description: str) -> str:
 
 
 def _find_version_id(backend: Backend, pipeline_id: str, name: str) -> str | None:
-    page = api_call(
-        "finding the pipeline version",
+    found = _find_named(
+        "pipeline version",
         backend.client.list_pipeline_versions,
+        "pipeline_versions",
+        name,
         pipeline_id=pipeline_id,
-        filter=_name_filter(name),
-        page_size=2,
     )
-    found = [v for v in page.pipeline_versions or [] if name in (v.name, v.display_name)]
-    return found[0].pipeline_version_id if found else None
+    return found.pipeline_version_id if found else None
 
 
 def ensure_pipeline_version(

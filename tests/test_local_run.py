@@ -77,7 +77,7 @@ def test_local_run_end_to_end_then_predict_with_the_champion(s3, tmp_path, monke
     # What the command printed: the summary table and where to find things.
     assert "vgg16" in out and "resnet50" in out and "macro-F1" in out
     assert f"{run}/report/report.html" in out
-    assert "promoted: no champion yet" in out
+    assert "promoted: the first champion of dataset" in out
 
     image = next((data / classes[1]).glob("*.jpg"))
     assert (

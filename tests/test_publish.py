@@ -114,7 +114,7 @@ def test_champion_moves_only_for_a_better_unflagged_model(s3, data, models, repo
         results[run_id] = _publish(reports, models, name, data, run_id, cfg, tmp_path)
 
     assert results["run-1"].promotion.promoted
-    assert "no champion yet for dataset tiny" in results["run-1"].promotion.reason
+    assert "the first champion of dataset tiny" in results["run-1"].promotion.reason
     assert not results["run-2"].promotion.promoted
     assert "does not beat" in results["run-2"].promotion.reason
     assert not results["run-3"].promotion.promoted
@@ -214,7 +214,7 @@ def test_champion_of_another_dataset_is_never_replaced(s3, data, models, reports
     result = publish_run(
         tmp_path / "report", [models["strong"]], other, "bears-run", tmp_path / "out", cfg
     )
-    assert result.promotion.promoted and "no champion yet for dataset bears" in (
+    assert result.promotion.promoted and "the first champion of dataset bears" in (
         result.promotion.reason
     )
     assert _pointer(s3, data) == before  # the better model of other data changed nothing here

@@ -236,7 +236,7 @@ def decide(
         return Promotion(promoted, reason, metric, value, current_value, **kw)
 
     if current is None:
-        return verdict(True, f"no champion yet for dataset {dataset['name']} ({dataset['key']})")
+        return verdict(True, f"the first champion of dataset {dataset['name']} ({dataset['key']})")
     if current.get("dataset", {}).get("key", dataset["key"]) != dataset["key"]:
         return verdict(
             False,
