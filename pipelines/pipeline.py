@@ -125,7 +125,11 @@ def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
 
 
 def build_pipeline(cfg: Config):
-    """The pipeline function: run parameters default to `cfg`, step settings come from it."""
+    """The pipeline function: run parameters default to `cfg`, step settings come from it.
+
+    Longer than usual: the graph (every task, its settings and its placement) reads best
+    as one function, the way KFP's DSL is written; the helpers above hold what repeats.
+    """
     p = cfg.pipeline
     knobs = run_arguments(cfg)
     sections = {

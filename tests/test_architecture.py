@@ -40,6 +40,38 @@ def test_no_step_module_imports_another_step_module():
     assert offenders == []
 
 
+LONG_FUNCTION = 60
+
+
+def _long_functions_without_a_reason(path: Path) -> list[str]:
+    """Module-level functions and methods over LONG_FUNCTION lines whose docstring does not
+    say why (a function nested inside one counts as part of it)."""
+    tree = ast.parse(path.read_text())
+    candidates = [
+        node
+        for parent in [tree, *(n for n in tree.body if isinstance(n, ast.ClassDef))]
+        for node in parent.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)"
+        for node in candidates
+        if (length := node.end_lineno - node.lineno + 1) > LONG_FUNCTION
+        and "longer than usual" not in (ast.get_docstring(node) or "").lower()
+    ]
+
+
+def test_no_long_function_without_a_reason_in_its_docstring():
+    sources = [
+        p for folder in ("src", "pipelines", "components") for p in (ROOT / folder).rglob("*.py")
+    ]
+    assert len(sources) > 40
+    found = [line for path in sources for line in _long_functions_without_a_reason(path)]
+    assert not found, "say why in the docstring ('longer than usual: ...'), or split:\n" + (
+        "\n".join(found)
+    )
+
+
 def test_shared_modules_do_not_import_steps_or_pipelines():
     shared = [p for p in (ROOT / "src" / "fauna").glob("*.py") if p.stem != "cli"]
     offenders = [
