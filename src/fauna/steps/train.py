@@ -169,7 +169,12 @@ def _precision(policy: str) -> Iterator[None]:
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--data", required=True, type=Path, help="split or augment output folder")
-    parser.add_argument("--backbone", required=True, help="vgg16, resnet50, inceptionv3, ...")
+    parser.add_argument(
+        "--backbone",
+        required=True,
+        help="vgg16, resnet50, inceptionv3 (the paper's) or any keras.applications model, "
+        "e.g. efficientnetv2b0 (an unknown name lists them all)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="model output folder")
     parser.add_argument(
         "--epochs",
