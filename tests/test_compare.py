@@ -140,15 +140,14 @@ def test_champion_metric_is_configurable(tmp_path: Path) -> None:
 
 
 def test_report_content_beside_the_paper(tmp_path: Path) -> None:
-    """On the paper's 30 classes the paper's columns and table are shown."""
-    _, out = _compare(tmp_path, classes=list(PAPER_CLASSES))
+    """On the paper's 30 classes (real photos) the paper's columns and table are shown."""
+    _, out = _compare(tmp_path, synthetic=False, classes=list(PAPER_CLASSES))
     assert json.loads((out / "metrics.json").read_text())["paper"]["ResNet50"][
         "top1"
     ] == pytest.approx(0.8712)
     md, page = _texts(out)
     for text in (md, page):
-        assert "SYNTHETIC DATA" in text
-        assert text.index("SYNTHETIC DATA") < text.index("Champion")
+        assert "SYNTHETIC DATA" not in text
         assert "Test results beside the paper" in text and "paper top-1" in text
         for backbone in METRICS:
             assert backbone in text
@@ -165,6 +164,20 @@ def test_report_content_beside_the_paper(tmp_path: Path) -> None:
     assert re.search(r"\| antelope \|[^\n]*\*\*0\.7000\*\*", md)
     for image in ("resnet50-confusion", "vgg16-history", "vgg16-tsne"):
         assert (out / "images" / f"{image}.png").is_file()
+
+
+def test_generated_data_under_the_paper_class_names_is_not_set_beside_the_paper(
+    tmp_path: Path,
+) -> None:
+    """The smoke run's sample: the paper's class names, generated patterns, no paper numbers."""
+    _, out = _compare(tmp_path, synthetic=True, classes=list(PAPER_CLASSES))
+    assert json.loads((out / "metrics.json").read_text())["paper"] is None
+    for text in _texts(out):
+        assert text.index("SYNTHETIC DATA") < text.index("Champion")
+        assert "generated patterns named after the paper" in text
+        assert "paper top-1" not in text and "beside the paper" not in text
+        for paper in PAPER_RESULTS:
+            assert f"{100 * paper.top1:.2f}%" not in text
 
 
 def test_other_dataset_is_named_and_the_paper_left_out(tmp_path: Path) -> None:

@@ -279,11 +279,19 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
             f"none. {explained}"
         ]
     dataset = data["dataset"]
+    if dataset.get("paper_classes"):  # the paper's classes, but generated data
+        why = (
+            "these models learned generated patterns named after the paper's 30 classes, "
+            "not its photos, so its results are not set beside these."
+        )
+    else:
+        why = (
+            f"this dataset ({dataset['name']}, {dataset['num_classes']} classes) does not "
+            "have the paper's 30 animal classes, so its results are not set beside these."
+        )
     return [
         f"{ranked}. ROC-AUC is one-vs-rest, macro-averaged. {explained}",
-        f"The paper's numbers do not apply here: this dataset ({dataset['name']}, "
-        f"{dataset['num_classes']} classes) does not have the paper's 30 animal classes, so "
-        "its results are not set beside these.",
+        f"The paper's numbers do not apply here: {why}",
     ]
 
 
