@@ -31,8 +31,9 @@ test: $(STAMP) ## run the test suite, all but the slow tier (installs first if n
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
 
+# Four workers on two cores: many fast tests wait (on injected S3 faults, on subprocesses).
 test-fast: $(STAMP) ## unit tests that train no model (about a minute)
-	$(BIN)/python -m pytest -m "not slow and not training and not docker" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 4 -m "not slow and not training and not docker" $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## the slow tier: learnability on real images, end-to-end runs, long fault runs
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
