@@ -520,3 +520,32 @@ def test_generated_classes_keep_their_hue_and_pattern_through_the_crop() -> None
         for j in range(i + 1, classes):
             same_pattern = i % len(PATTERNS) == j % len(PATTERNS)
             assert apart(hues[i], hues[j]) > (0.15 if same_pattern else 0.015), (i, j)
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("name", ["ResumableEarlyStopping", "ResumableReduceLROnPlateau"])
+def test_callback_counters_survive_a_checkpoint_round_trip(name: str) -> None:
+    """What state() writes into state.json, a new callback restores at train begin."""
+    import keras
+
+    from fauna.training import callbacks
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    cls = getattr(callbacks, name)
+    before = cls(monitor="loss", patience=3)
+    before.set_model(model)
+    before.on_train_begin()
+    values = {"wait": 2, "best": 0.25, "best_epoch": 4, "cooldown_counter": 1}
+    for counter in cls.COUNTERS:
+        setattr(before, counter, values[counter])
+    saved = json.loads(json.dumps(before.state()))
+    assert saved == {counter: values[counter] for counter in cls.COUNTERS}
+    after = cls(monitor="loss", patience=3, resume=saved)
+    after.set_model(model)
+    after.on_train_begin()  # Keras resets its counters here; the saved ones come back
+    assert after.state() == saved
+    fresh = cls(monitor="loss", patience=3)
+    fresh.set_model(model)
+    fresh.on_train_begin()
+    assert fresh.state() != saved

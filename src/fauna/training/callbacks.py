@@ -57,8 +57,33 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history.append(entry)
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+class _ResumableCounters:
+    """A Keras callback whose counters (`COUNTERS`) a checkpoint stores and gives back.
+
+    Mixed in before the Keras class: `on_train_begin` lets Keras reset, then restores.
+    """
+
+    COUNTERS: tuple[str, ...] = ()
+    _resume: dict | None = None  # the checkpoint's state(), set by the subclass
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for name in self.COUNTERS if self._resume else ():
+            setattr(self, name, self._resume[name])
+
+    def state(self) -> dict:
+        """The counters as JSON values: `best` a float (or None), the others ints."""
+        values = {name: getattr(self, name) for name in self.COUNTERS}
+        return {
+            name: None if value is None else float(value) if name == "best" else int(value)
+            for name, value in values.items()
+        }
+
+
+class ResumableEarlyStopping(_ResumableCounters, keras.callbacks.EarlyStopping):
     """EarlyStopping whose counters (and best weights, when restored) survive a restart."""
+
+    COUNTERS = ("wait", "best", "best_epoch")
 
     def __init__(self, *args, resume: dict | None = None, best_weights=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -67,33 +92,17 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         if self._resume:
-            self.wait = self._resume["wait"]
-            self.best = self._resume["best"]
-            self.best_epoch = self._resume["best_epoch"]
             self.best_weights = self._resume_weights
 
-    def state(self) -> dict:
-        best = None if self.best is None else float(self.best)
-        return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
 
-
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+class ResumableReduceLROnPlateau(_ResumableCounters, keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau whose counters survive a restart."""
+
+    COUNTERS = ("best", "wait", "cooldown_counter")
 
     def __init__(self, *args, resume: dict | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._resume = resume
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self._resume:
-            self.best = self._resume["best"]
-            self.wait = self._resume["wait"]
-            self.cooldown_counter = self._resume["cooldown_counter"]
-
-    def state(self) -> dict:
-        best = None if self.best is None else float(self.best)
-        return {"best": best, "wait": int(self.wait), "cooldown_counter": self.cooldown_counter}
 
 
 class InverseTimeDecay(keras.callbacks.Callback):
