@@ -48,10 +48,6 @@ PREPROCESSING = {
     "mobilenet_v3": "builtin",
 }
 
-# Families that do not learn from random weights in a short run on this recipe
-# (measured: docs/training.md, "Training from scratch"); `weights: none` refuses them.
-SCRATCH_REFUSED: dict[str, str] = {}
-
 
 class BackboneError(FaunaError, ValueError):
     """An unknown backbone, an input too small for it, or unusable weights."""
@@ -78,7 +74,7 @@ class Backbone:
         argument (`KeyError: 'backbone'`); the base is renamed afterwards instead.
         """
         check_input_size(self, image_size)
-        check_weights(self, weights)
+        check_preprocessing(self)
         try:
             base = self.constructor(
                 include_top=False,
@@ -149,18 +145,16 @@ def check_names(names: Iterable[str], where: str) -> None:
         )
 
 
-def check_weights(backbone: Backbone, weights: str) -> None:
-    """Refuse a backbone this project cannot train from the given start, with the reason."""
+def check_preprocessing(backbone: Backbone) -> None:
+    """Refuse a backbone whose pixel preprocessing fauna cannot rebuild (a newer module).
+
+    Every family in the registry also learns from random weights (docs/training.md,
+    "Every family learns from scratch"), so no start is refused for any of them.
+    """
     if not backbone.preprocessing:
         raise BackboneError(
             f"{backbone.name}: fauna does not know how {backbone.module} preprocesses pixels "
             "(add it to fauna.backbones.PREPROCESSING)"
-        )
-    reason = SCRATCH_REFUSED.get(backbone.family)
-    if reason and not is_pretrained(weights):
-        raise BackboneError(
-            f"{backbone.name} cannot be trained from random weights (weights: none): {reason}; "
-            "use weights: imagenet (or a weights file), or another backbone"
         )
 
 

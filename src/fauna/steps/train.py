@@ -67,7 +67,7 @@ def train_backbone(
     extra_callbacks: run after the checkpoint each epoch (tests use one to simulate a kill).
     export: write the TF Serving SavedModel too (tests skip it where it only costs time).
     """
-    from fauna.backbones import check_input_size, check_names, check_weights, get_backbone
+    from fauna.backbones import check_input_size, check_names, check_preprocessing, get_backbone
 
     data, out = Path(data), Path(out)
     require_output(data, DATA_STEPS)
@@ -80,7 +80,7 @@ def train_backbone(
     bcfg = cfg.for_backbone(spec.name)
     if epochs is not None:
         bcfg = with_total_epochs(bcfg, epochs)
-    check_weights(spec, bcfg.weights)
+    check_preprocessing(spec)
     dataset = load_training_data(data)
     check_input_size(spec, dataset.image_size)
     policy = _policy(cfg)
