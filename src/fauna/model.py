@@ -183,8 +183,8 @@ class LegacyBackbonePreprocessing(keras.layers.Layer):
     def __init__(self, backbone: str, **kwargs: Any) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.backbone = get_backbone(backbone).name
-        self._preprocess = get_backbone(backbone).preprocess_input
+        spec = get_backbone(backbone)
+        self.backbone, self._preprocess = spec.name, spec.preprocess_input
 
     def call(self, inputs):
         return self._preprocess(inputs)

@@ -113,8 +113,7 @@ def write_outputs(
     carry_forward((CLASSES, PREPROCESS_INFO, SOURCE, AUGMENT_INFO), [data_dir], folder)
     write_history(folder, history)
     plot_history(history, folder / HISTORY_PNG, f"{job.name}: training history")
-    info = train_info(job, final, history, data_dir)
-    info["recipe"]["batchnorm_recalibrated_batches"] = calibrated
+    info = train_info(job, final, history, data_dir, calibrated)
     write_json(folder / TRAIN_INFO, info)
     log.info(
         f"{job.name}: {len(history)} epochs in {info['train_seconds']:.1f} s "
@@ -122,7 +121,9 @@ def write_outputs(
     )
 
 
-def train_info(job: Any, model: Any, history: list[dict], data_dir: Path) -> dict[str, Any]:
+def train_info(
+    job: Any, model: Any, history: list[dict], data_dir: Path, calibrated_batches: int
+) -> dict[str, Any]:
     from fauna.model import count_params
 
     cfg, data = job.cfg, job.data
@@ -153,7 +154,7 @@ def train_info(job: Any, model: Any, history: list[dict], data_dir: Path) -> dic
         "runs": len({h["run_id"] for h in history}),
         "synthetic": bool(source.get("synthetic", False)),
         "fingerprint": job.fingerprint,
-        "recipe": job.recipe.describe(),
+        "recipe": {**job.recipe.describe(), "batchnorm_recalibrated_batches": calibrated_batches},
         "config": dataclasses.asdict(job.bcfg),
         "settings": {
             "early_stopping_patience": cfg.early_stopping_patience,

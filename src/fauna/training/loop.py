@@ -14,6 +14,7 @@ from typing import Any
 import keras
 
 from fauna.config import BackboneTrainConfig, TrainConfig
+from fauna.model import build_model, limit_batchnorm_momentum
 from fauna.training import callbacks as cb
 from fauna.training.checkpoints import Checkpoint, CheckpointStore, TrainingState
 from fauna.training.data import TrainingData, balanced_class_weights, training_datasets
@@ -65,8 +66,6 @@ def _done(recipe: Recipe, index: int, state: TrainingState) -> bool:
 
 
 def _start(job: Job, checkpoint: Checkpoint | None) -> tuple[keras.Model, list[dict]]:
-    from fauna.model import build_model, limit_batchnorm_momentum
-
     if checkpoint is None:
         log.info(
             f"training {job.name} ({job.recipe.start}: weights {job.bcfg.weights}, "
