@@ -8,13 +8,20 @@ bucket never compare or replace each other's models:
                                                model URI, test-split signature, dataset,
                                                the champion it replaced)
     models/<dataset>/history/<time>-<run>-<id>.json
-                                               one entry per publish decision, written once
+                                               one entry per publish decision that left the
+                                               pointer as it was, written once
                                                (If-None-Match), never overwritten
+    models/<dataset>/history/<promoted_at>-<run>-moved.json
+                                               the entry of one pointer move, named by the
+                                               move itself (the new pointer's time and run):
+                                               a retried publish finds it or writes it, so
+                                               every move is recorded exactly once
 
 The pointer changes by compare-and-swap (`move_pointer`): read it with its ETag, decide,
 write with `If-Match: <etag>` (or `If-None-Match: *` for a dataset's first champion);
 when another publish moved it meanwhile the write is refused, and the pointer is read
-and the decision made again.
+and the decision made again. Before the first write of a process to a bucket the store is
+probed (`fauna.store_check`): a store that ignores the conditions is refused.
 
 
 Importing this module is light (boto3 is imported by the functions that talk to S3), so
@@ -139,9 +146,10 @@ def move_pointer(
 
     `decide(current)` returns (decision, new pointer or None to leave it); `before_write`
     runs before each write (publish uploads everything the new pointer will name there).
-    On a lost race the pointer is read and decided again. Returns (decision, rounds).
+    On a lost race the pointer is read and decided again; a write whose reply was lost but
+    which landed counts as done. Returns (decision, rounds).
     """
-    from fauna import storage
+    from fauna import storage, store_check
 
     uri = pointer_uri(bucket, dataset_key)
     for attempt in range(1, attempts + 1):
@@ -149,6 +157,7 @@ def move_pointer(
         decision, new = decide(current[0] if current else None)
         if new is None:
             return decision, attempt
+        store_check.require_conditional_writes(bucket)
         before_write(decision)
         text = json.dumps(new, indent=2)
         try:
@@ -159,10 +168,32 @@ def move_pointer(
         except storage.PreconditionFailed:
             log.info(f"the champion of {dataset_key} changed while deciding: reading it again")
             continue
+        except storage.StorageError as exc:
+            if not _landed(uri, text, exc):
+                raise
         return decision, attempt
     raise ChampionError(
         f"the champion pointer {uri} changed {attempts} times while deciding: gave up"
     )
+
+
+def _landed(uri: str, text: str, failure: Exception) -> bool:
+    """After a failed pointer write: did it land anyway (its reply was lost)? Reads it back.
+
+    When the pointer cannot be read either, `failure.pointer_may_have_moved` is set: the
+    caller must not claim either way.
+    """
+    from fauna import storage
+
+    try:
+        found = storage.read_text_with_etag(uri)
+    except storage.StorageError:
+        failure.pointer_may_have_moved = True  # type: ignore[attr-defined]
+        return False
+    if found is not None and found[0] == text:
+        log.warning(f"writing {uri} failed, but it holds what was written: the write landed")
+        return True
+    return False
 
 
 def now_stamp() -> str:
@@ -176,6 +207,31 @@ def append_history(bucket: str, dataset_key: str, run_id: str, entry: dict[str, 
     name = f"{now_stamp()}-{slug(run_id)}-{uuid.uuid4().hex[:8]}.json"
     uri = f"{history_uri(bucket, dataset_key)}/{name}"
     storage.write_text(uri, json.dumps(entry, indent=2), content_type=JSON, if_none_match=True)
+    return uri
+
+
+def move_entry_uri(bucket: str, dataset_key: str, pointer: dict[str, Any]) -> str:
+    """Where the history entry of the move to `pointer` lives: named by the move itself."""
+    # The stamp keeps its case (now_stamp's T and Z) so names sort in time with the rest.
+    stamp = re.sub(r"[^A-Za-z0-9._-]+", "-", str(pointer.get("promoted_at") or "unknown"))
+    return f"{history_uri(bucket, dataset_key)}/{stamp}-{slug(pointer['run_id'])}-moved.json"
+
+
+def record_move(
+    bucket: str, dataset_key: str, pointer: dict[str, Any], entry: dict[str, Any]
+) -> str:
+    """Write the entry of one pointer move unless it is there already; returns its URI.
+
+    The name comes from the pointer (its time and run), so the publish that moved it and a
+    retried publish that finds its run already champion write the same key, once.
+    """
+    from fauna import storage
+
+    uri = move_entry_uri(bucket, dataset_key, pointer)
+    try:
+        storage.write_text(uri, json.dumps(entry, indent=2), content_type=JSON, if_none_match=True)
+    except storage.PreconditionFailed:
+        log.info(f"{uri} already records this move")
     return uri
 
 

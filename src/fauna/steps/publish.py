@@ -15,11 +15,17 @@ How it stays safe (fail closed: when in doubt, do not promote):
 - A model flagged as degenerate is never promoted; a run whose models are all flagged
   has no candidate.
 - The champion is beaten only on the same test split: when the split changed, the
-  current champion is re-evaluated on this run's split first; if that fails (e.g. S3
-  503), this run is not promoted, and the reason says so.
+  current champion is re-evaluated on this run's split first; if that fails on an outage
+  (e.g. S3 503), this run is not promoted, the records say why, and the step fails with a
+  transient error (exit 75) so the pipeline's retry publishes again.
 - Everything the pointer will name (models, report, publish.json) is uploaded and
-  verified before the pointer moves; the pointer moves by compare-and-swap (conditional
-  writes), and on a conflict the decision is made again on the new champion.
+  verified before the pointer moves, saying "not promoted yet" (pending); they say
+  "promoted" only after the compare-and-swap succeeded, and "not promoted: <reason>"
+  when the move failed. The pointer moves by compare-and-swap (conditional writes, on a
+  store proven to enforce them, fauna.store_check); on a conflict the decision is made
+  again on the new champion.
+- History records every pointer move exactly once: its entry is named by the move, so a
+  retried publish after a lost reply finds it or writes it.
 - A retried publish of the run that already is champion says so (promoted, "already
   the champion") instead of comparing the model with itself; the champion's model files
   are never overwritten by different ones.
@@ -43,7 +49,7 @@ from fauna.artifact import TRAIN_INFO, model_info
 from fauna.champion import ChampionError, DatasetId
 from fauna.config import Config
 from fauna.dataset import MANIFEST, read_json, read_manifest, write_json
-from fauna.errors import FaunaError
+from fauna.errors import FaunaError, TransientError
 from fauna.evaluation import METRICS, score_model
 from fauna.metrics import METRIC_LABELS, champion_value
 from fauna.outputs import require_output, step_output
@@ -54,6 +60,8 @@ log = logging.getLogger(__name__)
 STEP = "publish"
 DATA_STEPS = ("split", "augment")
 PUBLISH_JSON = "publish.json"
+# How records name a promotion decided on but not yet made (the pointer has not moved).
+PENDING = "not promoted yet"
 # Checkpoints are for resuming training, not for using the model.
 SKIP_ON_UPLOAD = ("checkpoints",)
 
@@ -188,6 +196,9 @@ class Decider:
         self.cfg = cfg
         self._rescored: dict[str, tuple[float, str | None] | Exception] = {}
         self.pointer: dict[str, Any] | None = None  # the last pointer decided on
+        self.current: dict[str, Any] | None = None  # the champion of the last decision
+        # A re-evaluation that failed on an outage: the step fails (retryable), not "no".
+        self.transient: TransientError | None = None
 
     def rescore(self, model_uri: str) -> tuple[float, str | None]:
         """Re-evaluate a champion model once per publish (a re-decision reuses the result)."""
@@ -198,12 +209,15 @@ class Decider:
             except Exception as exc:  # any failure here means "not promoted"
                 log.debug("re-evaluating the champion failed", exc_info=True)
                 self._rescored[model_uri] = exc
+                if isinstance(exc, TransientError):
+                    self.transient = exc
         found = self._rescored[model_uri]
         if isinstance(found, Exception):
             raise found
         return found
 
     def __call__(self, current: dict[str, Any] | None) -> tuple[Promotion, dict | None]:
+        self.current = current
         promotion = decide(self.candidate, current, self.rescore, self.cfg.compare.champion_metric)
         if not promotion.promoted or promotion.already_champion:
             return promotion, None
@@ -327,20 +341,30 @@ def _candidate(
 class Artifacts:
     """Writes what the run publishes for a verdict: the report with it, publish.json.
 
-    Called before every pointer write (so the pointer never names a run whose report and
-    publish.json are missing) and once more when the final verdict differs.
+    `pending` runs before every pointer write (so the pointer never names a run whose
+    report and publish.json are missing) and says "not promoted yet"; the final verdict is
+    written once the pointer has moved (or did not).
     """
 
     def __init__(self, report_dir: Path, tmp: Path, base: PublishResult, subject: str):
         self.report_dir, self.tmp, self.base, self.subject = report_dir, tmp, base, subject
         self.published: Promotion | None = None
 
+    def pending(self, promotion: Promotion) -> None:
+        reason = f"{PENDING}: the champion pointer is being moved ({promotion.reason})"
+        self._write(replace(promotion, promoted=False, reason=reason), PENDING)
+        self.published = None
+
     def __call__(self, promotion: Promotion) -> None:
+        self._write(promotion, "promoted to champion" if promotion.promoted else "not promoted")
+        self.published = promotion
+
+    def _write(self, promotion: Promotion, verdict: str) -> None:
         report = self.tmp / "report"
         if report.exists():
             shutil.rmtree(report)
-        verdict = "promoted to champion" if promotion.promoted else "not promoted"
-        note = f"Publishing: {self.subject} was {verdict}: {promotion.reason}."
+        reason = promotion.reason.removeprefix(f"{PENDING}: ")
+        note = f"Publishing: {self.subject} was {verdict}: {reason}."
         rerender_with_notes(self.report_dir, report, [note])
         upload_verified(report, self.base.report_uri)
         result = replace(self.base, promotion=promotion)
@@ -350,7 +374,16 @@ class Artifacts:
         storage.write_text(uri, text, content_type=champion.JSON)
         if storage.read_text(uri) != text:
             raise PublishError(f"{uri} does not hold what was just written")
-        self.published = promotion
+
+    def not_moved(self, failure: Exception) -> None:
+        """After a failed move: records say "not promoted: <reason>" (best effort)."""
+        first = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        reason = f"the champion pointer was not moved ({first}); publish again"
+        metric, value = self.base.promotion.metric, None
+        try:
+            self(Promotion(False, reason, metric, value, None))
+        except Exception as exc:  # the store may still be failing: the step fails anyway
+            log.warning(f"could not write the records of the failed move: {exc}")
 
 
 def _inputs(report_dir: Path, model_dirs: list[Path], data_dir: Path) -> DatasetId:
@@ -406,9 +439,9 @@ def publish_run(
         artifacts = Artifacts(report_dir, tmp, base, subject)
         decider = Decider(candidate, data_dir, cfg) if candidate else None
         promotion, rounds = _promote(decider, comparison, bucket, dataset, artifacts, cfg)
+        _record(bucket, dataset, run_id, decider, promotion, rounds)
         if artifacts.published is not promotion:
             artifacts(promotion)
-        _record(bucket, dataset, run_id, decider, promotion, rounds)
     log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
     return replace(base, promotion=promotion)
 
@@ -428,10 +461,18 @@ def _promote(
         reason = f"every model of this run is flagged as degenerate ({flagged})"
         return Promotion(False, reason, metric, None, None), 0
     try:
-        return champion.move_pointer(bucket, dataset.key, decider, artifacts)
+        promotion, rounds = champion.move_pointer(bucket, dataset.key, decider, artifacts.pending)
     except ChampionError as exc:  # the pointer kept changing, or cannot be parsed
         value = decider.candidate["value"]
         return Promotion(False, f"{exc}: not promoted", metric, value, None), champion.MAX_ATTEMPTS
+    except FaunaError as exc:  # e.g. the pointer write failed, or the store was refused
+        if not getattr(exc, "pointer_may_have_moved", False):
+            artifacts.not_moved(exc)
+        raise
+    if decider.transient is not None and not promotion.promoted:
+        artifacts(promotion)  # the records say why; the step fails so that it is retried
+        raise TransientError(promotion.reason)
+    return promotion, rounds
 
 
 def _record(
@@ -442,20 +483,54 @@ def _record(
     promotion: Promotion,
     rounds: int,
 ) -> None:
-    """One history entry for this decision (a new object; history is never overwritten)."""
+    """One history entry for this decision; a pointer move's entry is written exactly once.
+
+    A move is recorded under a name derived from the new pointer, so a retried publish
+    that finds its run already champion (the reply to its pointer write was lost, or it
+    was killed before recording) writes the same entry if it is missing, or finds it.
+    """
     moved = promotion.promoted and not promotion.already_champion
-    pointer = decider.pointer if decider is not None and moved else None
-    entry = {
-        "run_id": run_id,
-        "decided_at": champion.now_stamp(),
-        **asdict(promotion),
-        "moved_pointer": moved,
-        "rounds": rounds,
-        "candidate": None if decider is None else _summary(decider.candidate),
-        "replaced": None if pointer is None else pointer["previous"],
-    }
-    uri = champion.append_history(bucket, dataset.key, run_id, entry)
+    if decider is not None and moved and decider.pointer is not None:
+        entry = _move_entry(decider.pointer, asdict(promotion), rounds)
+        uri = champion.record_move(bucket, dataset.key, decider.pointer, entry)
+    elif decider is not None and promotion.already_champion and decider.current is not None:
+        pointer = decider.current
+        known = {
+            "promoted": True,
+            "reason": pointer.get("reason"),
+            "metric": pointer.get("metric"),
+            "candidate_value": pointer.get("value"),
+            "champion_value": None,
+            "already_champion": False,
+            "recorded_by_retry": True,
+        }
+        uri = champion.record_move(bucket, dataset.key, pointer, _move_entry(pointer, known, None))
+    else:
+        entry = {
+            "run_id": run_id,
+            "decided_at": champion.now_stamp(),
+            **asdict(promotion),
+            "moved_pointer": False,
+            "rounds": rounds,
+            "candidate": None if decider is None else _summary(decider.candidate),
+            "replaced": None,
+        }
+        uri = champion.append_history(bucket, dataset.key, run_id, entry)
     log.info(f"history: {uri}")
+
+
+def _move_entry(
+    pointer: dict[str, Any], promotion: dict[str, Any], rounds: int | None
+) -> dict[str, Any]:
+    return {
+        "run_id": pointer["run_id"],
+        "decided_at": pointer.get("promoted_at"),
+        **promotion,
+        "moved_pointer": True,
+        "rounds": rounds,
+        "candidate": _summary(pointer),
+        "replaced": pointer.get("previous"),
+    }
 
 
 # ---------------------------------------------------------------------------- CLI
