@@ -209,15 +209,15 @@ class Decider:
             except Exception as exc:  # any failure here means "not promoted"
                 log.debug("re-evaluating the champion failed", exc_info=True)
                 self._rescored[model_uri] = exc
-                if isinstance(exc, TransientError):
-                    self.transient = exc
         found = self._rescored[model_uri]
         if isinstance(found, Exception):
+            if isinstance(found, TransientError):
+                self.transient = found
             raise found
         return found
 
     def __call__(self, current: dict[str, Any] | None) -> tuple[Promotion, dict | None]:
-        self.current = current
+        self.current, self.transient = current, None
         promotion = decide(self.candidate, current, self.rescore, self.cfg.compare.champion_metric)
         if not promotion.promoted or promotion.already_champion:
             return promotion, None
