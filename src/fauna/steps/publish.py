@@ -375,13 +375,12 @@ class Artifacts:
         if storage.read_text(uri) != text:
             raise PublishError(f"{uri} does not hold what was just written")
 
-    def not_moved(self, failure: Exception) -> None:
+    def not_moved(self, failure: Exception, value: float | None) -> None:
         """After a failed move: records say "not promoted: <reason>" (best effort)."""
         first = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
         reason = f"the champion pointer was not moved ({first}); publish again"
-        metric, value = self.base.promotion.metric, None
         try:
-            self(Promotion(False, reason, metric, value, None))
+            self(Promotion(False, reason, self.base.promotion.metric, value, None))
         except Exception as exc:  # the store may still be failing: the step fails anyway
             log.warning(f"could not write the records of the failed move: {exc}")
 
@@ -467,7 +466,7 @@ def _promote(
         return Promotion(False, f"{exc}: not promoted", metric, value, None), champion.MAX_ATTEMPTS
     except FaunaError as exc:  # e.g. the pointer write failed, or the store was refused
         if not getattr(exc, "pointer_may_have_moved", False):
-            artifacts.not_moved(exc)
+            artifacts.not_moved(exc, decider.candidate["value"])
         raise
     if decider.transient is not None and not promotion.promoted:
         artifacts(promotion)  # the records say why; the step fails so that it is retried
