@@ -439,7 +439,34 @@ def test_retry_after_a_cut_connection_says_this_run_is_champion(
         history = champion.read_history(faulty_s3.bucket, _key(data))
         assert [(h["run_id"], h["moved_pointer"]) for h in history] == [("r1", True)]
         assert history[0]["decided_at"] == pointer["promoted_at"]
-        assert history[0]["reason"] == pointer["reason"] and history[0]["recorded_by_retry"]
+        assert history[0]["reason"] == pointer["reason"] and history[0]["recorded_later"]
+
+
+@pytest.mark.training
+def test_the_next_move_records_a_move_nobody_recorded(
+    faulty_s3, data, models, reports, tmp_path, monkeypatch
+):
+    """r1's pointer write lands but its publish dies before recording; r1 is never retried.
+    The next publish that moves the pointer writes r1's entry as well, once."""
+    from faults import DROP, LOST_REPLY
+
+    from fauna.errors import TransientError
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    cfg = _cfg(faulty_s3.bucket)
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").fail_next(1, LOST_REPLY).then(DROP)
+    with pytest.raises(TransientError):
+        _publish(reports, models, "medium", data, "r1", cfg, tmp_path)
+    faulty_s3.proxy.reset()
+    assert (
+        _pointer(faulty_s3.bucket, data)["run_id"] == "r1"
+        and _history(faulty_s3.bucket, data) == []
+    )
+
+    assert _publish(reports, models, "strong", data, "r2", cfg, tmp_path).promotion.promoted
+    history = champion.read_history(faulty_s3.bucket, _key(data))
+    assert [(h["run_id"], h["moved_pointer"]) for h in history] == [("r1", True), ("r2", True)]
+    assert history[0]["recorded_later"] and history[1]["replaced"]["run_id"] == "r1"
 
 
 @pytest.mark.training

@@ -159,6 +159,8 @@ def move_pointer(
             return decision, attempt
         store_check.require_conditional_writes(bucket)
         before_write(decision)
+        # Where the history entry of this move lives: whoever records it later finds it.
+        new = {**new, "history_entry": move_entry_uri(bucket, dataset_key, new)}
         text = json.dumps(new, indent=2)
         try:
             if current is None:

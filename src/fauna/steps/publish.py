@@ -489,21 +489,14 @@ def _record(
     was killed before recording) writes the same entry if it is missing, or finds it.
     """
     moved = promotion.promoted and not promotion.already_champion
+    current = None if decider is None else decider.current
     if decider is not None and moved and decider.pointer is not None:
+        if current is not None and current.get("history_entry"):
+            _record_later(bucket, dataset, current)  # a move its publish could not record
         entry = _move_entry(decider.pointer, asdict(promotion), rounds)
         uri = champion.record_move(bucket, dataset.key, decider.pointer, entry)
-    elif decider is not None and promotion.already_champion and decider.current is not None:
-        pointer = decider.current
-        known = {
-            "promoted": True,
-            "reason": pointer.get("reason"),
-            "metric": pointer.get("metric"),
-            "candidate_value": pointer.get("value"),
-            "champion_value": None,
-            "already_champion": False,
-            "recorded_by_retry": True,
-        }
-        uri = champion.record_move(bucket, dataset.key, pointer, _move_entry(pointer, known, None))
+    elif promotion.already_champion and current is not None:
+        uri = _record_later(bucket, dataset, current)
     else:
         entry = {
             "run_id": run_id,
@@ -516,6 +509,24 @@ def _record(
         }
         uri = champion.append_history(bucket, dataset.key, run_id, entry)
     log.info(f"history: {uri}")
+
+
+def _record_later(bucket: str, dataset: DatasetId, pointer: dict[str, Any]) -> str:
+    """The move to `pointer`, recorded from the pointer alone if its entry is missing.
+
+    Its own publish may have died after the move (a lost reply, a kill): a retry of that
+    publish, or the next publish that moves the pointer, writes the entry, once.
+    """
+    known = {
+        "promoted": True,
+        "reason": pointer.get("reason"),
+        "metric": pointer.get("metric"),
+        "candidate_value": pointer.get("value"),
+        "champion_value": None,
+        "already_champion": False,
+        "recorded_later": True,
+    }
+    return champion.record_move(bucket, dataset.key, pointer, _move_entry(pointer, known, None))
 
 
 def _move_entry(
