@@ -458,10 +458,8 @@ def test_the_next_move_records_a_move_nobody_recorded(
     with pytest.raises(TransientError):
         _publish(reports, models, "medium", data, "r1", cfg, tmp_path)
     faulty_s3.proxy.reset()
-    assert (
-        _pointer(faulty_s3.bucket, data)["run_id"] == "r1"
-        and _history(faulty_s3.bucket, data) == []
-    )
+    assert _pointer(faulty_s3.bucket, data)["run_id"] == "r1"
+    assert _history(faulty_s3.bucket, data) == []
 
     assert _publish(reports, models, "strong", data, "r2", cfg, tmp_path).promotion.promoted
     history = champion.read_history(faulty_s3.bucket, _key(data))
