@@ -6,7 +6,7 @@ bucket never compare or replace each other's models:
 
     models/<dataset>/champion.json             the pointer (run, backbone, metric, value,
                                                model URI, test-split signature, dataset,
-                                               the champion it replaced)
+                                               the champion it replaced, its history entry)
     models/<dataset>/history/<time>-<run>-<id>.json
                                                one entry per publish decision that left the
                                                pointer as it was, written once
