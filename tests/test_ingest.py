@@ -34,7 +34,7 @@ from fauna.dataset import DatasetError, read_json, read_manifest
 from fauna.errors import FaunaError
 from fauna.outputs import OutputError, read_marker, step_output
 from fauna.steps.ingest import IngestResult, ingest_dataset
-from fauna.steps.ingest_sources import dataset_name, redact
+from fauna.sources import dataset_name, redact
 from fauna.synthetic import SYNTHETIC_MARKER
 
 # Test images are at most 64x48 = 3072 pixels; anything above this is a "bomb".

@@ -52,6 +52,9 @@ class DataConfig:
     # (file, filename, path, image, image_id, id / label, class, species, animal, category).
     csv_id_column: str = ""
     csv_label_column: str = ""
+    # The label CSV to use when the source holds several (a name inside the source, or a
+    # path); "" = the only CSV with an image and a label column.
+    labels_csv: str = ""
     # Allowed class names (labels outside are quarantined as unknown); [] = any label found.
     classes: list[str] = field(default_factory=list)
     min_images_per_class: int = 2
@@ -61,11 +64,15 @@ class DataConfig:
     # as one is crossed). One image file or archive member: larger ones are quarantined.
     max_file_bytes: int = 100_000_000
     # A whole download, or all the files an archive unpacks to.
-    max_dataset_bytes: int = 50_000_000_000
+    max_dataset_bytes: int = 20_000_000_000
     # Files in a folder, objects under an S3 prefix, or members of an archive.
     max_files: int = 1_000_000
     # Archives: unpacked bytes per compressed byte (a photo dataset is ~1; a bomb is 1000s).
     max_compression_ratio: float = 100.0
+    # http(s) downloads: the whole transfer's deadline (seconds), and the slowest average
+    # rate tolerated (bytes/s, judged over windows of 30 s) before giving up.
+    download_timeout_s: float = 21_600.0
+    min_download_bytes_per_s: int = 10_000
     # s3://bucket/prefix to keep a content-addressed copy of the raw data ("" = off).
     cache_uri: str = ""
 
