@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -27,14 +28,15 @@ import pytest
 from PIL import Image
 from stepkill import kill_at_random, partial_folders, tree_bytes
 
-from fauna import storage
+from fauna import champion, storage
+from fauna.champion import DatasetId
 from fauna.cli import main
 from fauna.config import DataConfig
 from fauna.dataset import DatasetError, read_json, read_manifest
 from fauna.errors import FaunaError
 from fauna.outputs import OutputError, read_marker, step_output
-from fauna.steps.ingest import IngestResult, ingest_dataset
 from fauna.sources import dataset_name, redact
+from fauna.steps.ingest import IngestResult, ingest_dataset
 from fauna.synthetic import SYNTHETIC_MARKER
 
 # Test images are at most 64x48 = 3072 pixels; anything above this is a "bomb".
@@ -187,6 +189,7 @@ def test_folders_layout_keeps_good_images_and_quarantines_the_rest(zoo: Path, tm
         "name": "zoo",  # data.name is empty: named after the folder
         "synthetic": False,
         "version": result.version,
+        "content": info["content"],  # the images' fingerprint: see test_dataset_key_*
         "max_image_pixels": MAX_PIXELS,
     }
     # The bomb messages quote the configured limit and the key that raises it, not Pillow's.
@@ -372,6 +375,99 @@ def test_one_class_is_refused(tmp_path: Path, capsys):
     write_csv(data / "labels.csv", ["file", "label"], [[f"{i}.jpg", "cat"] for i in range(4)])
     line = cli_error(capsys, "--source", str(data), "--out", str(tmp_path / "raw"))
     assert "one class only (cat, 4 images)" in line and "names one label only" in line
+
+
+def bear_folder(root: Path) -> Path:
+    """Like the public bear dataset: images/ beside bear_data.csv and bear_raw_data.csv."""
+    rows = []
+    for i in range(6):
+        jpeg(root / "images" / f"{i:03d}.jpg")
+        rows.append([f"images/{i:03d}.jpg", "brown" if i < 3 else "black"])
+    write_csv(root / "bear_data.csv", ["file", "label"], rows)
+    raw = [[f, label, "web"] for f, label in rows] + [["images/999.jpg", "brown", "web"]]
+    write_csv(root / "bear_raw_data.csv", ["file", "label", "origin"], raw)
+    return root
+
+
+def test_a_folder_with_two_label_csvs_ingests_with_one_setting(tmp_path: Path, capsys):
+    data = bear_folder(tmp_path / "bears")
+    line = cli_error(capsys, "--source", str(data), "--out", str(tmp_path / "raw"))
+    assert "several label CSVs (bear_data.csv, bear_raw_data.csv)" in line
+    assert "data.labels_csv" in line
+    assert "layout=folders" not in line  # one folder (images/) is no class-folder layout
+    assert not (tmp_path / "raw").exists()
+
+    out = tmp_path / "by-setting"
+    named = ingest_dataset(str(data), out, cfg(labels_csv="bear_data.csv"))
+    assert named.per_class == {"black": 3, "brown": 3} and named.quarantined == 0
+    check_reconciles(out, named)
+    # The CSV itself as the source: its images are resolved beside it, named by its folder.
+    argv = ["ingest", "--source", str(data / "bear_data.csv"), "--out", str(tmp_path / "by-src")]
+    assert main(argv) == 0
+    by_source = read_json(tmp_path / "by-src" / "source.json")
+    assert by_source["name"] == "bears"
+    assert by_source["content"] == read_json(out / "source.json")["content"]
+    # The other CSV names one missing file: quarantined, counted.
+    other = ingest_dataset(str(data), tmp_path / "raw-csv", cfg(labels_csv="bear_raw_data.csv"))
+    assert other.reasons == {"missing file": 1}
+    with pytest.raises(DatasetError, match=r"data.labels_csv=nope.csv: no such file .*bear_data"):
+        ingest_dataset(str(data), tmp_path / "o", cfg(labels_csv="nope.csv"))
+
+
+def test_one_class_folder_beside_a_label_csv_points_at_the_csv(tmp_path: Path, capsys):
+    """layout=folders with images/ only: the hint names the CSV that is there, never "add one"."""
+    data = bear_folder(tmp_path / "bears")
+    (data / "bear_raw_data.csv").unlink()
+    argv = ["--source", str(data), "--out", str(tmp_path / "raw"), "--set", "data.layout=folders"]
+    line = cli_error(capsys, *argv)
+    assert "bear_data.csv beside it labels images: set data.layout=csv" in line
+    assert "add a label CSV" not in line
+
+
+def test_the_dataset_key_follows_the_content_not_the_name(tmp_path: Path):
+    """The same photos under two folder names (or archived) -> one champion key; other
+    photos under the same name -> another key; the name is only shown."""
+    first = tmp_path / "bears"
+    for label in ("black", "brown"):
+        for i in range(3):
+            jpeg(first / label / f"{i}.jpg")
+    renamed = tmp_path / "bears-1epoch"
+    shutil.copytree(first, renamed)
+    with tarfile.open(tmp_path / "upload.tar.gz", "w:gz") as tf:
+        tf.add(first, arcname="wrapped")
+
+    def key_of(source: Path, out: str) -> DatasetId:
+        ingest_dataset(str(source), tmp_path / out, cfg())
+        return DatasetId.from_folder(tmp_path / out)
+
+    ids = [key_of(first, "a"), key_of(renamed, "b"), key_of(tmp_path / "upload.tar.gz", "c")]
+    assert [i.name for i in ids] == ["bears", "bears-1epoch", "upload"]
+    assert len({i.key for i in ids}) == 1 and ids[0].key.startswith("data-")
+    different = tmp_path / "other" / "bears"  # same folder name, other photos
+    for label in ("black", "brown"):
+        for i in range(3):
+            jpeg(different / label / f"{i}.jpg")
+    other = key_of(different, "d")
+    assert other.name == "bears" and other.key != ids[0].key
+    # Same photos, one relabelled: another dataset too.
+    (renamed / "brown" / "1.jpg").rename(renamed / "black" / "9.jpg")
+    assert key_of(renamed, "e").key != ids[0].key
+    # Data ingested before the fingerprint (no "content") keeps its old key.
+    old = DatasetId.of({"name": "bears"}, ["black", "brown"])
+    assert old.key == old.legacy_key and old.key.startswith("bears-")
+
+
+def test_a_content_keyed_champion_is_found_by_its_name(s3: str):
+    dataset = DatasetId("bears", ("black", "brown"), "f" * 32)
+    legacy = DatasetId("wolves", ("grey", "red"))
+    for each in (dataset, legacy):
+        pointer = {"run_id": "r1", "dataset": each.to_dict()}
+        storage.write_text(champion.pointer_uri(s3, each.key), json.dumps(pointer))
+    assert champion.find_champion(s3, "bears")["dataset"]["key"] == dataset.key
+    assert champion.find_champion(s3, dataset.key)["dataset"]["key"] == dataset.key
+    assert champion.find_champion(s3, "wolves")["dataset"]["key"] == legacy.key
+    found = champion.find_champion(s3, configured_name="bears")
+    assert found["dataset"]["name"] == "bears"
 
 
 # -- archives that try to write outside their target -------------------------------------------

@@ -50,6 +50,8 @@ class Layout:
     candidates: list[Candidate] = field(default_factory=list)
     # (item, reason, detail) decided before any file is opened.
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    # Label CSVs found beside class folders that were not used (for a hint).
+    unused_csvs: list[str] = field(default_factory=list)
 
 
 def _hidden(name: str) -> bool:
@@ -120,16 +122,17 @@ def _no_label_csv(root: Path, others: list[tuple[Path, list]], cfg: DataConfig) 
     )
 
 
-def read_layout(root: Path, cfg: DataConfig) -> Layout:
+def read_layout(root: Path, cfg: DataConfig, labels_csv: Path | None = None) -> Layout:
+    """The layout of `root`: the label CSV named (by the source or `data.labels_csv`), else
+    as `data.layout` says, else detected (a label CSV, or one folder per class)."""
+    named = _named_csv(root, cfg, labels_csv)
+    if named is not None:
+        return _csv_layout(named.parent, _fitting_csv(named, cfg), cfg)
     csvs, others = _label_csvs(root, cfg)
     class_dirs = [p for p in visible(root) if p.is_dir()]
     layout = cfg.layout
     if layout in ("auto", "csv") and len(csvs) > 1:
-        names = ", ".join(c.path.name for c in csvs)
-        raise DatasetError(
-            f"ambiguous dataset layout in {root}: several label CSVs ({names}); "
-            "keep one, or set data.layout=folders"
-        )
+        raise _ambiguous(root, csvs, class_dirs)
     if layout == "auto":
         columns_set = bool(cfg.csv_id_column or cfg.csv_label_column)
         # A CSV that does not fit, beside at most one folder (of images): say why it does not.
@@ -144,7 +147,55 @@ def read_layout(root: Path, cfg: DataConfig) -> Layout:
         )
     if layout == "csv":
         return _csv_layout(root, csvs[0], cfg)
-    return _folders_layout(root, class_dirs, cfg)
+    found = _folders_layout(root, class_dirs, cfg)
+    found.unused_csvs = [c.path.name for c in csvs]
+    return found
+
+
+def _ambiguous(root: Path, csvs: list[_LabelCsv], class_dirs: list[Path]) -> DatasetError:
+    """Several label CSVs: name the setting that picks one (folders only where they fit)."""
+    names = ", ".join(c.path.name for c in csvs)
+    folders = ", or set data.layout=folders" if len(class_dirs) >= 2 else ""
+    return DatasetError(
+        f"ambiguous dataset layout in {root}: several label CSVs ({names}); name the one to "
+        f"use with data.labels_csv (e.g. --set data.labels_csv={csvs[0].path.name}, or pass "
+        f"the CSV itself as --source){folders}"
+    )
+
+
+def _named_csv(root: Path, cfg: DataConfig, given: Path | None) -> Path | None:
+    """The label CSV the user named: the source itself, or `data.labels_csv` (a path, or a
+    name inside the source)."""
+    if given is not None:
+        if cfg.layout == "folders":
+            raise DatasetError(f"the source is a label CSV ({given.name}) but data.layout=folders")
+        return given
+    if not cfg.labels_csv:
+        return None
+    named = Path(cfg.labels_csv).expanduser()
+    if named.is_absolute():
+        matches = [named] if named.is_file() else []
+    elif (root / named).is_file():
+        matches = [root / named]
+    else:
+        matches = sorted(root.rglob(named.name))
+    if len(matches) != 1:
+        there = ", ".join(p.relative_to(root).as_posix() for p in sorted(root.rglob("*.csv")))
+        why = "several match" if matches else "no such file"
+        raise DatasetError(
+            f"data.labels_csv={cfg.labels_csv}: {why} in {root} (CSVs there: {there or 'none'})"
+        )
+    return matches[0].resolve()
+
+
+def _fitting_csv(path: Path, cfg: DataConfig) -> _LabelCsv:
+    """The named CSV with its image and label columns, or one line saying what it lacks."""
+    header = _csv_header(path)
+    id_column = _column(header, cfg.csv_id_column, ID_COLUMNS)
+    label_column = _column(header, cfg.csv_label_column, LABEL_COLUMNS)
+    if not (id_column and label_column and id_column != label_column):
+        raise _no_label_csv(path.parent, [(path, header)], cfg)
+    return _LabelCsv(path, id_column, label_column)
 
 
 def _label_problem(label: str, cfg: DataConfig) -> tuple[str, str]:

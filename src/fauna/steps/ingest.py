@@ -26,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fauna import storage
+from fauna.champion import content_fingerprint
 from fauna.config import Config, DataConfig
 from fauna.dataset import (
     CLASSES,
@@ -146,7 +147,7 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
         synthetic, data_root = find_data_root(root)
         if not [p for p in visible(data_root) if p.name != SYNTHETIC_MARKER]:
             raise DatasetError(f"empty dataset: {shown} holds no files")
-        layout = read_layout(data_root, cfg)
+        layout = read_layout(data_root, cfg, fetched.labels_csv)
         _check_size(layout, cfg)
         quarantine = Quarantine(step=STEP)
         for member, reason, detail in fetched.refused:
@@ -166,7 +167,15 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
     version = content_version(rows)
     write_manifest(tmp / MANIFEST, rows, MANIFEST_FIELDS)
     write_json(tmp / CLASSES, sorted({row["label"] for row in rows}))
-    info = {"source": shown, "name": name, "synthetic": synthetic, "version": version}
+    # What the data is (the champion's dataset key), whatever the folder or archive is called.
+    content = content_fingerprint((row["label"], row["sha256"]) for row in rows)
+    info = {
+        "source": shown,
+        "name": name,
+        "synthetic": synthetic,
+        "version": version,
+        "content": content,
+    }
     # The pixel limit ingest checked with: preprocess applies the same one.
     write_json(tmp / SOURCE, {**info, "max_image_pixels": cfg.max_image_pixels})
     quarantine.write(tmp)
@@ -194,12 +203,18 @@ def _check_two_classes(
     if len(labels) >= 2:
         return
     ((label, count),) = labels.items()
-    hint = (
-        f"the only class folder is {label}/: put each class's images in a folder of its own, "
-        "or add a label CSV (columns such as file,label) beside it"
-        if layout.kind == "folders"
-        else "the label CSV names one label only"
-    )
+    if layout.kind == "csv":
+        hint = "the label CSV names one label only"
+    elif layout.unused_csvs:
+        hint = (
+            f"the only class folder is {label}/ while {', '.join(layout.unused_csvs)} beside it "
+            "labels images: set data.layout=csv (and data.labels_csv=<name> if several)"
+        )
+    else:
+        hint = (
+            f"the only class folder is {label}/: put each class's images in a folder of its "
+            "own, or add a label CSV (columns such as file,label) beside it"
+        )
     raise DatasetError(
         f"{shown} gives one class only ({label}, {count} images): a classifier needs at least "
         f"two; {hint}"
@@ -380,6 +395,7 @@ def _cache_index(source: str, cfg: DataConfig, name: str) -> str:
         "layout": cfg.layout,
         "csv_id_column": cfg.csv_id_column,
         "csv_label_column": cfg.csv_label_column,
+        "labels_csv": cfg.labels_csv,
         "classes": sorted(cfg.classes),
         "min_images_per_class": cfg.min_images_per_class,
         "max_image_pixels": cfg.max_image_pixels,
