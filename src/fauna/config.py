@@ -290,16 +290,52 @@ def load_config(
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        cfg = cfg.merged(yaml.safe_load(p.read_text()) or {})
+        cfg = _merged_file(cfg, p)
     if profile:
         prof = PROFILES_DIR / f"{profile}.yaml"
         if not prof.is_file():
             known = ", ".join(sorted(x.stem for x in PROFILES_DIR.glob("*.yaml")))
             raise ConfigError(f"unknown profile {profile!r} (known: {known})")
-        cfg = cfg.merged(yaml.safe_load(prof.read_text()) or {})
+        cfg = _merged_file(cfg, prof)
     if overrides:
         cfg = cfg.merged(_undot(overrides))
     return cfg
+
+
+def _merged_file(cfg: Config, path: Path) -> Config:
+    """`cfg` with a YAML file on top; any problem is one line naming the file."""
+    data = read_yaml(path)
+    try:
+        return cfg.merged(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping, or one line: the file, line and column of what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(filter(None, (exc.context, exc.problem)))
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: malformed YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:1:1: expected a mapping of sections (data:, train:, ...), "
+            f"got {type(data).__name__}"
+        )
+    return data
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -307,7 +343,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({problem})") from None
 
 
 def section(name: str, values: dict[str, Any]) -> Any:
