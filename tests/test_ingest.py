@@ -17,6 +17,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.parse
 import zipfile
 import zlib
 from collections import Counter
@@ -929,18 +930,29 @@ def test_huge_archive_members_are_refused_with_flat_memory(
 
 
 class _EndlessHandler(http.server.BaseHTTPRequestHandler):
-    """Streams zeros without end (or announces a size first, with ?announce=N)."""
+    """Streams zeros (or announces a size first, with ?announce=N; starts like a zip with
+    ?zip; sends one byte a second with ?slow). Each loop is bounded: it stops by itself
+    after 2 GiB or 90 s, whichever comes first, even if the client never hangs up."""
 
     def do_GET(self):  # noqa: N802 - the stdlib's name
         self.send_response(200)
-        announced = self.path.partition("announce=")[2]
-        if announced:
-            self.send_header("Content-Length", announced)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, True)
+        if "announce" in query:
+            self.send_header("Content-Length", query["announce"][0])
         self.end_headers()
-        chunk = bytes(1 << 20)
+        slow = "slow" in query
+        chunk = b"\0" if slow else bytes(1 << 20)
+        deadline = time.monotonic() + 90
         try:
-            while True:
+            if "zip" in query:
+                self.wfile.write(b"PK\x03\x04")
+            for _ in range(2048 if not slow else 90):
                 self.wfile.write(chunk)
+                self.wfile.flush()
+                if time.monotonic() > deadline:
+                    break
+                if slow:
+                    time.sleep(1)
         except OSError:  # the client hung up: what we want
             pass
 
@@ -962,7 +974,7 @@ def test_an_endless_http_stream_is_cut_at_the_limit(
     baseline_rss: float, endless_server: str, tmp_path: Path
 ):
     out = tmp_path / "raw"
-    argv = ["ingest", "--source", f"{endless_server}/data.zip", "--out", str(out)]
+    argv = ["ingest", "--source", f"{endless_server}/data.zip?zip", "--out", str(out)]
     rc, err, peak, seconds = run_measured([*argv, "--set", "data.max_dataset_bytes=64000000"])
     line = error_line(err)
     assert rc == 2 and "download of" in line and "passed 64000000 bytes" in line
@@ -976,6 +988,58 @@ def test_an_endless_http_stream_is_cut_at_the_limit(
         ingest_dataset(f"{endless_server}/data.zip?announce=99999999999", out, cfg())
 
 
+def test_a_stream_of_zeros_is_refused_from_its_first_bytes(endless_server: str, tmp_path: Path):
+    """No Content-Length, not an archive: refused at the first 512 bytes, not after 20 GB."""
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"data.zip is not .* archive .*only zero bytes"):
+        ingest_dataset(f"{endless_server}/data.zip", tmp_path / "o1", cfg())
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.glob(".o1.*")) == []
+    # A local "archive" of 1 GB of zeros (sparse): judged from its first bytes, in no time.
+    zeros = tmp_path / "zeros.tar"
+    with zeros.open("wb") as fh:
+        fh.truncate(1 << 30)
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"zeros.tar is not .* archive .*only zero bytes"):
+        ingest_dataset(str(zeros), tmp_path / "o2", cfg())
+    assert time.monotonic() - started < 5
+
+
+def test_a_slow_or_endless_download_stops_by_rate_or_deadline(endless_server: str, tmp_path: Path):
+    slow = cfg(min_download_bytes_per_s=1000, download_rate_window_s=2)
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"too slow: \d bytes/s over the last 2 s < data.min_"):
+        ingest_dataset(f"{endless_server}/data.tgz?zip&slow", tmp_path / "o1", slow)
+    assert time.monotonic() - started < 10
+    deadline = cfg(download_timeout_s=2, max_dataset_bytes=10**12)
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"still running after \d+ bytes; seconds: 2 > data.down"):
+        ingest_dataset(f"{endless_server}/data.zip?zip", tmp_path / "o2", deadline)
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.glob(".o*")) == []
+
+
+def test_sigterm_mid_download_leaves_no_partial_folder(endless_server: str, tmp_path: Path):
+    out = tmp_path / "raw"
+    argv = ["ingest", "--source", f"{endless_server}/data.zip?zip&slow", "--out", str(out)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fauna.cli", *argv, "--set", "data.min_download_bytes_per_s=0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".raw.partial-*/.fauna-ingest-work/download/data.zip")):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        child.terminate()
+        assert child.wait(timeout=30) == 128 + 15
+    finally:
+        child.kill()
+        child.stderr.close()
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+
+
 def test_file_count_limit(tmp_path: Path):
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -986,7 +1050,8 @@ def test_file_count_limit(tmp_path: Path):
     folder = tmp_path / "many"
     extract = zipfile.ZipFile(archive)
     extract.extractall(folder)
-    with pytest.raises(FaunaError, match=r"more files: 12 > data.max_files=10"):
+    # Counted while walking the folder: it stops at the first file over the limit.
+    with pytest.raises(FaunaError, match=r"more files: 11 > data.max_files=10"):
         ingest_dataset(str(folder), tmp_path / "o2", cfg(max_files=10))
     with pytest.raises(FaunaError, match=r"the images total \d+ bytes: .*max_dataset_bytes=1000"):
         ingest_dataset(str(folder), tmp_path / "o3", cfg(max_dataset_bytes=1000))

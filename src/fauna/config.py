@@ -69,10 +69,12 @@ class DataConfig:
     max_files: int = 1_000_000
     # Archives: unpacked bytes per compressed byte (a photo dataset is ~1; a bomb is 1000s).
     max_compression_ratio: float = 100.0
-    # http(s) downloads: the whole transfer's deadline (seconds), and the slowest average
-    # rate tolerated (bytes/s, judged over windows of 30 s) before giving up.
+    # http(s) downloads: the whole transfer's deadline (seconds); the slowest rate tolerated
+    # (bytes/s, 0 = any), judged over each window of `download_rate_window_s` seconds, which
+    # is also the longest silence tolerated.
     download_timeout_s: float = 21_600.0
     min_download_bytes_per_s: int = 10_000
+    download_rate_window_s: float = 30.0
     # s3://bucket/prefix to keep a content-addressed copy of the raw data ("" = off).
     cache_uri: str = ""
 
@@ -481,6 +483,9 @@ def _check(cfg: Config) -> None:
     for key in ("max_image_pixels", "max_file_bytes", "max_dataset_bytes", "max_files"):
         need(getattr(cfg.data, key) >= 1, f"data.{key} must be >= 1")
     need(cfg.data.max_compression_ratio >= 1, "data.max_compression_ratio must be >= 1")
+    need(cfg.data.download_timeout_s > 0, "data.download_timeout_s must be > 0")
+    need(cfg.data.min_download_bytes_per_s >= 0, "data.min_download_bytes_per_s must be >= 0")
+    need(cfg.data.download_rate_window_s > 0, "data.download_rate_window_s must be > 0")
     need(cfg.preprocess.mode in ("crop", "stretch"), "preprocess.mode must be crop|stretch")
     need(16 <= cfg.preprocess.image_size <= 1024, "preprocess.image_size must be in 16..1024")
     need(1 <= cfg.preprocess.jpeg_quality <= 100, "preprocess.jpeg_quality must be in 1..100")

@@ -62,14 +62,53 @@ def unpacked(archive: Path, target: Path, limits: Limits, remote: bool) -> Fetch
 
 
 def extract_archive(archive: Path, target: Path, limits: Limits) -> list[tuple[str, str, str]]:
-    """Unpack a zip or tar(.gz/.bz2/.xz) into `target`; returns the refused members."""
+    """Unpack a zip or tar(.gz/.bz2/.xz) into `target`; returns the refused members.
+
+    The format comes from the first bytes (`archive_format`), never from trying to read
+    the whole file as a tar (which takes minutes on gigabytes of zeros and says yes).
+    """
     target.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
+    with archive.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    kind = archive_format(head) or ("zip" if zipfile.is_zipfile(archive) else None)
+    if kind == "zip":
         return _extract_zip(archive, target, limits)
-    if tarfile.is_tarfile(archive):
-        return _extract_tar(archive, target, limits)
-    raise SourceError(
-        f"{archive.name} is not a folder or a supported archive ({', '.join(ARCHIVE_SUFFIXES)})"
+    if kind:
+        return _extract_tar(archive, target, limits, "r:" if kind == "tar" else f"r:{kind}")
+    raise not_an_archive(archive.name, head)
+
+
+# What `archive_format` needs: a tar header's "ustar" magic sits at 257..262.
+SNIFF_BYTES = 512
+_MAGIC = (
+    ((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"), "zip"),
+    ((b"\x1f\x8b",), "gz"),
+    ((b"BZh",), "bz2"),
+    ((b"\xfd7zXZ\x00",), "xz"),
+)
+
+
+def archive_format(head: bytes) -> str | None:
+    """zip | gz | bz2 | xz | tar from an archive's first `SNIFF_BYTES` (None: none of them)."""
+    for magics, kind in _MAGIC:
+        if head.startswith(magics):
+            return kind
+    if head[257:262] == b"ustar":
+        return "tar"
+    if len(head) >= SNIFF_BYTES:  # an old (v7) tar header: no magic, but a valid checksum
+        try:
+            tarfile.TarInfo.frombuf(head[:SNIFF_BYTES], "utf-8", "surrogateescape")
+            return "tar"
+        except tarfile.HeaderError:
+            return None
+    return None
+
+
+def not_an_archive(name: str, head: bytes) -> SourceError:
+    what = "only zero bytes" if head and not head.strip(b"\0") else f"starts with {head[:8]!r}"
+    return SourceError(
+        f"{name} is not a folder or a supported archive ({', '.join(ARCHIVE_SUFFIXES)}): "
+        f"its first bytes say none of them ({what})"
     )
 
 
@@ -124,6 +163,7 @@ def _extract_zip(archive: Path, target: Path, limits: Limits) -> list[tuple[str,
     refused: list[tuple[str, str, str]] = []
     budget = _Budget(archive, limits)
     try:
+        _check_zip_count(archive, budget)
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             _check_zip_directory(infos, budget)
@@ -144,6 +184,16 @@ def _extract_zip(archive: Path, target: Path, limits: Limits) -> list[tuple[str,
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise SourceError(f"cannot unpack {archive.name}: {exc}") from None
     return refused
+
+
+def _check_zip_count(archive: Path, budget: _Budget) -> None:
+    """The end record declares the member count: too many is refused before the central
+    directory (one object per member) is read."""
+    with archive.open("rb") as fh:
+        end = zipfile._EndRecData(fh)  # the stdlib's own reader of that record
+    if end and end[zipfile._ECD_ENTRIES_TOTAL] > budget.limits.max_files:
+        count = end[zipfile._ECD_ENTRIES_TOTAL]
+        raise budget.limits.exceeded(f"{archive.name} has more members", count, "max_files")
 
 
 def _check_zip_directory(infos: list[zipfile.ZipInfo], budget: _Budget) -> None:
@@ -172,11 +222,13 @@ def _unzip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget
             out.write(chunk)
 
 
-def _extract_tar(archive: Path, target: Path, limits: Limits) -> list[tuple[str, str, str]]:
+def _extract_tar(
+    archive: Path, target: Path, limits: Limits, mode: str = "r:*"
+) -> list[tuple[str, str, str]]:
     refused: list[tuple[str, str, str]] = []
     budget = _Budget(archive, limits)
     try:
-        with tarfile.open(archive) as tf:
+        with tarfile.open(archive, mode) as tf:
             for member in tqdm(tf, desc=f"unpack {archive.name}", file=sys.stderr):
                 tf.members = []  # tarfile keeps every header otherwise: memory per member
                 budget.member()

@@ -38,6 +38,7 @@ class Limits:
     # http(s): the whole download's deadline, and the slowest rate tolerated (see DataConfig).
     download_timeout_s: float = 6 * 3600
     min_download_bytes_per_s: int = 10_000
+    download_rate_window_s: float = 30.0
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> Limits:
@@ -48,6 +49,7 @@ class Limits:
             cfg.max_compression_ratio,
             cfg.download_timeout_s,
             cfg.min_download_bytes_per_s,
+            cfg.download_rate_window_s,
         )
 
     def exceeded(self, what: str, found: float, key: str) -> LimitExceeded:

@@ -17,8 +17,12 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -123,7 +127,7 @@ def ingest_dataset(
     if cfg.cache_uri:
         storage.check_bucket(cfg.cache_uri)
     from_cache, location = False, ""
-    with step_output(out, STEP) as tmp:
+    with _terminated_as_exit(), step_output(out, STEP) as tmp:
         if cfg.cache_uri and not is_local(source) and not refresh:
             location = _from_cache(source, tmp, cfg, name)
             from_cache = bool(location)
@@ -134,6 +138,24 @@ def ingest_dataset(
     result = _result_from_dir(out, from_cache=from_cache)
     result.cache_location = location
     return result
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (a pod stopped, a run cancelled) unwinds like an error, so the temporary
+    output and the download inside it are removed, not left for the next run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) -> bool:
@@ -147,6 +169,7 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
         synthetic, data_root = find_data_root(root)
         if not [p for p in visible(data_root) if p.name != SYNTHETIC_MARKER]:
             raise DatasetError(f"empty dataset: {shown} holds no files")
+        _count_files(data_root, cfg)
         layout = read_layout(data_root, cfg, fetched.labels_csv)
         _check_size(layout, cfg)
         quarantine = Quarantine(step=STEP)
@@ -182,6 +205,21 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
     _append_report(tmp, quarantine, shown, version, synthetic, rows, cfg)
     log.info("%s", quarantine.summary())
     return fetched.remote
+
+
+def _count_files(root: Path, cfg: DataConfig) -> None:
+    """Refuse a tree over `data.max_files` while walking it, before anything is listed."""
+    count, folders = 0, [root]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                else:
+                    count += 1
+                    if count > cfg.max_files:
+                        limits = Limits.from_config(cfg)
+                        raise limits.exceeded("the dataset has more files", count, "max_files")
 
 
 def _check_size(layout: Layout, cfg: DataConfig) -> None:
@@ -243,9 +281,16 @@ def _inspect_all(candidates: list[Candidate], cfg: DataConfig) -> list[ImageChec
     def inspect(cand: Candidate) -> ImageCheck:
         return inspect_image(cand.path, cfg.max_image_pixels, cfg.max_file_bytes)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(inspect, candidates)
-        return list(tqdm(results, total=len(candidates), desc="ingest: check", unit="img"))
+    checks: list[ImageCheck] = []
+    batch = workers * 64  # bounded: one pending future per file would grow with the count
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(candidates), desc="ingest: check", unit="img") as bar,
+    ):
+        for start in range(0, len(candidates), batch):
+            checks.extend(pool.map(inspect, candidates[start : start + batch]))
+            bar.update(min(batch, len(candidates) - start))
+    return checks
 
 
 def _select(
