@@ -1050,6 +1050,11 @@ def test_file_count_limit(tmp_path: Path):
     folder = tmp_path / "many"
     extract = zipfile.ZipFile(archive)
     extract.extractall(folder)
+    # A tar.gz: counted in a pass over the headers alone, before anything is unpacked.
+    with tarfile.open(tmp_path / "many.tar.gz", "w:gz") as tf:
+        tf.add(folder, arcname=".")
+    with pytest.raises(FaunaError, match=r"many.tar.gz has more members: 11 > data.max_files=10"):
+        ingest_dataset(str(tmp_path / "many.tar.gz"), tmp_path / "o1", cfg(max_files=10))
     # Counted while walking the folder: it stops at the first file over the limit.
     with pytest.raises(FaunaError, match=r"more files: 11 > data.max_files=10"):
         ingest_dataset(str(folder), tmp_path / "o2", cfg(max_files=10))

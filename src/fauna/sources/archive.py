@@ -228,6 +228,7 @@ def _extract_tar(
     refused: list[tuple[str, str, str]] = []
     budget = _Budget(archive, limits)
     try:
+        _check_tar_headers(archive, mode, limits)
         with tarfile.open(archive, mode) as tf:
             for member in tqdm(tf, desc=f"unpack {archive.name}", file=sys.stderr):
                 tf.members = []  # tarfile keeps every header otherwise: memory per member
@@ -249,6 +250,17 @@ def _extract_tar(
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise SourceError(f"cannot unpack {archive.name}: {exc}") from None
     return refused
+
+
+def _check_tar_headers(archive: Path, mode: str, limits: Limits) -> None:
+    """A pass over the headers alone (data skipped, nothing written): too many members, or
+    a bomb, is refused in seconds rather than after unpacking up to the limit."""
+    budget = _Budget(archive, limits)
+    with tarfile.open(archive, mode) as tf:
+        for member in tf:
+            tf.members = []
+            budget.member()
+            budget.ratio(member.offset_data + member.size)
 
 
 def _tar_refusal(member: tarfile.TarInfo) -> str:
