@@ -721,6 +721,33 @@ def test_dataset_name_from_the_source(source: str, name: str):
     assert dataset_name(source) == name
 
 
+def test_every_kind_of_source_is_one_entry_of_one_table(tmp_path: Path):
+    from fauna.pipelines.local_docker import PASSED_ENV
+    from fauna.pipelines.pipeline import KAGGLE_ENV_KEYS
+    from fauna.sources import SOURCES, find, secret_env_keys, source_kind
+
+    jpeg(tmp_path / "folder" / "cat" / "1.jpg")
+    (tmp_path / "labels.csv").write_text("file,label\n")
+    (tmp_path / "data.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    examples = {
+        "kaggle": "kaggle:owner/bears",
+        "s3": "s3://bucket/datasets/bears/",
+        "http": "https://host/bears.zip",
+        "csv": str(tmp_path / "labels.csv"),
+        "archive": str(tmp_path / "data.zip"),
+        "folder": str(tmp_path / "folder"),
+    }
+    assert sorted(kind.kind for kind in SOURCES) == sorted(examples)
+    assert {kind: find(source).kind for kind, source in examples.items()} == {
+        kind: kind for kind in examples
+    }
+    assert find(str(tmp_path / "missing")) is None  # fetch says "source not found"
+    assert [source_kind(examples[k]) for k in ("csv", "archive", "folder")] == ["local"] * 3
+    # The secrets a source reads reach the cluster's ingest task and the Docker route.
+    assert secret_env_keys() == KAGGLE_ENV_KEYS == ("KAGGLE_USERNAME", "KAGGLE_KEY")
+    assert set(secret_env_keys()) <= set(PASSED_ENV)
+
+
 def test_dataset_name_of_local_folders_and_archives(tmp_path: Path):
     (tmp_path / "my zoo").mkdir()
     assert dataset_name(str(tmp_path / "my zoo")) == "my-zoo"

@@ -41,7 +41,7 @@ class ConfigError(FaunaError, ValueError):
 
 @dataclass
 class DataConfig:
-    # Kaggle handle, local folder/archive, s3://bucket/prefix or http(s) URL.
+    # Kaggle handle, local folder/archive/label CSV, s3://bucket/prefix or http(s) URL.
     source: str = "kaggle:sanjeetbeniwal/animal-classification-30-classes"
     # The dataset's name in reports and the cache; "" = from the source (the Kaggle dataset,
     # the folder's name, the archive's stem, the S3 prefix's last part, the URL's file stem).

@@ -494,8 +494,8 @@ def _store_in_cache(source: str, tmp: Path, cfg: DataConfig, name: str, remote: 
 def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--source",
-        help="kaggle:owner/dataset, a folder, an archive, s3://bucket/prefix or an http(s) URL "
-        "(default: data.source)",
+        help="kaggle:owner/dataset, a folder, an archive, a label CSV (images beside it), "
+        "s3://bucket/prefix or an http(s) URL (default: data.source)",
     )
     parser.add_argument("--out", required=True, help="output folder (the raw dataset)")
     parser.add_argument(
