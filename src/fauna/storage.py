@@ -261,6 +261,14 @@ def _settle_conditional_failure(exc: ClientError, uri: str, text: str, s3) -> st
     raise _explain(exc, uri, s3)
 
 
+def delete(uri: str, s3=None) -> None:
+    """Delete one object (no error if it is already gone)."""
+    loc = parse_s3_uri(uri)
+    s3 = s3 or client()
+    with _translated(uri, s3):
+        s3.delete_object(Bucket=loc.bucket, Key=loc.key)
+
+
 def delete_prefix(uri: str, s3=None) -> int:
     """Delete every object under a prefix; returns how many."""
     loc = parse_s3_uri(uri)

@@ -65,6 +65,14 @@ def probe(bucket: str) -> None:
     uri = f"s3://{bucket}/{PROBE_PREFIX}{uuid.uuid4().hex}"
     try:
         storage.write_text(uri, "1", if_none_match=True)
+    except storage.StorageUnavailable:
+        raise
+    except storage.StorageError as exc:  # access denied, or the header not implemented
+        raise StoreCheckError(
+            f"the store at {endpoint} (bucket {bucket}) refused a PutObject with "
+            f'"If-None-Match: *" on a new key: {exc}'
+        ) from None
+    try:
         if not _refused(uri, "2", if_none_match=True):
             what = 'a second PutObject with "If-None-Match: *" on an existing key was accepted'
             raise _lacks(endpoint, bucket, what)
@@ -81,10 +89,9 @@ def probe(bucket: str) -> None:
 
 
 def _remove(uri: str) -> None:
-    loc = storage.parse_s3_uri(uri)
     try:
-        storage.client().delete_object(Bucket=loc.bucket, Key=loc.key)
-    except Exception as exc:  # an append-only bucket may refuse deletes: the probe is tiny
+        storage.delete(uri)
+    except storage.StorageError as exc:  # an append-only bucket may refuse it: it is tiny
         log.warning(f"could not delete the store-check probe {uri}: {exc}")
 
 
