@@ -19,6 +19,13 @@ from typing import Any
 from fauna.dataset import display_name, read_json, write_json
 from fauna.metrics import METRIC_LABELS
 from fauna.paper import PAPER_RESULTS, PAPER_TITLE
+from fauna.report.uncertainty import (
+    baseline_line,
+    interval,
+    interval_note,
+    num_classes,
+    trivial_top_k,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_DATA = "report.json"
@@ -38,6 +45,7 @@ class Cell:
     text: str
     bold: bool = False
     kind: str = ""  # "": a number (right-aligned); "text": left-aligned; "ref": the paper's
+    note: str = ""  # shown small after the text: a score's interval
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Column:
     show: Callable[[Any], str] = str
     best: str = ""  # "max" or "min": that value is bold (among the rows that may be ranked)
     kind: str = ""
+    note: Callable[[Any], str] | None = None  # per item: the small text after its value
 
 
 def pct(v: float | None) -> str:
@@ -96,7 +105,7 @@ def make_table(
         [Cell(col.header, kind="text" if col.kind == "text" else "") for col in columns],
         [
             [
-                Cell(col.show(v), (r, c) in bold, col.kind)
+                Cell(col.show(v), (r, c) in bold, col.kind, col.note(items[r]) if col.note else "")
                 for c, (col, v) in enumerate(zip(columns, row, strict=True))
             ]
             for r, row in enumerate(values)
@@ -105,8 +114,20 @@ def make_table(
     )
 
 
-def _ours(header: str, key: str, show: Callable[[Any], str], best: str = "") -> Column:
-    return Column(header, lambda r: r[key], show, best)
+def _ours(
+    header: str, key: str, show: Callable[[Any], str], best: str = "", data: dict | None = None
+) -> Column:
+    """Our score per row; with `data`, its interval after it (where one is known)."""
+
+    def note(row: dict[str, Any]) -> str:
+        ci = interval(row, key, data) if data is not None else None
+        if ci is None:
+            return ""
+        if show is pct:
+            return f"{100 * ci['low']:.1f}–{100 * ci['high']:.1f}%"
+        return f"{ci['low']:.3f}–{ci['high']:.3f}"
+
+    return Column(header, lambda r: r[key], show, best, note=note)
 
 
 def _paper(header: str, key: str, show: Callable[[Any], str]) -> Column:
@@ -119,22 +140,25 @@ def _paper(header: str, key: str, show: Callable[[Any], str]) -> Column:
     )
 
 
-def results_table(rows: list[dict[str, Any]], with_paper: bool) -> Table:
-    """Test metrics per backbone (the paper's beside them when they apply)."""
+def results_table(data: dict[str, Any]) -> Table:
+    """Test metrics per backbone with their intervals (the paper's beside them when they
+    apply); top-k is not ranked where it is trivial (k >= classes)."""
+    rows, with_paper = data["backbones"], data["paper"] is not None
+    top3_best = "" if trivial_top_k("top3", data) else "max"
     flagged = Column(
         "backbone", lambda r: r["backbone"] + (" (flagged)" if r["degenerate"] else ""), kind="text"
     )
-    columns = [flagged, _ours("top-1", "top1", pct, "max")]
+    columns = [flagged, _ours("top-1", "top1", pct, "max", data)]
     columns += [_paper("paper top-1", "top1", pct)] if with_paper else []
-    columns += [_ours("top-3", "top3", pct, "max")]
+    columns += [_ours("top-3", "top3", pct, top3_best, data)]
     columns += [_paper("paper top-3", "top3", pct)] if with_paper else []
-    columns += [_ours("macro-F1", "macro_f1", num, "max")]
+    columns += [_ours("macro-F1", "macro_f1", num, "max", data)]
     columns += [_paper("paper F1", "f1", num)] if with_paper else []
     columns += [
-        _ours("weighted-F1", "weighted_f1", num, "max"),
-        _ours("ROC-AUC", "roc_auc", num, "max"),
-        _ours("loss", "loss", num, "min"),
-        _ours("test images", "n_test", str),
+        _ours("weighted-F1", "weighted_f1", num, "max", data),
+        _ours("ROC-AUC", "roc_auc", num, "max", data),
+        _ours("loss", "loss", num, "min", data),
+        _ours("test images", "n_test", lambda v: "n/a" if v is None else str(v)),
     ]
     return make_table(
         columns,
@@ -183,26 +207,40 @@ def confused_table(pairs: list[dict[str, Any]]) -> Table:
 
 
 def per_class_table(data: dict[str, Any]) -> Table | None:
-    """Images per class and split, and each backbone's F1 per class (the best bold)."""
-    per_class = data.get("per_class_f1") or {}
-    summary = data.get("data") or {}
-    with_f1 = [r["backbone"] for r in data["backbones"] if r["backbone"] in per_class]
-    if not per_class or not data.get("classes"):
+    """Images per class and split, and each backbone's precision, recall and F1 per class
+    (F1 only from a report made before evaluate kept the others); the best F1 bold."""
+    rows = data["backbones"]
+    scores = {r["backbone"]: r["per_class"] for r in rows if r.get("per_class")}
+    for b, f1 in (data.get("per_class_f1") or {}).items():
+        scores.setdefault(b, {c: {"f1": v} for c, v in f1.items()})
+    with_scores = [r["backbone"] for r in rows if r["backbone"] in scores]
+    if not scores or not data.get("classes"):
         return None
+    summary = data.get("data") or {}
     splits, counts = summary.get("splits", []), summary.get("counts", {})
+    parts = {b: [k for k in ("precision", "recall") if _has(scores[b], k)] for b in with_scores}
     headers = [Cell("class", kind="text")] + [Cell(f"{s} images") for s in splits]
-    headers += [Cell(f"F1 {b}") for b in with_f1]
-    rows = []
+    for b in with_scores:
+        headers += [Cell(f"{b} {PER_CLASS_SHORT[k]}") for k in (*parts[b], "f1")]
+    table = []
     for c in data["classes"]:
-        scores = [per_class[b].get(c) for b in with_f1]
-        present = [v for v in scores if v is not None]
+        f1s = [scores[b].get(c, {}).get("f1") for b in with_scores]
+        present = [v for v in f1s if v is not None]
         best = max(present) if len(present) >= 2 and max(present) > 0 else None
-        rows.append(
-            [Cell(display_name(c), kind="text")]
-            + [Cell(str(counts.get(c, {}).get(s, 0))) for s in splits]
-            + [Cell(num(v), v is not None and v == best) for v in scores]
-        )
-    return Table(headers, rows, [""] * len(rows))
+        cells = [Cell(display_name(c), kind="text")]
+        cells += [Cell(str(counts.get(c, {}).get(s, 0))) for s in splits]
+        for b, f1 in zip(with_scores, f1s, strict=True):
+            cells += [Cell(num(scores[b].get(c, {}).get(k))) for k in parts[b]]
+            cells.append(Cell(num(f1), f1 is not None and f1 == best))
+        table.append(cells)
+    return Table(headers, table, [""] * len(table))
+
+
+PER_CLASS_SHORT = {"precision": "P", "recall": "R", "f1": "F1"}
+
+
+def _has(per_class: dict[str, dict[str, float]], key: str) -> bool:
+    return any(key in v for v in per_class.values())
 
 
 # --------------------------------------------------------------------------- view
@@ -240,20 +278,58 @@ def _alerts(data: dict[str, Any]) -> list[dict[str, Any]]:
     return alerts
 
 
-def _champion_line(data: dict[str, Any]) -> str | None:
+def _shown(value: float, metric: str) -> float:
+    return -value if metric == "neg_loss" else value
+
+
+def _champion_box(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The champion, by how much it leads the next eligible backbone, and how sure that is."""
     champ = data["champion"]
     if champ is None:
         return None
-    metric = champ["metric"]
-    shown = -champ["value"] if metric == "neg_loss" else champ["value"]
-    n = len(data["backbones"])
-    flagged = len(data.get("flagged") or {})
-    return (
-        f"Champion: {champ['backbone']}, best by {METRIC_LABELS.get(metric, metric)}: "
-        f"{shown:.4f} (of {n} backbone{'s' if n != 1 else ''}"
-        + (f"; {flagged} flagged, not eligible" if flagged else "")
-        + ")."
+    metric, rows = champ["metric"], data["backbones"]
+    label = METRIC_LABELS.get(metric, metric)
+    key = "loss" if metric in ("neg_loss", "loss") else metric
+    flagged = data.get("flagged") or {}
+    row = next(r for r in rows if r["backbone"] == champ["backbone"])
+    ci = interval(row, key, data)
+    shown = _shown(champ["value"], metric)
+    headline = f"Champion: {champ['backbone']}, best by {label}: {shown:.4f}" + (
+        f" ({ci['confidence']:.0%} interval {ci['low']:.4f}–{ci['high']:.4f})" if ci else ""
     )
+    n = len(rows)
+    headline += f" of {n} backbone{'s' if n != 1 else ''}" + (
+        f" ({len(flagged)} flagged, not eligible)." if flagged else "."
+    )
+    details = []
+    others = [
+        r for r in rows if r["backbone"] != champ["backbone"] and r["backbone"] not in flagged
+    ]
+    others = [r for r in others if r.get(key) is not None]
+    if others:
+        lower = key == "loss"
+        runner = (min if lower else max)(others, key=lambda r: r[key])
+        gap = (runner[key] - row[key]) if lower else (row[key] - runner[key])
+        details.append(
+            f"Ahead of {runner['backbone']} ({runner[key]:.4f}) by {gap:.4f} {label} on "
+            f"{row.get('n_test') or 'the same'} test images."
+        )
+        details.append(champ.get("evidence") or _overlap(ci, interval(runner, key, data), label))
+    elif champ.get("evidence"):
+        details.append(champ["evidence"])
+    return {"headline": headline, "details": [d for d in details if d]}
+
+
+def _overlap(a: dict[str, float] | None, b: dict[str, float] | None, label: str) -> str:
+    """Without the policy's paired test: what the two intervals say about the lead."""
+    if a is None or b is None:
+        return f"How sure that lead is was not measured (no interval of {label} here)."
+    if a["low"] <= b["high"] and b["low"] <= a["high"]:
+        return (
+            f"Their {a['confidence']:.0%} intervals overlap: on this test split the lead may "
+            "be chance."
+        )
+    return f"Their {a['confidence']:.0%} intervals do not overlap."
 
 
 def _summary_line(data: dict[str, Any]) -> str:
@@ -271,6 +347,11 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
     averaging = sorted({r["averaging_note"] for r in data["backbones"] if r.get("averaging_note")})
     explained = " ".join(a[:1].upper() + a[1:] + "." for a in averaging)
     ranked = "Best in bold" + (" (flagged models are not ranked)" if data.get("flagged") else "")
+    ranked += ". " + interval_note(data)
+    if trivial_top_k("top3", data):
+        ranked += (
+            f" With {num_classes(data)} classes top-3 is 100% for any model, so it is not ranked"
+        )
     if data["paper"] is not None:
         return [
             f"{ranked}. The paper's F1 is set against our macro-F1 (the paper does not say how "
@@ -295,15 +376,29 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
     ]
 
 
-def _figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups = []
+CURVES = {"loss": "loss", "accuracy": "accuracy"}  # history key -> chart title
+
+
+def _figures(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Learning curves (every backbone on one chart per metric, when the rows carry their
+    curves; else each backbone's own plot), confusion matrices, t-SNE plots."""
+    rows, groups = data["backbones"], []
+    combined = [
+        {
+            "image": image,
+            "caption": f"{CURVES[k]} per epoch, every backbone: train solid, validation dashed",
+        }
+        for k, image in (data.get("learning_curves") or {}).items()
+    ]
+    if combined:
+        groups.append({"title": "Learning curves", "items": combined})
     for key, title, caption in (
         ("history", "Learning curves", "training history per epoch, train vs validation"),
         ("confusion", "Confusion matrices", "rows normalised: each row sums to 1"),
         ("tsne", "t-SNE of the learned features", "penultimate-layer embeddings of test images"),
     ):
         items = []
-        for r in rows:
+        for r in rows if not (key == "history" and combined) else ():
             if key in r["images"]:
                 items.append({"image": r["images"][key], "caption": f"{r['backbone']}: {caption}"})
             elif key == "tsne" and r.get("tsne_skipped"):
@@ -318,6 +413,28 @@ def _figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
+def _misclassified(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backbone, its thumbnails grouped by confused pair (true -> predicted)."""
+    shown = []
+    for r in rows:
+        pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for m in r.get("misclassified") or []:
+            pairs.setdefault((m["true"], m["predicted"]), []).append(
+                {"image": m["file"], "caption": f"{100 * m['confidence']:.0f}% sure", "id": m["id"]}
+            )
+        if pairs:
+            shown.append(
+                {
+                    "backbone": r["backbone"],
+                    "pairs": [
+                        {"title": f"{display_name(t)} → {display_name(p)}", "images": images}
+                        for (t, p), images in pairs.items()
+                    ],
+                }
+            )
+    return shown
+
+
 def report_view(data: dict[str, Any]) -> dict[str, Any]:
     """What the templates show, from the report data."""
     rows = data["backbones"]
@@ -327,14 +444,18 @@ def report_view(data: dict[str, Any]) -> dict[str, Any]:
         "title": f"{data['title']}: {data['dataset']['name']}",
         "summary": _summary_line(data),
         "alerts": _alerts(data),
-        "champion": _champion_line(data),
+        "champion": _champion_box(data),
         "results_title": "Test results beside the paper" if with_paper else "Test results",
-        "results": results_table(rows, with_paper),
+        "baselines": baseline_line(data),
+        "results": results_table(data),
         "results_notes": _results_notes(data),
         "paper_title": f"The paper's reported results ({PAPER_TITLE})" if with_paper else None,
         "paper": paper_table() if with_paper else None,
         "training": training_table(rows),
-        "figures": _figures(rows),
+        "figures": _figures(data),
+        "misclassified": _misclassified(rows),
+        # The paper's error analysis is a comparison only where its classes and photos are.
+        "paper_errors": with_paper,
         "confused": [
             {
                 "backbone": r["backbone"],
@@ -347,7 +468,9 @@ def report_view(data: dict[str, Any]) -> dict[str, Any]:
             f"{summary.get('num_classes', len(data.get('classes', [])))} classes; images per "
             "split: "
             + ", ".join(f"{s} {n}" for s, n in summary.get("totals", {}).items())
-            + ". F1 per class on the test split; the best backbone per class in bold."
+            + ". Per backbone, precision (P: of the images it called this class, the share "
+            "that were), recall (R: of this class's test images, the share it found) and F1 "
+            "on the test split; the best F1 per class in bold."
         ),
     }
 
@@ -357,7 +480,8 @@ def report_view(data: dict[str, Any]) -> dict[str, Any]:
 
 def md_cell(cell: Cell) -> str:
     text = cell.text.replace("|", "\\|")
-    return f"**{text}**" if cell.bold and text else text
+    text = f"**{text}**" if cell.bold and text else text
+    return f"{text} [{cell.note}]" if cell.note else text
 
 
 @functools.cache
@@ -389,9 +513,10 @@ def render_report(data: dict[str, Any], out: Path, notes: Sequence[str] = ()) ->
             data["notes"].append(note)
     from fauna.plots import data_uri
 
+    out.mkdir(parents=True, exist_ok=True)
+    data["learning_curves"] = draw_learning_curves(data["backbones"], out / "images")
     view = report_view(data)
     env = environment()
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(env.get_template("report.md.j2").render(view=view))
     html = env.get_template("report.html.j2").render(
         view=view, title=view["title"], inline=lambda rel: data_uri(out / rel)
@@ -399,6 +524,22 @@ def render_report(data: dict[str, Any], out: Path, notes: Sequence[str] = ()) ->
     (out / "report.html").write_text(html)
     write_json(out / REPORT_DATA, data)
     return data
+
+
+def draw_learning_curves(rows: list[dict[str, Any]], images: Path) -> dict[str, str]:
+    """One chart per metric with every backbone's curves (rows' `curves`): key -> image."""
+    curves = {r["backbone"]: r["curves"] for r in rows if r.get("curves")}
+    drawn: dict[str, str] = {}
+    if not curves:
+        return drawn
+    from fauna.plots import plot_learning_curves
+
+    for key, label in CURVES.items():
+        if any(key in h or f"val_{key}" in h for c in curves.values() for h in c):
+            name = f"learning-curves-{key}.png"
+            plot_learning_curves(curves, key, label, images / name)
+            drawn[key] = f"{images.name}/{name}"
+    return drawn
 
 
 def rerender_with_notes(report_dir: Path, out: Path, notes: Sequence[str]) -> dict[str, Any]:
