@@ -141,7 +141,7 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
     assert "chance (1/3) 33.33% top-1" in page.text
     # The largest test class: make_run writes 10 test images per class.
     assert "always answering the largest class 33.33% top-1" in page.text
-    assert "one image is 3.3 points of top-1" in page.text
+    assert "One test image is 3.3 points of top-1" in page.text
     rows = {r["backbone"]["text"]: r for r in page.table_with("top-1")}
     for backbone, m in METRICS.items():
         row = rows[backbone]

@@ -144,6 +144,9 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path, title: str = "")
     return save_png(fig, path)
 
 
+STYLES = (("-", "train"), ("--", "validation"))
+
+
 def plot_learning_curves(
     curves: dict[str, Sequence[dict[str, Any]]], key: str, label: str, path: Path
 ) -> Path:
@@ -152,24 +155,27 @@ def plot_learning_curves(
     One colour per backbone, so their curves can be read against each other; epochs are
     numbered from 1 and the ticks are whole numbers.
     """
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(8, 4.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
+    keys = []
     for color, (backbone, history) in zip(class_colors(len(curves)), curves.items(), strict=True):
         epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
-        for prefix, name, style in (("", "train", "-"), ("val_", "validation", "--")):
+        for prefix, style in (("", "-"), ("val_", "--")):
             points = [(e, h.get(prefix + key)) for e, h in zip(epochs, history, strict=True)]
             points = [(e, v) for e, v in points if v is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, style, color=color, marker="o", markersize=3)
-                ax.lines[-1].set_label(f"{backbone} {name}")
+        keys.append(Line2D([], [], color=color, label=backbone))
+    # One entry per backbone (its colour) and one per line style: n + 2 entries, not 2n.
+    keys += [Line2D([], [], color="grey", linestyle=s, label=n) for s, n in STYLES]
     ax.set_title(label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(handles=keys, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return save_png(fig, path)

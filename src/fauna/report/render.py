@@ -315,8 +315,8 @@ def _champion_box(data: dict[str, Any]) -> dict[str, Any] | None:
             f"{row.get('n_test') or 'the same'} test images."
         )
         details.append(champ.get("evidence") or _overlap(ci, interval(runner, key, data), label))
-    elif champ.get("evidence"):
-        details.append(champ["evidence"])
+    else:
+        details.append(champ.get("evidence") or "The only eligible backbone: nothing to rank.")
     return {"headline": headline, "details": [d for d in details if d]}
 
 
@@ -391,7 +391,7 @@ def _figures(data: dict[str, Any]) -> list[dict[str, Any]]:
         for k, image in (data.get("learning_curves") or {}).items()
     ]
     if combined:
-        groups.append({"title": "Learning curves", "items": combined})
+        groups.append({"title": "Learning curves", "items": combined, "side_by_side": True})
     for key, title, caption in (
         ("history", "Learning curves", "training history per epoch, train vs validation"),
         ("confusion", "Confusion matrices", "rows normalised: each row sums to 1"),

@@ -90,7 +90,7 @@ def interval_note(data: dict[str, Any]) -> str:
     if given and metric not in TOP_K:
         conf = float(given[0].get("confidence", 0.95))
         parts.append(f"{metric.replace('_', '-')}: the {conf:.0%} interval compare measured")
-    return "Ranges after a score are its intervals (" + "; ".join(parts) + ")."
+    return "Ranges after a score are its intervals (" + "; ".join(parts) + ")"
 
 
 def baseline_line(data: dict[str, Any]) -> str:
@@ -119,6 +119,6 @@ def resolution_line(data: dict[str, Any], n: int | None) -> str:
         return ""
     low, high = wilson(0.5, n)
     return (
-        f"On {n} test images one image is {100 / n:.1f} points of top-1, and a top-1 near "
-        f"50% is known only to within ±{50 * (high - low):.0f} points (95%)."
+        f"One test image is {100 / n:.1f} points of top-1, and a top-1 near 50% is known "
+        f"only to within ±{50 * (high - low):.0f} points (95%)."
     )
