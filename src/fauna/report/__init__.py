@@ -7,6 +7,7 @@
   this is and whether the paper's numbers apply to it; the report's data (`report.json`)
   and its machine-readable summary (`metrics.json`);
 - `render`: that data through Jinja2 templates (`templates/`) into report.md and one
-  self-contained report.html (images inlined); also the t-SNE step's page. `uncertainty`
-  says how sure the numbers are: chance, test size, intervals.
+  self-contained report.html (images inlined); also the t-SNE step's page. Its tables are
+  declared in `tables`; `uncertainty` says how sure the numbers are: chance, test size,
+  intervals.
 """
