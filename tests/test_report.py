@@ -161,7 +161,7 @@ def test_top3_is_not_ranked_when_trivial(tmp_path: Path) -> None:
     page = _page(compare(tmp_path / "three"))
     top3 = [r["top-3"] for r in page.table_with("top-3")]
     assert not any(c["bold"] for c in top3) and all(c["note"] == "" for c in top3)
-    assert "With 3 classes top-3 is 100% for any model, so it is not ranked" in page.text
+    assert "With 3 classes top-3 is 100% for any model: not ranked. ROC-AUC" in page.text
     four = _page(compare(tmp_path / "four", classes=[*CLASSES, "mole"], misclassified=False))
     top3 = {r["backbone"]["text"]: r["top-3"] for r in four.table_with("top-3")}
     assert top3["resnet50"]["bold"] and top3["resnet50"]["note"]

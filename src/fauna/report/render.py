@@ -150,9 +150,8 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
     ranked = "Best in bold" + (" (flagged models are not ranked)" if data.get("flagged") else "")
     ranked += ". " + interval_note(data)
     if trivial_top_k("top3", data):
-        ranked += (
-            f" With {num_classes(data)} classes top-3 is 100% for any model, so it is not ranked"
-        )
+        ranked += f" With {num_classes(data)} classes top-3 is 100% for any model: not ranked."
+    ranked = ranked.removesuffix(".")
     if data["paper"] is not None:
         return [
             f"{ranked}. The paper's F1 is set against our macro-F1 (the paper does not say how "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fauna.metrics import METRIC_LABELS
+
 Z95 = 1.959963984540054  # two-sided 95%: the confidence of the intervals computed here
 TOP_K = {"top1": 1, "top3": 3}
 
@@ -89,8 +91,10 @@ def interval_note(data: dict[str, Any]) -> str:
     parts = ["top-1 and top-3: 95% Wilson score intervals on the test images"]
     if given and metric not in TOP_K:
         conf = float(given[0].get("confidence", 0.95))
-        parts.append(f"{metric.replace('_', '-')}: the {conf:.0%} interval compare measured")
-    return "Ranges after a score are its intervals (" + "; ".join(parts) + ")"
+        parts.append(
+            f"{METRIC_LABELS.get(metric, metric)}: the {conf:.0%} interval compare measured"
+        )
+    return "Ranges after a score are its intervals (" + "; ".join(parts) + ")."
 
 
 def baseline_line(data: dict[str, Any]) -> str:
