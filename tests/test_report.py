@@ -311,3 +311,24 @@ def test_evaluate_bar_total_from_the_manifest(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
     assert split_batches(tmp_path, "test") == math.ceil(150 / INFERENCE_BATCH)
     assert split_batches(tmp_path, "val") is None
+
+
+def test_policy_numbers_in_their_shapes(tmp_path: Path) -> None:
+    """The policy's resolution as a share, its top-1 interval, a row without an interval."""
+    from fauna.report.render import render_report
+
+    out = compare(tmp_path)
+    data = json.loads((out / "report.json").read_text())
+    data |= {"metric": "top1", "resolution": 5 / 30, "chance": 1 / 3, "n_test": 30}
+    data["champion"] |= {"metric": "top1", "value": 0.72}
+    for row in data["backbones"]:
+        given = {"low": 0.55, "high": 0.86, "confidence": 0.95}
+        row["interval"] = given if row["backbone"] == "resnet50" else None
+    render_report(data, out)
+    page = _page(out)
+    assert "30 test images can separate differences of about 17% at best." in page.text
+    rows = {r["backbone"]["text"]: r for r in page.table_with("top-1")}
+    assert rows["resnet50"]["top-1"]["note"] == "55.0–86.0%"  # the policy's, not Wilson's
+    assert "top-1 accuracy: the 95% interval compare measured" in page.text
+    assert "top-3: 95% Wilson" not in page.text  # 3 classes: top-3 is trivial
+    assert "Champion: resnet50, best by top-1 accuracy: 0.7200 (95% interval" in page.text

@@ -88,8 +88,16 @@ def interval_note(data: dict[str, Any]) -> str:
     """What the bracketed ranges in the results table are."""
     metric = _metric_column(data["metric"])
     given = [r["interval"] for r in data["backbones"] if r.get("interval")]
-    parts = ["top-1 and top-3: 95% Wilson score intervals on the test images"]
-    if given and metric not in TOP_K:
+    wilson_keys = [k for k in TOP_K if not trivial_top_k(k, data) and not (given and k == metric)]
+    names = {"top1": "top-1", "top3": "top-3"}
+    parts = []
+    if wilson_keys:
+        keys = " and ".join(names[k] for k in wilson_keys)
+        parts.append(
+            f"{keys}: 95% Wilson score interval{'s' if len(wilson_keys) > 1 else ''} "
+            "on the test images"
+        )
+    if given:
         conf = float(given[0].get("confidence", 0.95))
         parts.append(
             f"{METRIC_LABELS.get(metric, metric)}: the {conf:.0%} interval compare measured"
@@ -118,7 +126,9 @@ def resolution_line(data: dict[str, Any], n: int | None) -> str:
     if isinstance(given, dict) and given.get("text"):
         return str(given["text"])
     if isinstance(given, (int, float)) and not isinstance(given, bool) and n:
-        return f"On {n} test images, differences below about {given:.3f} cannot be told apart."
+        # compare's policy: the smallest share of images by which two models can differ and
+        # be told apart at its confidence (at best: the better one right wherever they differ)
+        return f"{n} test images can separate differences of about {given:.0%} at best."
     if not n:
         return ""
     low, high = wilson(0.5, n)
