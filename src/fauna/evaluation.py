@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fauna.dataset import MANIFEST, PREPROCESS_INFO, SOURCE, read_classes, read_json, read_manifest
+from fauna.dataset import PREPROCESS_INFO, SOURCE, read_classes, read_json
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ INFERENCE_BATCH = 64
 LOSS_EPSILON = 1e-7
 # The evaluate step's output file that every later step reads.
 METRICS = "metrics.json"
-# Its thumbnails of misclassified test images (a folder) and their index (<name>.json).
-MISCLASSIFIED = "misclassified"
 
 # The guard. A model is flagged as degenerate when (with >= 2 classes in the test split):
 # - it predicts one class for every test image; or
@@ -152,6 +150,8 @@ def with_features(model: Any) -> Any:
 
 def split_batches(data_dir: Path, split: str) -> int | None:
     """Inference batches in a split, by the manifest (a progress bar's total); None if unknown."""
+    from fauna.dataset import MANIFEST, read_manifest
+
     path = Path(data_dir) / MANIFEST
     n = sum(r.get("split") == split for r in read_manifest(path)) if path.is_file() else 0
     return math.ceil(n / INFERENCE_BATCH) if n else None

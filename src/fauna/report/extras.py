@@ -19,9 +19,10 @@ from typing import Any
 
 from fauna.artifact import HISTORY_JSON
 from fauna.dataset import read_json
-from fauna.evaluation import MISCLASSIFIED
 
 PER_CLASS_CSV = "per_class.csv"
+# evaluate's thumbnails of misclassified test images (a folder) and their index (<name>.json)
+MISCLASSIFIED = "misclassified"
 # The history keys the combined learning curves show (train, and val_ for validation).
 CURVE_KEYS = ("loss", "accuracy")
 

@@ -31,16 +31,10 @@ import numpy as np
 from fauna.artifact import model_info
 from fauna.config import Config, EvaluateConfig
 from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
-from fauna.evaluation import (
-    METRICS,
-    MISCLASSIFIED,
-    EvaluationError,
-    Scored,
-    read_source,
-    score_model,
-)
+from fauna.evaluation import METRICS, EvaluationError, Scored, read_source, score_model
 from fauna.metrics import METRIC_KEYS
 from fauna.outputs import require_output, step_output
+from fauna.report.extras import MISCLASSIFIED
 
 log = logging.getLogger(__name__)
 
