@@ -28,10 +28,11 @@ def train(
     The train knobs (batch_size ... backbone_overrides, `fauna.knobs.TRAIN_KNOBS`) are run
     parameters; `train_settings` lays them over the compiled section.
     """
+    given = dict(locals())  # the parameters (nothing else is defined yet)
     from pathlib import Path
 
     from fauna import logs
-    from fauna.knobs import train_settings
+    from fauna.knobs import TRAIN_KNOBS, train_settings
     from fauna.steps.train import train_backbone
 
     logs.configure()
@@ -42,18 +43,7 @@ def train(
         Path(data.path),
         Path(model.path),
         backbone,
-        train_settings(
-            train_config,
-            {
-                "batch_size": batch_size,
-                "learning_rate": learning_rate,
-                "fine_tune_learning_rate": fine_tune_learning_rate,
-                "scratch_learning_rate": scratch_learning_rate,
-                "fine_tune_layers": fine_tune_layers,
-                "weights": weights,
-                "backbone_overrides": backbone_overrides,
-            },
-        ),
+        train_settings(train_config, {k.name: given[k.name] for k in TRAIN_KNOBS}),
         epochs=epochs or None,
         checkpoint_uri=checkpoint_uri,
     )

@@ -14,14 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fauna.config import AUGMENT_MODES, Config, ConfigError, TrainConfig, load_config
+from fauna.config import AUGMENT_MODES, Config, ConfigError, TrainConfig
 from fauna.metrics import CHAMPION_METRICS
 
 # KFP parameter type names as the compiled YAML and the UI show them.
@@ -162,8 +158,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "backbone_overrides",
         dict,
-        'per-backbone settings, e.g. {"resnet50": {"batch_size": 32}}; they win over '
-        "the knobs above only where they differ from the configured ones",
+        'per-backbone settings as JSON, e.g. {"resnet50": {"batch_size": 32}}: an entry '
+        "you change or add wins for its backbone; a knob you change wins over the entries "
+        "you left as configured",
         "train.overrides",
     ),
     Knob(
@@ -184,6 +181,7 @@ KNOBS: tuple[Knob, ...] = (
 BY_NAME = {knob.name: knob for knob in KNOBS}
 # The pipeline parameters, in the order the KFP UI shows them.
 RUN_KNOBS = tuple(knob for knob in KNOBS if not knob.compiled)
+_OVERRIDES = "backbone_overrides"  # the knob holding `train.overrides`
 # Knobs that set one training setting (`train.X` of BackboneTrainConfig) or the overrides.
 TRAIN_KNOBS = tuple(
     knob
@@ -251,18 +249,18 @@ def train_settings(section: dict[str, Any], values: dict[str, Any]) -> TrainConf
     """The train section a run trains with: the compiled `section` plus the knob `values`.
 
     A knob whose value differs from the section's applies to every backbone, unless an
-    entry of the `backbone_overrides` knob that differs from the section's sets it for one backbone
-    (the precedence `--set train.X` has). The values travel as `--set` overrides into
-    `load_config`, above the section (as a config file), so config loading merges them.
+    entry of the `backbone_overrides` knob that differs from the section's sets it for
+    its backbone (the precedence `--set train.X` has). The values travel as dotted
+    `--set` overrides, merged by the config model above the section.
     """
-    user_overrides = _normalized(values.get("backbone_overrides", section.get("overrides", {})))
+    user_overrides = _normalized(values.get(_OVERRIDES, section.get("overrides", {})))
     compiled_overrides = _normalized(section.get("overrides", {}))
     changed = {
         knob.path: values[knob.name]
         for knob in TRAIN_KNOBS
-        if knob.name != "backbone_overrides"
+        if knob.type is not dict
         and knob.name in values
-        and values[knob.name] != section.get(knob.name)
+        and values[knob.name] != section.get(_key(knob))
     }
     explicit = {
         f"train.overrides.{name}.{key}": value
@@ -276,10 +274,15 @@ def train_settings(section: dict[str, Any], values: dict[str, Any]) -> TrainConf
         name: {k: v for k, v in settings.items() if k not in keys or f"{name}.{k}" in kept}
         for name, settings in user_overrides.items()
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.yaml"
-        path.write_text(yaml.safe_dump({"train": {**section, "overrides": base}}))
-        return load_config(path, overrides={**changed, **explicit}).train
+    # The section is the base as a whole (a file layer would merge the code's default
+    # overrides back in); the knobs are `--set` overrides on top of it.
+    base_cfg = Config.from_dict({"train": {**section, "overrides": base}})
+    return base_cfg.merged(_nested({**changed, **explicit})).train
+
+
+def _key(knob: Knob) -> str:
+    """The setting's name in its section (`train.learning_rate` -> learning_rate)."""
+    return (knob.path or knob.name).split(".", 1)[-1]
 
 
 def _normalized(overrides: Any) -> dict[str, dict[str, Any]]:
@@ -291,20 +294,14 @@ def _normalized(overrides: Any) -> dict[str, dict[str, Any]]:
 def markdown_table(cfg: Config | None = None) -> str:
     """The knob table of docs/pipeline.md (generated; a test keeps the doc current)."""
     cfg = cfg or Config()
-    rows = [
-        "| knob | flag | type | what | default (from) |",
-        "|---|---|---|---|---|",
-    ]
+    rows = ["| knob | flag | type | what | default |", "|---|---|---|---|---|"]
     for knob in KNOBS:
-        default = json.dumps(knob.default_in(cfg))
-        origin = f"`{knob.path}`" if knob.path else "its own"
         what = knob.help + (f": {', '.join(knob.choices)}" if knob.choices else "")
         kind = _TYPE_WORDS[knob.type] + (" (compiled)" if knob.compiled else "")
-        rows.append(
-            f"| `{knob.name}` | `{knob.flag}` | {kind} | {what} | {_cell(default)} ({origin}) |"
-        )
+        if knob.type is dict:  # a table: params.yaml shows it better than one cell
+            default = f"`{knob.path}` of params.yaml"
+        else:
+            value = "`" + json.dumps(knob.default_in(cfg)).replace("|", "\\|") + "`"
+            default = f"{value} (`{knob.path}`)" if knob.path else value
+        rows.append(f"| `{knob.name}` | `{knob.flag}` | {kind} | {what} | {default} |")
     return "\n".join(rows)
-
-
-def _cell(text: str) -> str:
-    return "`" + text.replace("|", "\\|") + "`"
