@@ -125,7 +125,7 @@ def _cron_value(token: str, index: int) -> int | None:
 
 def check_cluster_source(cfg: Config, knobs: dict[str, Any] | None) -> None:
     """A pod cannot read a path on this machine: refuse before anything is uploaded."""
-    from fauna.steps.ingest_sources import source_kind
+    from fauna.sources import source_kind
 
     source = (knobs or {}).get("source") or cfg.data.source
     if source_kind(source) == "local":

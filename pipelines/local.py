@@ -32,7 +32,7 @@ from typing import Any
 from fauna import knobs, storage
 from fauna.config import Config
 from fauna.errors import FaunaError
-from fauna.steps.ingest_sources import kaggle_credentials_found
+from fauna.sources import kaggle_credentials_found
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,14 @@ from fauna.components.train import train
 from fauna.components.tsne import tsne
 from fauna.config import Config, PipelineConfig, section_dict
 from fauna.knobs import RUN_KNOBS, TRAIN_KNOBS, run_arguments
+from fauna.sources import secret_env_keys
 
 PIPELINE_NAME = "fauna"
 DESCRIPTION = "Train and compare CNN backbones on animal photos; publish the best."
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SETTINGS_KEYS = ("S3_ENDPOINT_URL",)
-KAGGLE_ENV_KEYS = ("KAGGLE_USERNAME", "KAGGLE_KEY")
+# What the sources read from the (optional) source Secret: from the table in fauna.sources.
+KAGGLE_ENV_KEYS = secret_env_keys()
 
 
 def _signature(defaults: dict[str, Any]) -> inspect.Signature:
