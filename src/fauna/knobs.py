@@ -28,6 +28,7 @@ KFP_TYPES = {
     list: "LIST",
     dict: "STRUCT",
 }
+_METAVARS = {int: "N", float: "X", list: "A,B", dict: "JSON"}
 _TYPE_WORDS = {str: "string", int: "integer", float: "number", list: "list", dict: "JSON object"}
 
 
@@ -95,13 +96,18 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "source",
         str,
-        "where ingest reads the data: kaggle:owner/name, s3://..., https://... "
-        "(a local folder or archive in local runs)",
+        "where ingest reads the data: kaggle:owner/name, s3://bucket/prefix, an http(s) "
+        "URL; in local runs also a folder, an archive or a label CSV",
         path="data.source",
         env="DATA",
     ),
     Knob(
-        "backbones", list, "the backbones trained in parallel", "train.backbones", env="BACKBONES"
+        "backbones",
+        list,
+        "the backbones trained in parallel (as a flag: comma-separated, e.g. "
+        "resnet50,efficientnetv2b0)",
+        "train.backbones",
+        env="BACKBONES",
     ),
     Knob(
         "image_size",
@@ -214,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, from_env: bool = False) ->
             type=knob.parse,
             choices=knob.choices or None,
             default=text or None,  # argparse applies `type` to a string default
-            metavar=None if knob.choices else knob.name.upper(),
+            metavar=None if knob.choices else _METAVARS.get(knob.type, knob.name.upper()),
             help=knob.help + (f" (${knob.env})" if from_env and knob.env else ""),
         )
 
