@@ -56,6 +56,8 @@ def docker_problem() -> str | None:
         )
     except subprocess.TimeoutExpired:
         return "`docker version` did not answer within 60 s"
+    except FileNotFoundError:
+        return "bash is not installed (the BuildKit check is a bash script)"
     if done.returncode == 0:
         return None
     lines = done.stderr.strip().splitlines() or [f"the BuildKit check exited {done.returncode}"]

@@ -65,7 +65,7 @@ def test_a_route_is_chosen_only_when_all_its_prerequisites_hold(
     assert "\n" not in reason
 
 
-def test_an_explicit_backend_is_kept_or_fails_in_one_line(tmp_path, bare_path, monkeypatch):
+def test_an_explicit_backend_is_kept_or_fails_in_one_line(tmp_path, bare_path, monkeypatch, capfd):
     monkeypatch.setenv("PATH", _fake_path(tmp_path, bare_path, docker=True, kind=False))
     monkeypatch.delenv("DOCKER", raising=False)
     for key, value in (("CLIENT", "28.2.2"), ("SERVER", "28.2.2"), ("BUILDX", "")):
@@ -73,6 +73,12 @@ def test_an_explicit_backend_is_kept_or_fails_in_one_line(tmp_path, bare_path, m
     with pytest.raises(FaunaError, match="BACKEND=docker cannot run here: .*buildx") as failed:
         local.choose_backend("docker")
     assert "\n" not in str(failed.value)
+    # Through the command: one line, exit 2, before any run folder is made.
+    capfd.readouterr()
+    assert main(["local-run", "--backend", "docker", "--runs-dir", str(tmp_path / "r")]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"fauna local-run: error: {failed.value}"]
+    assert not (tmp_path / "r").exists()
     assert local.choose_backend("embedded") == ("embedded", "requested with BACKEND")
     assert local.choose_backend("kind")[0] == "kind"  # the kind script checks for itself
     monkeypatch.setenv("BUILDX", "yes")
