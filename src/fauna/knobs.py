@@ -6,7 +6,7 @@ docs/pipeline.md (`markdown_table`, kept current by a test). A knob's default is
 value at its config path (params.yaml), so `--config`/`--profile`/`--set` move it.
 
 Adding a knob: one entry here; a train knob (a `train.X` setting) also needs its
-parameter in `components/train.py` (a test says so).
+parameter in `components/train.py` (compiling fails until it is there).
 """
 
 from __future__ import annotations
