@@ -252,6 +252,17 @@ class PipelineConfig:
 
 
 @dataclass
+class ModelRegistryConfig:
+    # Kubeflow Model Registry REST endpoint: publish registers every model of a run there
+    # (fauna.registry). "" = off; the MODEL_REGISTRY_URL environment variable overrides it.
+    # In a cluster: http://model-registry-service.kubeflow.svc.cluster.local:8080
+    url: str = ""
+    author: str = "fauna"
+    # Per registry call; a registry that does not answer never holds publish up longer.
+    timeout_seconds: float = 30.0
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -262,6 +273,7 @@ class Config:
     tsne: TsneConfig = field(default_factory=TsneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model_registry: ModelRegistryConfig = field(default_factory=ModelRegistryConfig)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -499,6 +511,7 @@ def _check(cfg: Config) -> None:
         f"got {cfg.compare.champion_metric!r}",
     )
     _check_train(cfg.train)
+    need(cfg.model_registry.timeout_seconds > 0, "model_registry.timeout_seconds must be > 0")
 
 
 def _check_train(train: TrainConfig) -> None:
