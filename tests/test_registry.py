@@ -237,3 +237,36 @@ def test_register_of_an_unknown_run_is_one_line(s3, monkeypatch, capsys):
         assert cli.main(["register", "--run", "nope", "--set", f"pipeline.bucket={s3}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"s3://{s3}/runs/nope/publish.json not found" in err
+
+
+def test_chart_turns_the_registry_on_for_the_publish_step(tmp_path):
+    """modelRegistry.enabled puts the URL in the params the CronJob submits; the compiled
+    pipeline then gives it to the publish step (and to no other step)."""
+    import test_chart as tc
+    import yaml
+    from helm_python import Chart
+    from kfp import compiler
+
+    from fauna.config import load_config
+    from fauna.pipelines.pipeline import build_pipeline
+
+    url = "http://model-registry-service.kubeflow.svc.cluster.local:8080"
+    with Chart.load(tc.CHART) as chart:
+        off = tc.named(tc.objects(tc.render(chart)), "ConfigMap", "fauna-params")
+        on = tc.named(
+            tc.objects(tc.render(chart, {"modelRegistry": {"enabled": True}})),
+            "ConfigMap",
+            "fauna-params",
+        )
+    assert "model_registry" not in yaml.safe_load(off["data"]["params.yaml"])
+    (tmp_path / "params.yaml").write_text(on["data"]["params.yaml"])
+    cfg = load_config(tmp_path / "params.yaml")
+    assert cfg.model_registry.url == url
+    compiler.Compiler().compile(build_pipeline(cfg), str(tmp_path / "p.yaml"))
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    envs = {
+        name: executor["container"].get("env")
+        for name, executor in spec["deploymentSpec"]["executors"].items()
+    }
+    assert envs.pop("exec-publish") == [{"name": "MODEL_REGISTRY_URL", "value": url}]
+    assert not any(envs.values())
