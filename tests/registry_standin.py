@@ -291,3 +291,18 @@ def _handler(registry: StandinRegistry) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_PATCH = _serve
 
     return Handler
+
+
+if __name__ == "__main__":  # by hand: MODEL_REGISTRY_URL=<printed URL> make local-run
+    import sys
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
+    standin = StandinRegistry()
+    standin.server.server_close()
+    standin.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(standin))
+    print(f"stand-in Model Registry at http://127.0.0.1:{port} (Ctrl-C: list and stop)")
+    try:
+        standin.server.serve_forever()
+    except KeyboardInterrupt:
+        for name, version in standin.versions().items():
+            print(name, "champion" if version["props"].get("champion") == "true" else "")
