@@ -128,9 +128,10 @@ class Store:
         raise ApiError(404, "Not Found", f"no {kind[:-1]} found for {query}")
 
 
-def page(records: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
-    """One page of a list, with the server's nextPageToken (an offset here)."""
-    size = int(query.get("pageSize") or 100)
+def page(records: list[dict[str, Any]], query: dict[str, str], default: int) -> dict[str, Any]:
+    """One page of a list, with the server's nextPageToken (an offset here; "" after the
+    last page, and a request without a token starts over: the client's Pager relies on it)."""
+    size = int(query.get("pageSize") or default)
     start = int(query.get("nextPageToken") or 0)
     items = records[start : start + size]
     more = start + size < len(records)
@@ -145,7 +146,8 @@ def page(records: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]
 class StandinRegistry:
     """The server: `url` for the client, `requests` as received, `refuse_with(status)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, page_size: int = 100) -> None:
+        self.page_size = page_size  # the server's default page size
         self.store = Store()
         self.requests: list[tuple[str, str, Any]] = []
         self.statuses: list[int] = []
@@ -245,7 +247,7 @@ class StandinRegistry:
         return body
 
     def _list(self, kind: str, records: list, query: dict, model: type) -> dict:
-        body = page([self._out(kind, r) for r in records], query)
+        body = page([self._out(kind, r) for r in records], query, self.page_size)
         model.from_dict(body)
         return body
 

@@ -98,6 +98,30 @@ def test_a_registry_that_never_answers_is_bounded():
     assert registry.one_line(err.value) == "no answer in time"
 
 
+def test_datasets_sharing_a_name_and_the_champion_across_pages():
+    """Two datasets named alike get two models; marking walks every page of versions."""
+    a, b = {"name": "tiny", "key": "data-a"}, {"name": "tiny", "key": "data-b"}
+    with StandinRegistry(page_size=2) as server:
+        reg = registry.Registry(server.url, Config())
+        try:
+            assert reg.registered_model(a) == ("tiny", None)
+            for n in range(5):
+                spec = registry.VersionSpec(f"b{n}", f"r/b{n}", f"s3://x/b{n}/export", "", {})
+                reg.put_version("tiny", spec)
+            reg.describe("tiny", a)
+            assert reg.registered_model(a)[0] == "tiny"
+            assert reg.registered_model(b) == ("tiny (data-b)", None)
+            assert reg.mark_champion("tiny", "r/b4", "t1") is not None
+            assert reg.mark_champion("tiny", "r/b1", "t2") is not None
+            assert reg.mark_champion("tiny", "r/gone", "t3") is None  # not registered
+        finally:
+            reg.close()
+        props = {name: v["props"] for name, v in server.versions().items()}
+    assert props["r/b4"]["champion"] == "false" and props["r/b4"]["promoted_at"] == "t1"
+    assert props["r/b1"]["champion"] == "false" and props["r/b1"]["promoted_at"] == "t2"
+    assert [n for n, p in props.items() if p.get("champion") == "true"] == []
+
+
 # ---------------------------------------------------------------- through publish_run
 
 

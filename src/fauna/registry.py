@@ -164,37 +164,39 @@ class Registry:
         except BaseException:
             self.loop.close()
             raise
-        self.api = self.client._api  # finds by name and lists: the client's REST layer
 
     def close(self) -> None:
         self.loop.close()
 
-    def registered_model(self, dataset: dict[str, Any]) -> Any:
-        """The dataset's RegisteredModel (created on first use); its name shows the dataset."""
-        from model_registry.types import RegisteredModel
+    def registered_model(self, dataset: dict[str, Any]) -> tuple[str, Any]:
+        """The name of the dataset's RegisteredModel, and the model when it exists already.
 
+        Its name is the dataset's display name; when that name belongs to another dataset
+        (by `dataset_key`), "<name> (<key>)".
+        """
         for name in (dataset["name"], f"{dataset['name']} ({dataset['key']})"):
-            found = self.client.async_runner(self.api.get_registered_model_by_params(name=name))
-            if found is None:
-                created = RegisteredModel(
-                    name=name,
-                    owner=self.client._author,
-                    description=f"fauna models of dataset {dataset['name']} ({dataset['key']})",
-                    custom_properties={
-                        "dataset_key": dataset["key"],
-                        "num_classes": int(dataset.get("num_classes") or 0),
-                    },
-                )
-                return self.client.async_runner(self.api.upsert_registered_model(created))
-            if found.custom_properties.get("dataset_key") == dataset["key"]:
-                return found
+            found = self.client.get_registered_model(name)
+            if (
+                found is None
+                or (found.custom_properties or {}).get("dataset_key") == dataset["key"]
+            ):
+                return name, found
         raise RegistryError(f"registered models {dataset['name']!r} belong to other datasets")
 
-    def put_version(self, rm: Any, spec: VersionSpec) -> Any:
-        """Create the version and its artifact, or update the properties of one already there."""
-        from model_registry.types import ModelArtifact, ModelVersion
+    def describe(self, name: str, dataset: dict[str, Any]) -> Any:
+        """Say on a new RegisteredModel which dataset it is (the UI shows both)."""
+        rm = self.client.get_registered_model(name)
+        rm.description = f"fauna models of dataset {dataset['name']} ({dataset['key']})"
+        rm.custom_properties = {
+            **(rm.custom_properties or {}),
+            "dataset_key": dataset["key"],
+            "num_classes": int(dataset.get("num_classes") or 0),
+        }
+        return self.client.update(rm)
 
-        found = self.client.async_runner(self.api.get_model_version_by_params(rm.id, spec.name))
+    def put_version(self, name: str, spec: VersionSpec) -> Any:
+        """Register the version (and its artifact), or update one registered before."""
+        found = self.client.get_model_version(name, spec.name) if self.exists(name) else None
         if found is not None:  # registered before (a backfill, a retried publish)
             old = dict(found.custom_properties or {})
             found.custom_properties = {
@@ -203,50 +205,37 @@ class Registry:
                 CHAMPION: old.get(CHAMPION, "false"),
             }
             return self.client.update(found)
-        version = self.client.async_runner(
-            self.api.upsert_model_version(
-                ModelVersion(
-                    name=spec.name,
-                    author=self.client._author,
-                    description=spec.description,
-                    custom_properties=spec.properties,
-                ),
-                rm.id,
-            )
-        )
-        artifact = ModelArtifact(
-            name=spec.name,
-            uri=spec.uri,
+        self.client.register_model(
+            name,
+            spec.uri,
             model_format_name=MODEL_FORMAT,
             model_format_version=MODEL_FORMAT_VERSION,
-            description=f"SavedModel export of {spec.backbone}",
+            version=spec.name,
+            version_description=spec.description,
+            metadata=spec.properties,
         )
-        self.client.async_runner(self.api.upsert_model_version_artifact(artifact, version.id))
-        return version
+        return self.client.get_model_version(name, spec.name)
 
-    def mark_champion(self, rm: Any, name: str, promoted_at: str) -> str | None:
+    def exists(self, name: str) -> bool:
+        return self.client.get_registered_model(name) is not None
+
+    def mark_champion(self, name: str, version_name: str, promoted_at: str) -> str | None:
         """`champion=true` on that version, `false` on every other one that says true."""
-        from model_registry.types import ListOptions
-
-        options, marked = ListOptions(limit=100), None
-        while True:
-            versions = self.client.async_runner(self.api.get_model_versions(rm.id, options))
-            for version in versions:
-                props = dict(version.custom_properties or {})
-                if version.name == name:
-                    if props.get(CHAMPION) == "true" and props.get("promoted_at") == promoted_at:
-                        marked = version.id
-                        continue
-                    props.update({CHAMPION: "true", "promoted_at": promoted_at})
-                    marked = version.id
-                elif props.get(CHAMPION) == "true":
-                    props.update({CHAMPION: "false", "replaced_at": champion.now_stamp()})
-                else:
+        marked = None
+        for version in list(self.client.get_model_versions(name)):
+            props = dict(version.custom_properties or {})
+            if version.name == version_name:
+                marked = version.id
+                if props.get(CHAMPION) == "true" and props.get("promoted_at") == promoted_at:
                     continue
-                version.custom_properties = props
-                self.client.update(version)
-            if not options.next_page_token:
-                return marked
+                props.update({CHAMPION: "true", "promoted_at": promoted_at})
+            elif props.get(CHAMPION) == "true":
+                props.update({CHAMPION: "false", "replaced_at": champion.now_stamp()})
+            else:
+                continue
+            version.custom_properties = props
+            self.client.update(version)
+        return marked
 
 
 # ------------------------------------------------------------------------ registering
@@ -287,9 +276,11 @@ def register_run(
     except Exception as exc:  # connection refused, HTTP errors, timeouts: one line
         raise RegistryError(f"model registry at {url}: {one_line(exc)}") from None
     try:
-        rm = registry.registered_model(published["dataset"])
-        versions = {spec.name: registry.put_version(rm, spec).id for spec in specs}
-        marked = registry.mark_champion(rm, *current) if current else None
+        name, rm = registry.registered_model(published["dataset"])
+        versions = {spec.name: registry.put_version(name, spec).id for spec in specs}
+        if rm is None:
+            rm = registry.describe(name, published["dataset"])
+        marked = registry.mark_champion(name, *current) if current else None
     except RegistryError:
         raise
     except Exception as exc:
