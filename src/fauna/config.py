@@ -255,13 +255,10 @@ class PipelineConfig:
 
 @dataclass
 class ModelRegistryConfig:
-    # Kubeflow Model Registry REST endpoint: publish registers every model of a run there
-    # (fauna.registry). "" = off; the MODEL_REGISTRY_URL environment variable overrides it.
-    # In a cluster: http://model-registry-service.kubeflow.svc.cluster.local:8080
+    # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides (fauna.registry)
     url: str = ""
     author: str = "fauna"
-    # Per registry call; a registry that does not answer never holds publish up longer.
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = 30.0  # per call: a silent registry never holds publish up
 
 
 @dataclass
@@ -514,7 +511,6 @@ def _check(cfg: Config) -> None:
     )
     need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
-    need(cfg.model_registry.timeout_seconds > 0, "model_registry.timeout_seconds must be > 0")
 
 
 def _check_train(train: TrainConfig) -> None:
