@@ -204,6 +204,8 @@ def build_pipeline(cfg: Config):
         )
         # Publishing moves the champion pointer: it must run every time.
         publish_task.set_caching_options(False)
+        if cfg.model_registry.url:  # publish registers every model there (fauna.registry)
+            publish_task.set_env_variable("MODEL_REGISTRY_URL", cfg.model_registry.url)
         return publish_task.outputs["published"]
 
     fauna_pipeline.__signature__ = _signature(run_arguments(cfg))  # type: ignore[attr-defined]
