@@ -12,6 +12,7 @@ step.
 """
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -27,6 +28,7 @@ from fauna.components.train import train
 from fauna.components.tsne import tsne
 from fauna.config import AUGMENT_MODES, Config, PipelineConfig, section_dict
 from fauna.metrics import CHAMPION_METRICS
+from fauna.pipelines.kfp_objects import source_revision
 
 PIPELINE_NAME = "fauna"
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -218,6 +220,7 @@ def build_pipeline(cfg: Config):
                 bucket=p.bucket,
                 evaluate_config=sections["evaluate"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                git_sha=source_revision(Path(__file__).resolve().parent),
                 report=compare_task.outputs["report"],
                 models=dsl.Collected(model),
                 data=data,

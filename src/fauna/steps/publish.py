@@ -458,6 +458,36 @@ def _record(
     log.info(f"history: {uri}")
 
 
+def champion_after(result: PublishResult, bucket: str) -> dict[str, Any] | None:
+    """The dataset's champion once this run's decision is made, as the pipeline's `champion`
+    Model output describes it (None when the dataset has none): where its SavedModel
+    export is, what it scored, which run made it, and whether this run promoted or kept it.
+    """
+    from fauna.artifact import EXPORT_DIR
+
+    found = champion.read_pointer(bucket, result.dataset["key"])
+    if found is None or not found[0].get("model_uri"):
+        return None
+    pointer = found[0]
+    model_uri = str(pointer["model_uri"]).rstrip("/")
+    mine = pointer.get("run_id") == result.run_id
+    return {
+        "export_uri": f"{model_uri}/{EXPORT_DIR}",
+        "model_uri": model_uri,
+        "dataset": result.dataset["key"],
+        "dataset_name": result.dataset.get("name", ""),
+        "backbone": pointer.get("backbone", ""),
+        "metric": pointer.get("metric", ""),
+        "value": pointer.get("value"),
+        "run_id": pointer.get("run_id", ""),
+        "decided_by_run": result.run_id,
+        "promoted": bool(result.promotion.promoted and mine),
+        "decision": "promoted" if result.promotion.promoted and mine else "kept",
+        "reason": result.promotion.reason,
+        "pointer_uri": result.champion_uri,
+    }
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
