@@ -322,3 +322,57 @@ def test_a_promotion_is_served_without_dropping_requests(
     got = [[(t["label"], t["probability"]) for t in p["top"]] for p in answer["predictions"]]
     assert [[label for label, _ in top] for top in got] == [[lb for lb, _ in t] for t in expected]
     assert "now serving" in server.log.read_text()
+
+
+@pytest.mark.training
+def test_a_promotion_to_a_broken_model_keeps_serving_the_current_one(
+    s3, models, tmp_path, monkeypatch, caplog
+) -> None:
+    """Fail closed: a pointer naming nothing loadable is one warning per poll, the current
+    model stays; a good pointer afterwards is followed."""
+    from fauna import champion, storage
+    from fauna.config import Config
+    from fauna.serving.predictor import ChampionFollower, load_served
+
+    monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = Config().merged({"pipeline": {"bucket": s3}})
+    key = champion.DatasetId.from_folder(models[0]).key
+    pointer = champion.pointer_uri(s3, key)
+    first, second = (f"s3://{s3}/runs/{r}/models/m" for r in ("r1", "r2"))
+    storage.upload_dir(models[0], first)
+    storage.upload_dir(models[1], second)
+    storage.write_text(pointer, json.dumps({"model_uri": first}))
+    served = load_served("champion", cfg)
+    assert served.source == first
+    swapped = []
+    follower = ChampionFollower(cfg, key, served.source, swapped.append, 0.1)
+    assert follower.check_once() is False  # the pointer names what is served
+
+    storage.write_text(pointer, json.dumps({"model_uri": f"s3://{s3}/runs/gone/models/m"}))
+    follower.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "champion poll failed" not in caplog.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        follower.stop()
+    assert swapped == [] and follower.model_uri == first
+    assert f"still serving {first}" in caplog.text and "nothing found under" in caplog.text
+
+    storage.write_text(pointer, json.dumps({"model_uri": second}))
+    assert follower.check_once() is True
+    assert [s.source for s in swapped] == [second] and follower.check_once() is False
+
+
+def test_without_kserve_serve_is_one_line() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['kserve'] = None\n"  # as if the serve extra were not installed
+        "from fauna.cli import main\n"
+        "sys.exit(main(['serve', '--model', 'somewhere']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "pip install 'fauna[serve]'" in result.stderr
