@@ -180,6 +180,9 @@ def test_v1_and_v2_answers_equal_fauna_predict(server: Server, models, images, c
     status, answer = server.v1(v1_body(files))
     assert status == 200, answer
     assert answer["model_uri"].endswith("runs/r1/models/tiny")
+    # Species names as `fauna predict` prints them ("german+shepherd" -> "german shepherd").
+    shown = {t["label"]: t["name"] for p in answer["predictions"] for t in p["top"]}
+    assert shown == {label: label.replace("+", " ") for label in shown}
     got = [[(t["label"], t["probability"]) for t in p["top"]] for p in answer["predictions"]]
     assert [[label for label, _ in top] for top in got] == [[lb for lb, _ in t] for t in expected]
     for top, want in zip(got, expected, strict=True):

@@ -2,7 +2,8 @@
 
     V1  POST /v1/models/<name>:predict   {"instances": [{"b64": "<JPEG/PNG>"}, ...]}
         (or the raw image as the body, Content-Type image/jpeg or image/png)
-        -> {"predictions": [{"top": [{"label", "probability"}, ...]}, ...], "model_uri"}
+        -> {"predictions": [{"top": [{"label", "name", "probability"}, ...]}, ...],
+            "model_uri"}
     V2  POST /v2/models/<name>/infer     one BYTES input, shape [n] (base64 in JSON, or
         the binary tensor extension) -> outputs `label` (BYTES) and `probability` (FP32),
         both [n, k]
@@ -24,6 +25,7 @@ import uuid
 from typing import Any
 
 from fauna.config import Config
+from fauna.dataset import display_name
 from fauna.errors import FaunaError
 from fauna.serving.predictor import (
     BadRequest,
@@ -166,7 +168,13 @@ def build_model_class(kserve: Any) -> type:
             except BadRequest as exc:
                 raise InvalidInput(str(exc)) from None
             predictions = [
-                {"top": [{"label": label, "probability": p} for label, p in top]} for top in tops
+                {
+                    "top": [
+                        {"label": label, "name": display_name(label), "probability": p}
+                        for label, p in top
+                    ]
+                }
+                for top in tops
             ]
             return {"predictions": predictions, "model_uri": served.source}
 
