@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # checkpoints), Kaggle credentials (ingest) and the log level; nothing else leaks in.
 PASSED_ENV = (
     "S3_ENDPOINT_URL",
+    "MODEL_REGISTRY_URL",  # optional: publish registers the run there (fauna.registry)
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -82,7 +83,7 @@ def build_image() -> str:
     ref = subprocess.run(
         [*make, "-s", "image-ref-cpu"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    print(f"image: building {ref} (make image-cpu)")
+    log.info("image: building %s (make image-cpu)", ref)
     done = subprocess.run([*make, "image-cpu", f"TAG={ref.rsplit(':', 1)[1]}"], check=False)
     if done.returncode != 0:
         raise DockerRunError(f"building {ref} failed (make image-cpu exited {done.returncode})")

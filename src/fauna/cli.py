@@ -98,6 +98,12 @@ def _publish():
     return publish.add_arguments, publish.run
 
 
+def _register():
+    from fauna import registry
+
+    return registry.add_arguments, registry.run
+
+
 def _compile():
     from fauna.pipelines import cli
 
@@ -147,6 +153,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("top-3 species for images with a trained model", _predict),
     "publish": Command("upload a run to S3 and promote the champion if better", _publish),
     "serve": Command("serve the champion (or a model) over KServe's V1/V2 protocols", _serve),
+    "register": Command("register a published run in the Kubeflow Model Registry", _register),
     "compile": Command("compile the KFP pipeline to YAML", _compile),
     "submit": Command("submit the pipeline to a Kubeflow cluster", _submit),
     "schedule": Command("schedule recurring retraining on a Kubeflow cluster", _schedule),

@@ -243,12 +243,22 @@ class PipelineConfig:
     step_memory: str = "4Gi"
     step_timeout_seconds: int = 4 * 3600
     train_timeout_seconds: int = 24 * 3600
+    # Backbones trained at once (`dsl.ParallelFor` parallelism; 0 = all at once).
+    parallelism: int = 0
     # `fauna submit --wait` (and the chart's CronJob) retries a failed run this many
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
     run_retries: int = 2
     s3_secret: str = "fauna-s3"
     kaggle_secret: str = "fauna-kaggle"
+
+
+@dataclass
+class ModelRegistryConfig:
+    # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides (fauna.registry)
+    url: str = ""
+    author: str = "fauna"
+    timeout_seconds: float = 30.0  # per call: a silent registry never holds publish up
 
 
 @dataclass
@@ -262,6 +272,7 @@ class Config:
     tsne: TsneConfig = field(default_factory=TsneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model_registry: ModelRegistryConfig = field(default_factory=ModelRegistryConfig)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -498,6 +509,7 @@ def _check(cfg: Config) -> None:
         f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
         f"got {cfg.compare.champion_metric!r}",
     )
+    need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
 
 

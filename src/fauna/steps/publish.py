@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fauna import champion, storage
+from fauna import champion, registry, storage
 from fauna.artifact import TRAIN_INFO, model_info
 from fauna.champion import ChampionError, DatasetId
 from fauna.config import Config
@@ -410,7 +410,10 @@ def publish_run(
             artifacts(promotion)
         _record(bucket, dataset, run_id, decider, promotion, rounds)
     log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
-    return replace(base, promotion=promotion)
+    result = replace(base, promotion=promotion)
+    # The registry mirrors the decision (optional; a failure there is one warning line).
+    registry.after_publish(result.to_dict(), cfg, candidate and candidate["test_split_signature"])
+    return result
 
 
 def _promote(
