@@ -12,6 +12,7 @@ step.
 """
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -27,6 +28,7 @@ from fauna.components.train import train
 from fauna.components.tsne import tsne
 from fauna.config import Config, PipelineConfig, section_dict
 from fauna.knobs import RUN_KNOBS, TRAIN_KNOBS, run_arguments
+from fauna.pipelines.kfp_objects import source_revision
 from fauna.sources import secret_env_keys
 
 PIPELINE_NAME = "fauna"
@@ -195,6 +197,7 @@ def build_pipeline(cfg: Config):
                 bucket=p.bucket,
                 evaluate_config=sections["evaluate"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                git_sha=source_revision(Path(__file__).resolve().parent),
                 report=compare_task.outputs["report"],
                 models=dsl.Collected(model),
                 data=data,

@@ -266,6 +266,45 @@ def record_move(
     return uri
 
 
+def summary(pointer: dict[str, Any]) -> dict[str, Any]:
+    """What a history entry or the next pointer keeps of a champion."""
+    keys = ("run_id", "backbone", "metric", "value", "model_uri", "promoted_at")
+    return {k: pointer.get(k) for k in keys}
+
+
+def move_entry(
+    pointer: dict[str, Any], decision: dict[str, Any], rounds: int | None
+) -> dict[str, Any]:
+    """The history entry of the move to `pointer`, with the decision that made it."""
+    return {
+        "run_id": pointer["run_id"],
+        "decided_at": pointer.get("promoted_at"),
+        **decision,
+        "moved_pointer": True,
+        "rounds": rounds,
+        "candidate": summary(pointer),
+        "replaced": pointer.get("previous"),
+    }
+
+
+def record_later(bucket: str, dataset_key: str, pointer: dict[str, Any]) -> str:
+    """The move to `pointer`, recorded from the pointer alone if its entry is missing.
+
+    Its own publish may have died after the move (a lost reply, a kill): a retry of that
+    publish, or the next publish that moves the pointer, writes the entry, once.
+    """
+    known = {
+        "promoted": True,
+        "reason": pointer.get("reason"),
+        "metric": pointer.get("metric"),
+        "candidate_value": pointer.get("value"),
+        "champion_value": None,
+        "already_champion": False,
+        "recorded_later": True,
+    }
+    return record_move(bucket, dataset_key, pointer, move_entry(pointer, known, None))
+
+
 def read_history(bucket: str, dataset_key: str) -> list[dict[str, Any]]:
     """Every history entry of a dataset, oldest first."""
     from fauna import storage

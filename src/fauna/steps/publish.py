@@ -47,6 +47,7 @@ from typing import Any
 from fauna import champion, registry, storage
 from fauna.artifact import TRAIN_INFO, model_info
 from fauna.champion import ChampionError, DatasetId
+from fauna.champion import summary as _summary
 from fauna.config import Config
 from fauna.dataset import MANIFEST, read_json, read_manifest, write_json
 from fauna.errors import FaunaError, TransientError
@@ -180,11 +181,6 @@ def _rescore(model_uri: str, data_dir: Path, cfg: Config) -> tuple[float, str | 
     if value is None:
         raise PublishError(f"the champion has no {metric} on this run's test split")
     return value, scored.metrics["degenerate_reason"]
-
-
-def _summary(pointer: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "backbone", "metric", "value", "model_uri", "promoted_at")
-    return {k: pointer.get(k) for k in keys}
 
 
 class Decider:
@@ -495,11 +491,11 @@ def _record(
     current = None if decider is None else decider.current
     if decider is not None and moved and decider.pointer is not None:
         if current is not None and current.get("history_entry"):
-            _record_later(bucket, dataset, current)  # a move its publish could not record
-        entry = _move_entry(decider.pointer, asdict(promotion), rounds)
+            champion.record_later(bucket, dataset.key, current)  # if its publish died first
+        entry = champion.move_entry(decider.pointer, asdict(promotion), rounds)
         uri = champion.record_move(bucket, dataset.key, decider.pointer, entry)
     elif promotion.already_champion and current is not None:
-        uri = _record_later(bucket, dataset, current)
+        uri = champion.record_later(bucket, dataset.key, current)
     else:
         entry = {
             "run_id": run_id,
@@ -514,35 +510,33 @@ def _record(
     log.info(f"history: {uri}")
 
 
-def _record_later(bucket: str, dataset: DatasetId, pointer: dict[str, Any]) -> str:
-    """The move to `pointer`, recorded from the pointer alone if its entry is missing.
-
-    Its own publish may have died after the move (a lost reply, a kill): a retry of that
-    publish, or the next publish that moves the pointer, writes the entry, once.
+def champion_after(result: PublishResult, bucket: str) -> dict[str, Any] | None:
+    """The dataset's champion once this run's decision is made, as the pipeline's `champion`
+    Model output describes it (None when the dataset has none): where its SavedModel
+    export is, what it scored, which run made it, and whether this run promoted or kept it.
     """
-    known = {
-        "promoted": True,
-        "reason": pointer.get("reason"),
-        "metric": pointer.get("metric"),
-        "candidate_value": pointer.get("value"),
-        "champion_value": None,
-        "already_champion": False,
-        "recorded_later": True,
-    }
-    return champion.record_move(bucket, dataset.key, pointer, _move_entry(pointer, known, None))
+    from fauna.artifact import EXPORT_DIR
 
-
-def _move_entry(
-    pointer: dict[str, Any], promotion: dict[str, Any], rounds: int | None
-) -> dict[str, Any]:
+    found = champion.read_pointer(bucket, result.dataset["key"])
+    if found is None or not found[0].get("model_uri"):
+        return None
+    pointer = found[0]
+    model_uri = str(pointer["model_uri"]).rstrip("/")
+    mine = pointer.get("run_id") == result.run_id
     return {
-        "run_id": pointer["run_id"],
-        "decided_at": pointer.get("promoted_at"),
-        **promotion,
-        "moved_pointer": True,
-        "rounds": rounds,
-        "candidate": _summary(pointer),
-        "replaced": pointer.get("previous"),
+        "export_uri": f"{model_uri}/{EXPORT_DIR}",
+        "model_uri": model_uri,
+        "dataset": result.dataset["key"],
+        "dataset_name": result.dataset.get("name", ""),
+        "backbone": pointer.get("backbone", ""),
+        "metric": pointer.get("metric", ""),
+        "value": pointer.get("value"),
+        "run_id": pointer.get("run_id", ""),
+        "decided_by_run": result.run_id,
+        "promoted": bool(result.promotion.promoted and mine),
+        "decision": "promoted" if result.promotion.promoted and mine else "kept",
+        "reason": result.promotion.reason,
+        "pointer_uri": result.champion_uri,
     }
 
 
