@@ -386,7 +386,8 @@ def test_component_and_cli(tmp_path: Path, capsys) -> None:
     assert main([*args, "--set", "compare.champion_metric=top1"]) == 0
     assert json.loads(capsys.readouterr().out)["backbone"] == "resnet50"
     # Top-3 of 3 classes is 1.0 for any model: no model beats no skill, none is champion.
-    assert main([*args, "--set", "compare.champion_metric=top3", "--out", str(tmp_path / "t3")]) == 0
+    top3 = ["--set", "compare.champion_metric=top3", "--out", str(tmp_path / "t3")]
+    assert main([*args, *top3]) == 0
     assert json.loads(capsys.readouterr().out) is None
 
 
