@@ -38,11 +38,17 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def make_dataset_dir(root: Path, synthetic: bool = True, seed: int = 0) -> Path:
-    """A split dataset directory in the fauna.records format, with its JSON files."""
+def make_dataset_dir(
+    root: Path, synthetic: bool = True, seed: int = 0, test_per_class: int | None = None
+) -> Path:
+    """A split dataset directory in the fauna.records format, with its JSON files.
+
+    `test_per_class` enlarges the test split where a test needs evidence between models.
+    """
     rng = random.Random(seed)
     manifest = []
-    for split, per_class in PER_SPLIT.items():
+    sizes = {**PER_SPLIT, **({"test": test_per_class} if test_per_class else {})}
+    for split, per_class in sizes.items():
         with ShardWriter(root / split, per_shard=20) as writer:
             for i in range(per_class):  # interleave classes across shards
                 for idx, name in enumerate(CLASSES):

@@ -31,8 +31,11 @@ import numpy as np
 from fauna.errors import FaunaError
 from fauna.metrics import chance_value, metric_spec, prior_value, score
 
-# Per-image true labels and predicted probabilities of one model on its test split.
+# Per-image true labels and predicted probabilities of one model on its test split
+# (evaluate's output), and the folder of compare's output holding each backbone's
+# (<backbone>.npz), which publish pairs with the champion's.
 PREDICTIONS = "predictions.npz"
+PREDICTIONS_DIR = "predictions"
 
 
 class PolicyError(FaunaError):
@@ -178,6 +181,16 @@ def skill_shortfall(pred: Predictions, metric: str, settings: Any) -> str | None
     )
 
 
+def above_no_skill(pred: Predictions, metric: str, settings: Any) -> str:
+    """The eligibility evidence in words (for a model that passed `skill_shortfall`)."""
+    spec = metric_spec(metric)
+    base = baseline(pred, metric)
+    return (
+        f"{spec.label} {pred.value(metric):.3f} is above no skill ({base.value:.3f}) with "
+        f"{settings.eligibility_confidence:.0%} confidence on {pred.n} test images"
+    )
+
+
 def resolution(n: int, settings: Any) -> float:
     """The smallest difference (as a share of images) that `n` test images can separate.
 
@@ -246,23 +259,16 @@ def challenge(
     label = metric_spec(metric).label
     threshold = f" by more than {c.min_gain:g}" if c.min_gain > 0 else ""
     if c.decisive:
-        return (
-            True,
-            (
-                f"{label} {c.sentence('the champion')}: better{threshold} with "
-                f"{c.confidence:.0%} confidence"
-            ),
-            c,
-        )
-    return (
-        False,
-        (
-            f"{label} {c.sentence('the champion')} — not enough evidence "
-            f"(better{threshold} with {c.confidence:.0%} confidence needed; "
-            f"{resolution_sentence(c.n, settings)})"
-        ),
-        c,
+        reason = f"{label} {c.sentence('the champion')}: better{threshold} with {c.confidence:.0%}"
+        return True, reason + " confidence", c
+    if c.gain <= 0:
+        return False, f"does not beat the champion: {label} {c.sentence('the champion')}", c
+    reason = (
+        f"{label} {c.sentence('the champion')} — not enough evidence "
+        f"(better{threshold} with {c.confidence:.0%} confidence needed; "
+        f"{resolution_sentence(c.n, settings)})"
     )
+    return False, reason, c
 
 
 # ----------------------------------------------------------- choosing in one run
@@ -331,13 +337,8 @@ def _reasons(excluded: dict[str, str]) -> str:
 
 def _alone(e: Entrant, metric: str, settings: Any) -> str:
     assert e.predictions is not None
-    spec = metric_spec(metric)
-    base = baseline(e.predictions, metric)
-    return (
-        f"{e.backbone} is the only eligible model: {spec.label} {e.predictions.value(metric):.3f} "
-        f"is above no skill ({base.value:.3f}) with {settings.eligibility_confidence:.0%} "
-        f"confidence on {e.predictions.n} test images"
-    )
+    evidence = above_no_skill(e.predictions, metric, settings)
+    return f"{e.backbone} is the only eligible model: {evidence}"
 
 
 def _among(

@@ -20,6 +20,7 @@ from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_js
 from fauna.evaluation import read_source
 from fauna.metrics import metric_spec
 from fauna.outputs import require_output, step_output
+from fauna.policy import PREDICTIONS_DIR
 from fauna.report.decision import machine_metrics, report_data, source_verdict
 from fauna.report.gather import (
     CompareError,
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 STEP = "compare"
 METRICS = "metrics.json"
-# Each backbone's per-image test predictions (<backbone>.npz), for publish's paired decision.
-PREDICTIONS_DIR = "predictions"
 DATA_STEPS = ("split", "augment")
 
 __all__ = ["CompareError", "compare_backbones"]
