@@ -146,7 +146,7 @@ def test_a_clear_winner_is_promoted_and_a_near_tie_held() -> None:
     assert not promoted and c.gain == pytest.approx(1 / n, abs=0.002)
     assert "better than the champion by 0.009 ± " in reason
     assert "on 108 test images — not enough evidence" in reason
-    assert "108 test images can separate differences of about 5%" in reason
+    assert "108 test images can separate differences of about 5 points" in reason
 
     promoted, reason, _ = challenge(champion, better, "top1", POLICY)
     assert not promoted and reason.startswith("does not beat the champion: top-1 accuracy worse")
@@ -228,7 +228,7 @@ def test_a_tie_is_said_and_broken_by_validation_then_size() -> None:
     assert "tie-break: the higher validation score, then the smaller model: small" in (
         choice.evidence
     )
-    assert "108 test images can separate differences of about 5%" in choice.evidence
+    assert "108 test images can separate differences of about 5 points" in choice.evidence
     same_val = [
         Entrant("big", a, validation=0.8, params=25_000_000),
         Entrant("small", b, validation=0.8, params=1_000_000),

@@ -202,7 +202,7 @@ def resolution(n: int, settings: Any) -> float:
 
 
 def resolution_sentence(n: int, settings: Any) -> str:
-    return f"{n} test images can separate differences of about {resolution(n, settings):.0%}"
+    return f"{n} test images can separate differences of about {100 * resolution(n, settings):.0f} points"
 
 
 # ---------------------------------------------------------------- paired comparison
