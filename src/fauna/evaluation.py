@@ -10,8 +10,10 @@
 The degenerate-model guard: a model that predicts (nearly) one class for every image,
 or whose features are the same for every image, has learned nothing usable even when a
 metric happens to rank it first (issue: a constant-output model won macro-F1 0.105 vs
-0.097). Such a model is flagged, with the reason in words; compare never makes it
-champion and publish never promotes it. The thresholds are below.
+0.097); nor has one whose champion metric is not above the no-skill baselines with
+confidence (fauna.policy), or one whose outputs are not finite (a diverged model). Such a
+model is flagged, with the reason in words; compare never makes it champion and publish
+never promotes it. The thresholds are below.
 
 Only NumPy is imported here; TensorFlow and Keras are imported when a model is run.
 """

@@ -202,7 +202,8 @@ def resolution(n: int, settings: Any) -> float:
 
 
 def resolution_sentence(n: int, settings: Any) -> str:
-    return f"{n} test images can separate differences of about {100 * resolution(n, settings):.0f} points"
+    points = 100 * resolution(n, settings)
+    return f"{n} test images can separate differences of about {points:.0f} points"
 
 
 # ---------------------------------------------------------------- paired comparison
