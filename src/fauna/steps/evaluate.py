@@ -26,7 +26,7 @@ from fauna.artifact import model_info
 from fauna.config import CompareConfig, Config, EvaluateConfig
 from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
 from fauna.evaluation import METRICS, EvaluationError, Scored, read_source, score_model
-from fauna.metrics import METRIC_KEYS
+from fauna.metrics import METRIC_KEYS, SPECS
 from fauna.outputs import require_output, step_output
 from fauna.policy import PREDICTIONS
 
@@ -95,11 +95,8 @@ def evaluate_model(
         scored.predictions().save(tmp / PREDICTIONS)
         write_json(tmp / METRICS, metrics)
         carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    log.info(
-        f"{scored.backbone}: top1 {m['top1']:.4f}  top3 {m['top3']:.4f}  "
-        f"macro-F1 {m['macro_f1']:.4f}  ROC-AUC {auc}  loss {m['loss']:.4f}  (n={m['n_test']})"
-    )
+    shown = "  ".join(f"{s.label} {s.format(m[s.key])}" for s in SPECS)
+    log.info(f"{scored.backbone}: {shown}  (n={m['n_test']})")
     return metrics
 
 
