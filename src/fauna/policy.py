@@ -118,29 +118,30 @@ def exact_bounds(pred: Predictions, tail: float) -> tuple[float, float]:
     return low, high
 
 
-def _bound(pred: Predictions, metric: str, settings: Any, tail: float, lower: bool) -> float:
-    """A one-sided bound with `tail` probability beyond it: exact for top-1, else bootstrap."""
-    if metric_spec(metric).key == "top1":
-        return exact_bounds(pred, tail)[0 if lower else 1]
-    boot = _boot(pred, metric, _resamples(pred.n, settings))
-    boot = boot[np.isfinite(boot)]
-    if not len(boot):
-        return float(pred.value(metric) or 0.0)
-    return float(np.quantile(boot, tail if lower else 1 - tail))
-
-
-def interval(pred: Predictions, metric: str, settings: Any) -> Interval | None:
-    """The metric with its two-sided interval at `confidence`.
+def _bounds(pred: Predictions, metric: str, settings: Any, tail: float) -> tuple[float, float]:
+    """Lower and upper bounds, each with `tail` probability beyond it.
 
     Exact binomial (Clopper-Pearson) for top-1 accuracy, a percentile bootstrap over the
     test images for every other metric (a perfect score gets a zero-width bootstrap
     interval: the resampled images are all right too).
     """
+    if metric_spec(metric).key == "top1":
+        return exact_bounds(pred, tail)
+    boot = _boot(pred, metric, _resamples(pred.n, settings))
+    boot = boot[np.isfinite(boot)]
+    if not len(boot):
+        value = float(pred.value(metric) or 0.0)
+        return value, value
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def interval(pred: Predictions, metric: str, settings: Any) -> Interval | None:
+    """The metric with its two-sided interval at `confidence`."""
     value = pred.value(metric)
     if value is None:
         return None
-    tail = (1 - settings.confidence) / 2
-    low, high = (_bound(pred, metric, settings, tail, lower) for lower in (True, False))
+    low, high = _bounds(pred, metric, settings, (1 - settings.confidence) / 2)
     return Interval(value, low, high, settings.confidence)
 
 
@@ -170,7 +171,8 @@ def skill_shortfall(pred: Predictions, metric: str, settings: Any) -> str | None
     conf = settings.eligibility_confidence
     if value is None:
         return f"no better than chance ({spec.label} is undefined on this test split)"
-    bound = _bound(pred, metric, settings, 1 - conf, lower=spec.higher_is_better)
+    low, high = _bounds(pred, metric, settings, 1 - conf)
+    bound = low if spec.higher_is_better else high
     if spec.better(bound, base.value):
         return None
     side = "lower" if spec.higher_is_better else "upper"
