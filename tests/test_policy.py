@@ -1,10 +1,14 @@
 """The champion policy on constructed predictions (NumPy only, no model, no TensorFlow).
 
 A random guess is refused, a clear winner is promoted, a near-tie is held; the same rule
-in compare's choice (`choose`) and publish's decision (`decide`).
+in compare's choice (`choose`) and publish's decision (`decide`). Last, evaluate's
+learned-nothing guard, and one end-to-end case with a real model trained on shuffled
+labels (marked `training`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,7 @@ from fauna.policy import (
 )
 
 POLICY = CompareConfig()
+CLASSES4 = ["antelope", "german+shepherd", "killer+whale", "mole"]
 
 
 def model(n: int, k: int, right: np.ndarray, seed: int, keys: np.ndarray | None = None):
@@ -276,3 +281,58 @@ def test_publish_decides_by_the_same_policy() -> None:
     assert not refused.promoted and "could not be re-evaluated" in refused.reason
     missing = decide(_candidate(), current, unreadable, policy, None)
     assert not missing.promoted and "no per-image predictions" in missing.reason
+
+
+# ------------------------------------------------------------ evaluate's guard
+
+
+def test_learned_nothing_guard_on_known_predictions() -> None:
+    """Varied answers that ignore the image are flagged as no better than chance."""
+    from fauna.evaluation import classification_metrics, guard, prediction_diversity
+
+    rng = np.random.default_rng(0)
+    y_true = np.arange(120) % 4
+    guesses = rng.integers(0, 4, 120)  # diverse: passes the one-class guard
+    probs = np.full((120, 4), 0.1)
+    probs[np.arange(120), guesses] = 0.7
+    metrics = classification_metrics(y_true, probs, CLASSES4, 3)
+    metrics["prediction_diversity"] = prediction_diversity(y_true, guesses, CLASSES4)
+    keys = np.array([f"{i}" for i in range(120)])
+    reason = guard(metrics, Predictions(keys, y_true, probs), CompareConfig(), None)
+    assert reason is not None and reason.startswith("no better than chance (macro-F1 ")
+    assert "chance 0.250" in reason and "120 test images" in reason
+
+    right = probs.copy()
+    right[np.arange(120), y_true] = 0.9  # the same confidence, on the true class
+    metrics = classification_metrics(y_true, right, CLASSES4, 3)
+    metrics["prediction_diversity"] = prediction_diversity(y_true, y_true, CLASSES4)
+    assert guard(metrics, Predictions(keys, y_true, right), CompareConfig(), None) is None
+
+
+@pytest.mark.training
+def test_shuffled_labels_model_is_never_champion(s3: str, tmp_path: Path) -> None:
+    """Trained on random labels (no information): flagged, no champion, not published as one.
+
+    The issue's case: such a model used to become its dataset's first champion.
+    """
+    from test_evaluate import make_dataset_dir, make_model_dir
+
+    from fauna import champion
+    from fauna.champion import DatasetId
+    from fauna.steps.compare import compare_backbones
+    from fauna.steps.evaluate import evaluate_model
+    from fauna.steps.publish import publish_run
+
+    data = make_dataset_dir(tmp_path / "data", seed=3, test_per_class=15, shuffled_labels=True)
+    model = make_model_dir(tmp_path / "shuffled", data, "shuffled", epochs=6, lr=3e-2)
+    cfg = Config().merged({"pipeline": {"bucket": s3}})
+    metrics = evaluate_model(model, data, tmp_path / "eval", cfg.evaluate, cfg.compare)
+    assert metrics["degenerate"] is True
+    assert "no better than chance (macro-F1" in metrics["degenerate_reason"]
+    result = compare_backbones([model], [tmp_path / "eval"], [], tmp_path / "report", cfg)
+    assert result["champion"] is None
+    assert "no better than chance" in result["flagged"]["shuffled"]
+    published = publish_run(tmp_path / "report", [model], data, "r1", tmp_path / "out", cfg)
+    assert not published.promotion.promoted
+    assert "no better than chance" in published.promotion.reason
+    assert champion.read_pointer(s3, DatasetId.from_folder(data).key) is None
