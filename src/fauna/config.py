@@ -254,6 +254,8 @@ class PipelineConfig:
     step_memory: str = "4Gi"
     step_timeout_seconds: int = 4 * 3600
     train_timeout_seconds: int = 24 * 3600
+    # Backbones trained at once (`dsl.ParallelFor` parallelism; 0 = all at once).
+    parallelism: int = 0
     # `fauna submit --wait` (and the chart's CronJob) retries a failed run this many
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
@@ -514,6 +516,7 @@ def _check(cfg: Config) -> None:
         need(0.5 <= getattr(cfg.compare, key) < 1, f"compare.{key} must be in [0.5, 1)")
     need(cfg.compare.min_gain >= 0, "compare.min_gain must be >= 0")
     need(cfg.compare.bootstrap_resamples >= 100, "compare.bootstrap_resamples must be >= 100")
+    need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
 
 
