@@ -14,6 +14,9 @@ How it stays safe (fail closed: when in doubt, do not promote):
   with it or replace it.
 - A model flagged as degenerate is never promoted; a run whose models are all flagged
   has no candidate.
+- Promotion is on evidence (fauna.policy, the `compare` config section): the candidate
+  must beat no skill with 99% confidence (the first champion of a dataset too), and a
+  champion only by a paired comparison on the same test images (`decide`).
 - The champion is beaten only on the same test split: when the split changed, the
   current champion is re-evaluated on this run's split first; if that fails (e.g. S3
   503), this run is not promoted, and the reason says so.
