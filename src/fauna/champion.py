@@ -266,6 +266,42 @@ def record_move(
     return uri
 
 
+def record_decision(
+    bucket: str,
+    dataset_key: str,
+    run_id: str,
+    decision: dict[str, Any],
+    rounds: int,
+    candidate: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+    current: dict[str, Any] | None,
+) -> str:
+    """The history entry of one publish decision; returns its URI.
+
+    `new` is the pointer this decision wrote (None: it left the pointer), `current` the
+    one it decided on. A move is recorded under a name derived from the new pointer, so a
+    retried publish that finds its run already champion (the reply to its pointer write
+    was lost, or it was killed before recording) writes the same entry if it is missing,
+    or finds it; the next move also records the move it replaces if nobody did.
+    """
+    if new is not None:
+        if current is not None and current.get("history_entry"):
+            record_later(bucket, dataset_key, current)
+        return record_move(bucket, dataset_key, new, move_entry(new, decision, rounds))
+    if decision.get("already_champion") and current is not None:
+        return record_later(bucket, dataset_key, current)
+    entry = {
+        "run_id": run_id,
+        "decided_at": now_stamp(),
+        **decision,
+        "moved_pointer": False,
+        "rounds": rounds,
+        "candidate": candidate,
+        "replaced": None,
+    }
+    return append_history(bucket, dataset_key, run_id, entry)
+
+
 def summary(pointer: dict[str, Any]) -> dict[str, Any]:
     """What a history entry or the next pointer keeps of a champion."""
     keys = ("run_id", "backbone", "metric", "value", "model_uri", "promoted_at")

@@ -261,6 +261,34 @@ def _settle_conditional_failure(exc: ClientError, uri: str, text: str, s3) -> st
     raise _explain(exc, uri, s3)
 
 
+def local_files(local_dir: str | Path, exclude: tuple[str, ...] = ()) -> dict[str, int]:
+    """{relative path: size} of the files under a folder (but top-level `exclude` folders)."""
+    return {
+        p.relative_to(local_dir).as_posix(): p.stat().st_size
+        for p in Path(local_dir).rglob("*")
+        if p.is_file() and p.relative_to(local_dir).parts[0] not in exclude
+    }
+
+
+def remote_files(uri: str, s3=None) -> dict[str, int]:
+    """{relative key: size} of the objects under a prefix."""
+    prefix = parse_s3_uri(uri).key + "/"
+    return {key[len(prefix) :]: size for key, size in list_keys(uri, s3=s3)}
+
+
+def upload_verified(local_dir: str | Path, uri: str, exclude: tuple[str, ...] = ()) -> int:
+    """Upload a folder and check every file arrived whole (names and sizes in a listing)."""
+    n = upload_dir(local_dir, uri, exclude=exclude)
+    local, remote = local_files(local_dir, exclude), remote_files(uri)
+    missing = sorted(name for name, size in local.items() if remote.get(name) != size)
+    if missing:  # another attempt may well work: transient
+        raise StorageUnavailable(
+            f"uploaded {uri} but {len(missing)} file(s) are not there whole: "
+            f"{', '.join(missing[:5])}"
+        )
+    return n
+
+
 def delete(uri: str, s3=None) -> None:
     """Delete one object (no error if it is already gone)."""
     loc = parse_s3_uri(uri)
