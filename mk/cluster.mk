@@ -47,7 +47,7 @@ DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build --file docker/Dockerfile --plat
 	$(if $(BUILD_CA_BUNDLE),--secret id=ca.pem$(comma)src=$(BUILD_CA_BUNDLE)) \
 	--build-arg REVISION=$(REVISION) $(if $(SOURCE_URL),--build-arg SOURCE=$(SOURCE_URL))
 
-.PHONY: image image-cpu image-gpu image-ref-cpu image-source-url image-test buildkit-check push \
+.PHONY: chart image image-cpu image-gpu image-ref-cpu image-source-url image-test buildkit-check push \
 	push-check lock-images local-run-kind local-down
 
 image: image-cpu image-gpu ## build both images: $REGISTRY/fauna-{cpu,gpu}:<git sha> (BuildKit)
@@ -87,6 +87,11 @@ push: push-check image ## push both images to $REGISTRY (set it in env.sh); refu
 	$(DOCKER) push $(IMAGE_CPU)
 	$(DOCKER) push $(IMAGE_GPU)
 	@echo "pushed $(IMAGE_CPU) and $(IMAGE_GPU); helm: --set image.registry=$(REGISTRY) --set image.tag=$(TAG)"
+	@echo "or: make chart TAG=$(TAG), a chart whose default image tag is $(TAG)"
+
+chart: ## package charts/fauna with appVersion = $TAG (its default image tag) into dist/ (needs helm)
+	@case "$(TAG)" in *-dirty) echo "chart: $(TAG) is not a pushed tag; commit, make push" >&2; exit 2;; esac
+	helm package charts/fauna --app-version $(TAG) --destination dist
 
 lock-images: $(STAMP) ## re-pin every package of the images (docker/constraints-*.txt) after changing pyproject.toml
 	$(BIN)/python docker/lock.py
