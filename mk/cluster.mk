@@ -26,6 +26,9 @@ IMAGE_SETS := --set pipeline.image_cpu=$(IMAGE_CPU) --set pipeline.image_gpu=$(I
 #   BUILD_CA_BUNDLE  a CA bundle for the build (TLS inspection)        } while pip runs, never
 #                    (default: $PIP_CERT, the bundle your own pip uses)  in a layer or label
 #   BUILD_NETWORK    e.g. host, when the engine's bridge has no way out (dockerd --iptables=false)
+#   BAKE_WEIGHTS     1 (default): the GPU image holds the ImageNet weights; 0: an offline
+#                    build, the weights then come from train.weights (a file or s3:// URI)
+BAKE_WEIGHTS ?= 1
 BUILD_PIP_CONF ?= $(PIP_CONFIG_FILE)
 BUILD_CA_BUNDLE ?= $(PIP_CERT)
 REVISION ?= $(shell git rev-parse --verify --quiet HEAD 2>/dev/null || echo unknown)
@@ -56,7 +59,7 @@ image-cpu: buildkit-check ## build the CPU image (data steps, evaluate, t-SNE, c
 	$(DOCKER_BUILD) --target cpu --tag $(IMAGE_CPU) .
 
 image-gpu: buildkit-check ## build the GPU image (training; TensorFlow with CUDA; not built in CI)
-	$(DOCKER_BUILD) --target gpu --tag $(IMAGE_GPU) .
+	$(DOCKER_BUILD) --target gpu --build-arg BAKE_WEIGHTS=$(BAKE_WEIGHTS) --tag $(IMAGE_GPU) .
 
 buildkit-check:
 	@DOCKER=$(DOCKER) bash scripts/docker-buildkit-check.sh
