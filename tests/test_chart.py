@@ -92,7 +92,11 @@ def pod_specs(docs: list[dict]) -> list[dict]:
     return specs
 
 
-@pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "minio-serving-existing"])
+@pytest.mark.parametrize(
+    "values",
+    [{}, FULL, {"seaweedfs": {"enabled": True}, **GIVEN}],  # SEAWEEDFS, defined below
+    ids=["defaults", "minio-serving-existing", "seaweedfs"],
+)
 def test_lint_strict(values):
     report = helm.lint(CHART, merged(BASE, values), strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -128,7 +132,10 @@ def test_full_set_renders_every_part(chart):
     assert serving["containers"][0]["image"].startswith("tensorflow/serving:2.")
 
 
-@pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "full"])
+SEAWEEDFS = {"seaweedfs": {"enabled": True}, **GIVEN}
+
+
+@pytest.mark.parametrize("values", [{}, FULL, SEAWEEDFS], ids=["defaults", "full", "seaweedfs"])
 def test_pods_are_locked_down_and_bounded(chart, values):
     specs = pod_specs(objects(render(chart, values)))
     assert specs
