@@ -234,11 +234,8 @@ def start_run(
 
 def attempt_seconds(p) -> int:
     """The longest one attempt of a run may take: the critical path's timeouts, and slack."""
-    return (
-        p.train_timeout_seconds
-        + CRITICAL_PATH_STEPS * p.step_timeout_seconds
-        + (ATTEMPT_SLACK_SECONDS)
-    )
+    steps = CRITICAL_PATH_STEPS * p.step_timeout_seconds
+    return p.train_timeout_seconds + steps + ATTEMPT_SLACK_SECONDS
 
 
 def run_deadline_seconds(p) -> int:
