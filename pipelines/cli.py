@@ -129,7 +129,7 @@ def pipeline_arguments(cfg: Config, **knobs: Any) -> dict[str, Any]:
 
 def check_cluster_source(cfg: Config, knobs: dict[str, Any] | None) -> None:
     """A pod cannot read a path on this machine: refuse before anything is uploaded."""
-    from fauna.steps.ingest_sources import source_kind
+    from fauna.sources import source_kind
 
     source = (knobs or {}).get("source") or cfg.data.source
     if source_kind(source) == "local":

@@ -26,7 +26,7 @@ from typing import Any
 from fauna import storage
 from fauna.config import Config
 from fauna.errors import FaunaError
-from fauna.steps.ingest_sources import kaggle_credentials_found
+from fauna.sources import kaggle_credentials_found
 
 RUNS_DIR = Path("runs")
 EMBEDDED_S3_DIR = RUNS_DIR / "embedded-s3"

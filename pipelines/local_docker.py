@@ -29,6 +29,7 @@ from typing import Any
 
 from fauna.config import Config
 from fauna.errors import FaunaError
+from fauna.sources import secret_env_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ PASSED_ENV = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION",
-    "KAGGLE_USERNAME",
-    "KAGGLE_KEY",
+    *secret_env_keys(),
     "TF_CPP_MIN_LOG_LEVEL",
 )
 EXECUTOR_OUTPUT = "executor_output.json"  # what kfp.local asks each task to write

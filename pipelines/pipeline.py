@@ -27,11 +27,13 @@ from fauna.components.train import train
 from fauna.components.tsne import tsne
 from fauna.config import AUGMENT_MODES, Config, PipelineConfig, section_dict
 from fauna.metrics import CHAMPION_METRICS
+from fauna.sources import secret_env_keys
 
 PIPELINE_NAME = "fauna"
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SETTINGS_KEYS = ("S3_ENDPOINT_URL", "AWS_REGION")  # optional: AWS S3 has no endpoint
-KAGGLE_ENV_KEYS = ("KAGGLE_USERNAME", "KAGGLE_KEY")
+# What the sources read from the (optional) source Secret: from the table in fauna.sources.
+KAGGLE_ENV_KEYS = secret_env_keys()
 # The run parameters a user sets per run (name -> what it is), in the order the UI shows.
 RUN_KNOBS = {
     "source": "where ingest reads the data: kaggle:owner/name, s3://..., https://...",
