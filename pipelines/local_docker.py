@@ -82,7 +82,7 @@ def build_image() -> str:
     ref = subprocess.run(
         [*make, "-s", "image-ref-cpu"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    print(f"image: building {ref} (make image-cpu)")
+    log.info("image: building %s (make image-cpu)", ref)
     done = subprocess.run([*make, "image-cpu", f"TAG={ref.rsplit(':', 1)[1]}"], check=False)
     if done.returncode != 0:
         raise DockerRunError(f"building {ref} failed (make image-cpu exited {done.returncode})")

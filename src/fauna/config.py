@@ -245,6 +245,8 @@ class PipelineConfig:
     step_memory: str = "4Gi"
     step_timeout_seconds: int = 4 * 3600
     train_timeout_seconds: int = 24 * 3600
+    # Backbones trained at once (`dsl.ParallelFor` parallelism; 0 = all at once).
+    parallelism: int = 0
     # `fauna submit --wait` (and the chart's CronJob) retries a failed run this many
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
@@ -503,6 +505,7 @@ def _check(cfg: Config) -> None:
         f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
         f"got {cfg.compare.champion_metric!r}",
     )
+    need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
     _check_pipeline(cfg.pipeline)
 
