@@ -12,6 +12,7 @@ step.
 """
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -27,6 +28,7 @@ from fauna.components.train import train
 from fauna.components.tsne import tsne
 from fauna.config import Config, PipelineConfig, section_dict
 from fauna.knobs import RUN_KNOBS, TRAIN_KNOBS, run_arguments
+from fauna.pipelines.kfp_objects import source_revision
 from fauna.sources import secret_env_keys
 
 PIPELINE_NAME = "fauna"
@@ -209,6 +211,7 @@ def build_pipeline(cfg: Config):
                 bucket=p.bucket,
                 evaluate_config=sections["evaluate"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                git_sha=source_revision(Path(__file__).resolve().parent),
                 report=compare_task.outputs["report"],
                 models=dsl.Collected(model),
                 data=data,
@@ -218,6 +221,8 @@ def build_pipeline(cfg: Config):
         )
         # Publishing moves the champion pointer: it must run every time.
         publish_task.set_caching_options(False)
+        if cfg.model_registry.url:  # publish registers every model there (fauna.registry)
+            publish_task.set_env_variable("MODEL_REGISTRY_URL", cfg.model_registry.url)
         return publish_task.outputs["published"]
 
     fauna_pipeline.__signature__ = _signature(run_arguments(cfg))  # type: ignore[attr-defined]

@@ -259,6 +259,14 @@ class PipelineConfig:
 
 
 @dataclass
+class ModelRegistryConfig:
+    # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides (fauna.registry)
+    url: str = ""
+    author: str = "fauna"
+    timeout_seconds: float = 30.0  # per call: a silent registry never holds publish up
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -269,6 +277,7 @@ class Config:
     tsne: TsneConfig = field(default_factory=TsneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model_registry: ModelRegistryConfig = field(default_factory=ModelRegistryConfig)
 
     def __post_init__(self) -> None:
         _check(self)

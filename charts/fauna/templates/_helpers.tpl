@@ -126,6 +126,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
       "kaggle_secret" (include "fauna.kaggleSecretName" .) -}}
 {{- with .Values.image.pullSecrets }}{{ $_ := set $pipeline "image_pull_secrets" . }}{{ end -}}
 {{- $params := mergeOverwrite (deepCopy (.Values.params | default dict)) (dict "pipeline" (mergeOverwrite (deepCopy (dig "pipeline" dict (.Values.params | default dict))) $pipeline)) -}}
+{{- if .Values.modelRegistry.enabled }}
+{{- $_ := set $params "model_registry" (mergeOverwrite (deepCopy (dig "model_registry" dict (.Values.params | default dict))) (dict "url" .Values.modelRegistry.url)) -}}
+{{- end }}
 {{- toYaml $params -}}
 {{- end -}}
 
