@@ -19,7 +19,7 @@ import yaml
 
 from fauna.backbones import normalize_name
 from fauna.errors import FaunaError
-from fauna.metrics import CHAMPION_METRICS
+from fauna.metrics import CHAMPION_METRICS, canonical
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -222,8 +222,19 @@ class TsneConfig:
 
 @dataclass
 class CompareConfig:
-    # macro_f1 | top1 | top3 | weighted_f1 | roc_auc | neg_loss
+    """The champion policy (fauna.policy), for compare's choice and publish's decision."""
+
+    # macro_f1 | top1 | top3 | weighted_f1 | roc_auc | loss (neg_loss: deprecated, = loss)
     champion_metric: str = "macro_f1"
+    # A model must beat the no-skill baselines (chance, majority class) with this
+    # confidence (one-sided) to be champion at all.
+    eligibility_confidence: float = 0.99
+    # A challenger must be better than the champion (or the next backbone) by more than
+    # min_gain with this confidence (one-sided, paired on the same test images).
+    confidence: float = 0.95
+    min_gain: float = 0.0
+    bootstrap_resamples: int = 2000
+    seed: int = 0
 
 
 @dataclass
@@ -514,6 +525,11 @@ def _check(cfg: Config) -> None:
         f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
         f"got {cfg.compare.champion_metric!r}",
     )
+    cfg.compare.champion_metric = canonical(cfg.compare.champion_metric)
+    for key in ("confidence", "eligibility_confidence"):
+        need(0.5 <= getattr(cfg.compare, key) < 1, f"compare.{key} must be in [0.5, 1)")
+    need(cfg.compare.min_gain >= 0, "compare.min_gain must be >= 0")
+    need(cfg.compare.bootstrap_resamples >= 100, "compare.bootstrap_resamples must be >= 100")
     need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
     _check_pipeline(cfg.pipeline)
