@@ -244,10 +244,12 @@ class PipelineConfig:
     image_gpu: str = "ghcr.io/fauna-ml/fauna-gpu:latest"
     use_gpu: bool = True
     gpu_count: int = 1
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
-    )
+    # Empty: the `nvidia.com/gpu` limit alone places the train pod, on any cluster; a
+    # cluster-specific label (GKE, EKS, AKS, OpenShift: docs/cluster.md) is opt-in.
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
     gpu_toleration_key: str = "nvidia.com/gpu"
+    # docker-registry Secrets (in the run's namespace) that every task pod pulls with.
+    image_pull_secrets: list[str] = field(default_factory=list)
     train_cpu: str = "4"
     train_memory: str = "16Gi"
     step_cpu: str = "2"
@@ -260,6 +262,9 @@ class PipelineConfig:
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
     run_retries: int = 2
+    # `fauna submit --wait` stops with the scheduler's reason when a task stays Pending
+    # this long (no GPU node, a failing image pull): a Pending pod never fails. 0 = never.
+    pending_timeout_seconds: int = 1800
     s3_secret: str = "fauna-s3"
     kaggle_secret: str = "fauna-kaggle"
 
@@ -527,6 +532,16 @@ def _check(cfg: Config) -> None:
     need(cfg.compare.bootstrap_resamples >= 100, "compare.bootstrap_resamples must be >= 100")
     need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
+    _check_pipeline(cfg.pipeline)
+
+
+def _check_pipeline(p: PipelineConfig) -> None:
+    for key in ("gpu_count", "step_timeout_seconds", "train_timeout_seconds"):
+        _need(p, "pipeline", key, getattr(p, key) >= 1, ">= 1")
+    for key in ("run_retries", "pending_timeout_seconds"):
+        _need(p, "pipeline", key, getattr(p, key) >= 0, ">= 0")
+    names = p.image_pull_secrets
+    _need(p, "pipeline", "image_pull_secrets", all(str(n).strip() for n in names), "Secret names")
 
 
 def _check_train(train: TrainConfig) -> None:
