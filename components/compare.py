@@ -6,6 +6,7 @@ from fauna.components import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def compare(
     champion_metric: str,
+    compare_config: dict,
     backbones: list,
     models: dsl.Input[list[dsl.Model]],
     evaluations: dsl.Input[list[dsl.Dataset]],
@@ -27,7 +28,10 @@ def compare(
     logs.configure()
     out = Path(report.path)
     cfg = Config.from_dict(
-        {"compare": {"champion_metric": champion_metric}, "train": {"backbones": backbones}}
+        {
+            "compare": {**compare_config, "champion_metric": champion_metric},
+            "train": {"backbones": backbones},
+        }
     )
     result = compare_backbones(
         [Path(m.path) for m in models],

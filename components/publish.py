@@ -6,6 +6,7 @@ from fauna.components import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def publish(
     champion_metric: str,
+    compare_config: dict,
     bucket: str,
     evaluate_config: dict,
     run_id: str,
@@ -36,7 +37,7 @@ def publish(
     logs.configure()
     cfg = Config.from_dict(
         {
-            "compare": {"champion_metric": champion_metric},
+            "compare": {**compare_config, "champion_metric": champion_metric},
             "pipeline": {"bucket": bucket},
             "evaluate": evaluate_config,
         }

@@ -127,7 +127,16 @@ def build_pipeline(cfg: Config):
     p = cfg.pipeline
     sections = {
         name: section_dict(cfg, name)
-        for name in ("data", "preprocess", "split", "augment", "train", "evaluate", "tsne")
+        for name in (
+            "data",
+            "preprocess",
+            "split",
+            "augment",
+            "train",
+            "evaluate",
+            "tsne",
+            "compare",
+        )
     }
     # A knob is a run parameter, not also a (silently ignored) value in its step's section.
     # The train section keeps its values: they are what a train knob is compared with
@@ -197,6 +206,7 @@ def build_pipeline(cfg: Config):
         compare_task = _step(
             compare(
                 champion_metric=champion_metric,
+                compare_config=sections["compare"],
                 backbones=backbones,
                 models=dsl.Collected(model),
                 evaluations=dsl.Collected(eval_task.outputs["evaluation"]),
@@ -208,6 +218,7 @@ def build_pipeline(cfg: Config):
         publish_task = _step(
             publish(
                 champion_metric=champion_metric,
+                compare_config=sections["compare"],
                 bucket=p.bucket,
                 evaluate_config=sections["evaluate"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

@@ -29,6 +29,7 @@ def _publish(bucket: str, name: str, run_id: str, models, reports, data, tmp: Pa
     published = dsl.Dataset(uri=str(out / "published"))
     publish.python_func(
         champion_metric="macro_f1",
+        compare_config={},
         bucket=bucket,
         evaluate_config=dataclasses.asdict(Config().evaluate),
         run_id=run_id,

@@ -368,6 +368,7 @@ def test_component_and_cli(tmp_path: Path, capsys) -> None:
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
     compare.python_func(
         champion_metric="macro_f1",
+        compare_config={},
         backbones=["vgg16", "resnet50"],
         models=[dsl.Model(uri=str(r[0])) for r in runs.values()],
         evaluations=[dsl.Dataset(uri=str(r[1])) for r in runs.values()],

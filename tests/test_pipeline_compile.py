@@ -330,3 +330,16 @@ def test_each_step_gets_only_its_own_config_section(gpu_docs):
     # Infrastructure never reaches a step: no image names, node selectors or secret names.
     for name in ("image_cpu", "gpu_node_selector", "s3_secret", "kaggle_secret"):
         assert name not in text, name
+
+
+def test_compare_and_publish_get_the_whole_champion_policy(gpu_docs):
+    """Every compare setting reaches the cluster's compare and publish tasks (not only the
+    metric, which is a run knob): otherwise a cluster decides with the defaults."""
+    _, docs = gpu_docs
+    tasks = _spec(docs)["root"]["dag"]["tasks"]
+    expected = section_dict(load_config(ROOT / "params.yaml"), "compare")
+    del expected["champion_metric"]  # the run knob, a parameter of its own
+    for name in ("compare", "publish"):
+        params = tasks[name]["inputs"]["parameters"]
+        assert params["compare_config"]["runtimeValue"]["constant"] == expected, name
+        assert "componentInputParameter" in params["champion_metric"], name

@@ -265,6 +265,7 @@ def test_component_and_cli(s3, data, models, reports, tmp_path, capsys):
     published = dsl.Dataset(uri=str(tmp_path / "published"))
     publish.python_func(
         champion_metric="macro_f1",
+        compare_config={},
         bucket=s3,
         evaluate_config=dataclasses.asdict(Config().evaluate),
         run_id="kfp-run",
