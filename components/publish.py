@@ -17,11 +17,12 @@ def publish(
     """Upload the run to S3 and move its dataset's champion pointer only when it is beaten."""
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import Config
     from fauna.steps.publish import publish_run
 
     logs.configure()
+    timing.begin("publish")  # start-up: the process's age now
     cfg = Config.from_dict(
         {
             "compare": {"champion_metric": champion_metric},

@@ -39,6 +39,8 @@ INFERENCE_BATCH = 64
 LOSS_EPSILON = 1e-7
 # The evaluate step's output file that every later step reads.
 METRICS = "metrics.json"
+# Its penultimate-layer features of every test image (ids, labels, classes): t-SNE reads them.
+FEATURES = "features.npz"
 
 # The guard. A model is flagged as degenerate when (with >= 2 classes in the test split):
 # - it predicts one class for every test image; or
@@ -390,6 +392,7 @@ class Scored:
     probs: np.ndarray
     y_true: np.ndarray
     ids: list[str]
+    features: np.ndarray | None = None  # penultimate layer, rows as `ids` (t-SNE reuses them)
 
 
 def score_model(model_dir: Path, data_dir: Path, top_pairs: int, *, desc: str = "") -> Scored:
@@ -417,4 +420,7 @@ def score_model(model_dir: Path, data_dir: Path, top_pairs: int, *, desc: str = 
     metrics["prediction_diversity"] = diversity
     metrics["degenerate"] = reason is not None
     metrics["degenerate_reason"] = reason
-    return Scored(backbone, classes, image_size, metrics, probs, result.labels, result.ids)
+    features = result.outputs[1] if len(result.outputs) > 1 else None
+    return Scored(
+        backbone, classes, image_size, metrics, probs, result.labels, result.ids, features
+    )

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fauna import champion, storage
+from fauna import champion, storage, timing
 from fauna.artifact import TRAIN_INFO, model_info
 from fauna.champion import ChampionError, DatasetId
 from fauna.config import Config
@@ -115,6 +115,7 @@ def _remote_files(uri: str) -> dict[str, int]:
     return {key[len(prefix) :]: size for key, size in storage.list_keys(uri)}
 
 
+@timing.timed("data_out")
 def upload_verified(local_dir: Path, uri: str, exclude: tuple[str, ...] = ()) -> int:
     """Upload a folder and check every file arrived whole (names and sizes in a listing)."""
     n = storage.upload_dir(local_dir, uri, exclude=exclude)
