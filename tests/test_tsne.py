@@ -22,6 +22,16 @@ from fauna.outputs import step_output
 N_TEST = PER_SPLIT["test"] * len(CLASSES)
 
 
+def _loaded(tag: str) -> str:
+    """A line of code that prints which of TensorFlow and Keras the process has imported."""
+    return f"print({tag!r}, *[m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+
+
+def _reported(stdout: str, tag: str) -> list[str]:
+    line = next(x for x in stdout.splitlines() if x.startswith(tag))
+    return line.removeprefix(tag).split()
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset_dir(tmp_path_factory.mktemp("data"))
@@ -105,12 +115,11 @@ def test_tsne_from_features_imports_no_tensorflow(
         "from fauna.steps.tsne import tsne_embeddings\n"
         "timing.begin('tsne')\n"
         f"tsne_embeddings(Path({str(eval_dir)!r}), Path({str(dataset)!r}), "
-        f"Path({str(tmp_path / 'tsne')!r}), TsneConfig(max_samples=12))\n"
-        "print('LOADED', ' '.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+        f"Path({str(tmp_path / 'tsne')!r}), TsneConfig(max_samples=12))\n" + _loaded("LOADED")
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.rsplit("LOADED", 1)[1].split() == []
+    assert _reported(done.stdout, "LOADED") == []
     spent = json.loads((tmp_path / "tsne" / timing.TIMINGS).read_text())
     assert spent["step"] == "tsne" and spent["backbone"] == "tiny"
     assert spent["data_in"] > 0 and spent["compute"] > 0 and spent["data_out"] > 0
@@ -119,24 +128,32 @@ def test_tsne_from_features_imports_no_tensorflow(
 
 
 @pytest.mark.training
-def test_compare_imports_no_tensorflow(
-    dataset: Path, model_dir: Path, eval_dir: Path, tmp_path: Path
+def test_compare_and_a_first_publish_import_no_tensorflow(
+    s3: str, dataset: Path, model_dir: Path, eval_dir: Path, tmp_path: Path
 ) -> None:
+    """Nothing to re-score (no champion yet): neither task needs TensorFlow, so neither loads it."""
     from fauna.steps.tsne import tsne_embeddings
 
     tsne_embeddings(eval_dir, dataset, tmp_path / "tsne", TsneConfig(max_samples=12))
+    cfg = {"train": {"backbones": ["tiny"]}, "pipeline": {"bucket": s3}}
+    paths = {k: str(v) for k, v in locals().items() if isinstance(v, Path)}
     code = (
         "import sys\nfrom pathlib import Path\nfrom fauna.config import Config\n"
         "from fauna.steps.compare import compare_backbones\n"
-        f"compare_backbones([Path({str(model_dir)!r})], [Path({str(eval_dir)!r})], "
-        f"[Path({str(tmp_path / 'tsne')!r})], Path({str(tmp_path / 'report')!r}), "
-        "Config.from_dict({'train': {'backbones': ['tiny']}}))\n"
-        "print('LOADED', ' '.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+        "from fauna.steps.publish import publish_run\n"
+        f"p = {{k: Path(v) for k, v in {paths!r}.items()}}\ncfg = Config.from_dict({cfg!r})\n"
+        "compare_backbones([p['model_dir']], [p['eval_dir']], [p['tmp_path'] / 'tsne'], "
+        "p['tmp_path'] / 'report', cfg)\n"
+        + _loaded("AFTER_COMPARE")
+        + "result = publish_run(p['tmp_path'] / 'report', [p['model_dir']], p['dataset'], "
+        "'run-1', p['tmp_path'] / 'published', cfg)\n"
+        "print('PROMOTED', result.promotion.promoted)\n" + _loaded("AFTER_PUBLISH")
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "report" / "report.html").is_file()
-    assert done.stdout.rsplit("LOADED", 1)[1].split() == []
+    assert "PROMOTED True" in done.stdout  # the first champion of its dataset
+    assert _reported(done.stdout, "AFTER_COMPARE") == []
+    assert _reported(done.stdout, "AFTER_PUBLISH") == []
 
 
 @pytest.mark.training
@@ -190,3 +207,16 @@ def test_nothing_is_written_when_no_task_is_timed(tmp_path: Path) -> None:
     with timing.phase("data_out"), step_output(tmp_path / "a", "split") as tmp:
         (tmp / "out.txt").write_text("x")
     assert not (tmp_path / "a" / timing.TIMINGS).exists()
+
+
+@pytest.mark.training
+def test_cli_tsne_from_an_evaluation(dataset: Path, eval_dir: Path, tmp_path: Path) -> None:
+    from fauna.cli import main
+
+    out = tmp_path / "tsne"
+    args = ["tsne", "--evaluation", str(eval_dir), "--data", str(dataset), "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads((out / "tsne.json").read_text())["backbone"] == "tiny"
+    assert not (out / timing.TIMINGS).exists()  # only a pipeline task times itself
+    with pytest.raises(SystemExit):  # one source: a model or an evaluation, not both
+        main([*args[:3], "--model", str(eval_dir), *args[3:]])

@@ -136,10 +136,15 @@ def summary(step: str) -> dict[str, Any] | None:
 
 
 def write_into(folder: Path, step: str) -> None:
-    """timings.json in a step's output folder, when this process is timing that step."""
+    """timings.json in a step's output folder, when this process is timing that step.
+
+    The timer ends here: a task runs its step once, and a process that goes on to run
+    more steps (a test) writes no timings for them.
+    """
     result = summary(step)
     if result is not None:
         (Path(folder) / TIMINGS).write_text(json.dumps(result, indent=2) + "\n")
+        end()
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
