@@ -35,13 +35,8 @@ def publish(
 
     logs.configure()
     timing.begin("publish")  # start-up: the process's age now
-    cfg = Config.from_dict(
-        {
-            "compare": {"champion_metric": champion_metric},
-            "pipeline": {"bucket": bucket},
-            "evaluate": evaluate_config,
-        }
-    )
+    compare, pipeline = {"champion_metric": champion_metric}, {"bucket": bucket}
+    cfg = Config.from_dict({"compare": compare, "pipeline": pipeline, "evaluate": evaluate_config})
     # The step writes the report with its verdict and publish.json into its own output.
     result = publish_run(
         Path(report.path),
