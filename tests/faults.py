@@ -35,6 +35,10 @@ Controls (thread-safe; each returns the proxy, so they chain):
     latency(seconds)           delay every request by `seconds` before handling it
     only(pattern)              faults hit only requests whose "METHOD /path?query" matches
                                the regular expression (e.g. r"^PUT .*/champion"); None: all
+    then(fault)                once a fault has been injected, every later request gets
+                               `fault`, whatever the filter (the server goes down right after)
+    strip_conditions(on=True)  forward writes without their If-Match / If-None-Match headers:
+                               a store that accepts the conditions and ignores them
 
 Counters: `requests` (requests seen), `faults` (faults injected), `history` (a list of
 (method, path, action) per request, action "pass" or the fault).
@@ -141,6 +145,9 @@ class FaultProxy:
             self._matched = 0
             self._latency = 0.0
             self._only: re.Pattern[str] | None = None
+            self._then: str | None = None
+            self._down: str | None = None
+            self._strip = False
         return self
 
     def always(self, fault: str) -> FaultProxy:
@@ -178,16 +185,30 @@ class FaultProxy:
             self._only = re.compile(pattern) if pattern else None
         return self
 
+    def then(self, fault: str) -> FaultProxy:
+        _check(fault)
+        with self._lock:
+            self._then = fault
+        return self
+
+    def strip_conditions(self, on: bool = True) -> FaultProxy:
+        with self._lock:
+            self._strip = on
+        return self
+
     # -- the decision ------------------------------------------------------------------
 
     def _decide(self, request: _Request) -> tuple[str, float]:
         with self._lock:
             self.requests += 1
             action = PASS
-            if self._only is None or self._only.search(f"{request.method} {request.target}"):
+            if self._down is not None:
+                action = self._down
+            elif self._only is None or self._only.search(f"{request.method} {request.target}"):
                 action = self._next_fault()
             if action != PASS:
                 self.faults += 1
+                self._down = self._then
             self.history.append((request.method, request.target, action))
             return action, self._latency
 
@@ -236,6 +257,8 @@ class FaultProxy:
                 if delay:
                     time.sleep(delay)
                 if action in (PASS, LOST_REPLY):
+                    if self._strip:
+                        request = _without_conditions(request)
                     upstream, reply, keep_alive = self._forward(upstream, request)
                     if action == LOST_REPLY:
                         _reset(conn)
@@ -393,6 +416,16 @@ def _read_request(reader, conn: socket.socket) -> _Request:
         lines = [line for line in lines if not line.lower().startswith(b"expect:")]
     body = _read_body(reader, lines)
     return _Request(method.decode(), target.decode(), b"".join(lines), body)
+
+
+_CONDITIONS = (b"if-match:", b"if-none-match:")
+
+
+def _without_conditions(request: _Request) -> _Request:
+    """The request without its conditional headers (what a store that ignores them sees)."""
+    lines = request.head.splitlines(keepends=True)
+    kept = [line for line in lines if not line.lower().startswith(_CONDITIONS)]
+    return _Request(request.method, request.target, b"".join(kept), request.body)
 
 
 def _read_response(reader, method: str) -> tuple[bytes, bool]:

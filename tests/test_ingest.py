@@ -615,7 +615,7 @@ def test_cache_serves_a_second_ingest_without_the_origin(s3: str, zoo: Path, tmp
 
 
 def cli_error(capsys, *argv: str) -> str:
-    assert main(["ingest", *argv]) == 2
+    assert main(["ingest", *argv]) in (2, 75)  # 75: a transient failure (fauna.errors)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) >= 1 and err[-1].startswith("fauna ingest: error: ")
     assert "Traceback" not in "\n".join(err)

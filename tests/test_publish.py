@@ -310,12 +310,30 @@ def test_report_of_another_dataset_is_refused(s3, data, models, reports, tmp_pat
 # ------------------------------------------------------------------------- faults
 
 
+def _history(bucket: str, data: Path) -> list[tuple[str, bool]]:
+    return [(h["run_id"], h["moved_pointer"]) for h in champion.read_history(bucket, _key(data))]
+
+
+def _saved(faulty_s3, run_id: str) -> dict:
+    return json.loads(storage.read_text(faulty_s3.uri(f"runs/{run_id}/publish.json")))["promotion"]
+
+
+def _publish_args(reports, models, name, data, run_id, out: Path, bucket: str) -> list[str]:
+    args = ["publish", "--report", str(reports[name][0]), "--models", str(models[name])]
+    args += ["--data", str(data), "--run-id", run_id, "--out", str(out)]
+    return [*args, "--set", f"pipeline.bucket={bucket}"]
+
+
 @pytest.mark.training
-def test_failed_champion_re_evaluation_means_not_promoted(
-    faulty_s3, data, models, reports, tmp_path, monkeypatch
+def test_failed_champion_re_evaluation_is_a_retryable_failure(
+    faulty_s3, data, models, reports, tmp_path, monkeypatch, capsys
 ):
-    """S3 answers 503 SlowDown while the champion model is downloaded: no promotion."""
+    """S3 answers 503 SlowDown while the champion model is downloaded: not promoted, and
+    the step fails with the transient exit code (75) so that KFP retries it, not exit 0."""
     from faults import SLOW_DOWN
+
+    from fauna.cli import main
+    from fauna.errors import EXIT_TRANSIENT
 
     monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
     cfg = _cfg(faulty_s3.bucket)
@@ -325,30 +343,94 @@ def test_failed_champion_re_evaluation_means_not_promoted(
     evaluate_model(models["strong"], new_data, tmp_path / "eval", cfg.evaluate)
     compare_backbones([models["strong"]], [tmp_path / "eval"], [], tmp_path / "report", cfg)
     faulty_s3.proxy.only(rf"^GET /{faulty_s3.bucket}/runs/old/models/").always(SLOW_DOWN)
-    result = publish_run(
-        tmp_path / "report", [models["strong"]], new_data, "new", tmp_path / "out", cfg
-    )
+    args = ["publish", "--report", str(tmp_path / "report"), "--models", str(models["strong"])]
+    args += ["--data", str(new_data), "--run-id", "new", "--out", str(tmp_path / "out")]
+    assert main([*args, "--set", f"pipeline.bucket={faulty_s3.bucket}"]) == EXIT_TRANSIENT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fauna publish: error: the current champion (old, weaker) could not")
+    assert "SlowDown" in err
     assert faulty_s3.proxy.faults > 0
-    assert not result.promotion.promoted
-    reason = result.promotion.reason
-    assert "could not be re-evaluated" in reason and "SlowDown" in reason, reason
+    assert not (tmp_path / "out").exists()  # a failed step leaves no output
     faulty_s3.proxy.reset()
     assert _pointer(faulty_s3.bucket, data)["run_id"] == "old"
-    saved = json.loads(storage.read_text(faulty_s3.uri("runs/new/publish.json")))
-    assert saved["promotion"]["promoted"] is False
+    saved = _saved(faulty_s3, "new")
+    assert saved["promoted"] is False and "could not be re-evaluated" in saved["reason"]
+    assert _history(faulty_s3.bucket, data) == [("old", True)]  # no decision was made
+
+    retried = publish_run(
+        tmp_path / "report", [models["strong"]], new_data, "new", tmp_path / "out", cfg
+    )
+    assert retried.promotion.promoted  # the outage passed: the retry decides for real
+
+
+@pytest.mark.training
+def test_a_503_on_the_pointer_write_promotes_nothing(
+    faulty_s3, data, models, reports, tmp_path, monkeypatch
+):
+    """The records never say "promoted" for a move that failed; the retry promotes."""
+    from faults import SLOW_DOWN
+
+    from fauna.errors import TransientError
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    cfg = _cfg(faulty_s3.bucket)
+    _publish(reports, models, "weaker", data, "old", cfg, tmp_path)
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").always(SLOW_DOWN)
+    with pytest.raises(TransientError, match="SlowDown"):
+        _publish(reports, models, "strong", data, "new", cfg, tmp_path)
+    faulty_s3.proxy.reset()
+    assert _pointer(faulty_s3.bucket, data)["run_id"] == "old"
+    saved = _saved(faulty_s3, "new")
+    assert saved["promoted"] is False
+    assert saved["reason"].startswith("the champion pointer was not moved (") and (
+        "SlowDown" in saved["reason"]
+    )
+    report = storage.read_text(faulty_s3.uri("runs/new/report/report.md"))
+    assert "strong was not promoted: the champion pointer was not moved" in report
+    assert "promoted to champion" not in report
+    assert _history(faulty_s3.bucket, data) == [("old", True)]
+
+    retried = _publish(reports, models, "strong", data, "new", cfg, tmp_path)
+    assert retried.promotion.promoted and not retried.promotion.already_champion
+    assert _pointer(faulty_s3.bucket, data)["run_id"] == "new"
+    assert _saved(faulty_s3, "new")["promoted"] is True
+    assert _history(faulty_s3.bucket, data) == [("old", True), ("new", True)]
+
+
+@pytest.mark.training
+def test_a_lost_reply_to_the_pointer_write_is_a_promotion(
+    faulty_s3, data, models, reports, tmp_path, monkeypatch
+):
+    """The pointer write lands, its reply is lost and every retry is cut: read back, done."""
+    from faults import DROP, LOST_REPLY
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    cfg = _cfg(faulty_s3.bucket)
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").always(DROP).fail_next(1, LOST_REPLY)
+    result = _publish(reports, models, "strong", data, "r1", cfg, tmp_path)
+    assert faulty_s3.proxy.faults >= 2  # the lost reply, and botocore's retry cut
+    faulty_s3.proxy.reset()
+    assert result.promotion.promoted and not result.promotion.already_champion
+    assert _pointer(faulty_s3.bucket, data)["run_id"] == "r1"
+    assert _saved(faulty_s3, "r1")["promoted"] is True
+    assert _history(faulty_s3.bucket, data) == [("r1", True)]
 
 
 @pytest.mark.training
 def test_retry_after_a_cut_connection_says_this_run_is_champion(
     faulty_s3, data, models, reports, tmp_path, monkeypatch
 ):
-    """The pointer write lands but the connection is cut: the retried publish tells the truth."""
+    """The pointer write lands, then the store is unreachable: the publish fails; its
+    records say "not promoted yet", never "promoted"; the retried publish tells the truth
+    and writes the history entry of the move, once."""
     from faults import DROP, LOST_REPLY
+
+    from fauna.errors import TransientError
 
     monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
     cfg = _cfg(faulty_s3.bucket)
-    faulty_s3.proxy.only(r"^PUT .*/champion\.json").always(DROP).fail_next(1, LOST_REPLY)
-    with pytest.raises(storage.StorageError):
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").fail_next(1, LOST_REPLY).then(DROP)
+    with pytest.raises(TransientError):
         _publish(reports, models, "strong", data, "r1", cfg, tmp_path)
     faulty_s3.proxy.reset()
     assert not (tmp_path / "out-r1").exists()  # the failed step left no output
@@ -356,14 +438,118 @@ def test_retry_after_a_cut_connection_says_this_run_is_champion(
     assert pointer["run_id"] == "r1"  # the write landed ...
     for key in ("report/report.html", "publish.json", "models/strong/model.keras"):
         assert storage.exists(faulty_s3.uri(f"runs/r1/{key}")), key  # ... after all it names
+    saved = _saved(faulty_s3, "r1")
+    assert saved["promoted"] is False and saved["reason"].startswith("not promoted yet: ")
+    report = storage.read_text(faulty_s3.uri("runs/r1/report/report.md"))
+    assert "strong was not promoted yet" in report and "promoted to champion" not in report
+    assert _history(faulty_s3.bucket, data) == []
 
-    retried = _publish(reports, models, "strong", data, "r1", cfg, tmp_path)
-    assert retried.promotion.promoted and retried.promotion.already_champion
-    assert "this run is already the champion" in retried.promotion.reason
-    assert _pointer(faulty_s3.bucket, data) == pointer  # nothing moved again
-    saved = json.loads(storage.read_text(faulty_s3.uri("runs/r1/publish.json")))
-    assert saved["promotion"]["promoted"] is True and saved["promotion"]["already_champion"]
-    assert "already the champion" in storage.read_text(faulty_s3.uri("runs/r1/report/report.md"))
+    for _ in range(2):  # a retry, and a retry of the retry
+        retried = _publish(reports, models, "strong", data, "r1", cfg, tmp_path)
+        assert retried.promotion.promoted and retried.promotion.already_champion
+        assert "this run is already the champion" in retried.promotion.reason
+        assert _pointer(faulty_s3.bucket, data) == pointer  # nothing moved again
+        saved = _saved(faulty_s3, "r1")
+        assert saved["promoted"] is True and saved["already_champion"]
+        report = storage.read_text(faulty_s3.uri("runs/r1/report/report.md"))
+        assert "already the champion" in report
+        history = champion.read_history(faulty_s3.bucket, _key(data))
+        assert [(h["run_id"], h["moved_pointer"]) for h in history] == [("r1", True)]
+        assert history[0]["decided_at"] == pointer["promoted_at"]
+        assert history[0]["reason"] == pointer["reason"] and history[0]["recorded_later"]
+
+
+@pytest.mark.training
+def test_the_next_move_records_a_move_nobody_recorded(
+    faulty_s3, data, models, reports, tmp_path, monkeypatch
+):
+    """r1's pointer write lands but its publish dies before recording; r1 is never retried.
+    The next publish that moves the pointer writes r1's entry as well, once."""
+    from faults import DROP, LOST_REPLY
+
+    from fauna.errors import TransientError
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    cfg = _cfg(faulty_s3.bucket)
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").fail_next(1, LOST_REPLY).then(DROP)
+    with pytest.raises(TransientError):
+        _publish(reports, models, "medium", data, "r1", cfg, tmp_path)
+    faulty_s3.proxy.reset()
+    assert _pointer(faulty_s3.bucket, data)["run_id"] == "r1"
+    assert _history(faulty_s3.bucket, data) == []
+
+    assert _publish(reports, models, "strong", data, "r2", cfg, tmp_path).promotion.promoted
+    history = champion.read_history(faulty_s3.bucket, _key(data))
+    assert [(h["run_id"], h["moved_pointer"]) for h in history] == [("r1", True), ("r2", True)]
+    assert history[0]["recorded_later"] and history[1]["replaced"]["run_id"] == "r1"
+
+
+@pytest.mark.training
+def test_kill_9_while_the_pointer_write_stalls(faulty_s3, data, models, reports, tmp_path):
+    """`fauna publish` killed while its pointer write hangs: nothing claims a promotion."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from faults import STALL
+
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").always(STALL)
+    code = "import sys; from fauna.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = _publish_args(reports, models, "strong", data, "r1", tmp_path / "out", faulty_s3.bucket)
+    env = {**os.environ, storage.TIMEOUT_ENV: "120", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        started = time.monotonic()
+        while not any(a == STALL for _m, _p, a in faulty_s3.proxy.history):
+            assert child.poll() is None, "publish ended before writing the pointer"
+            assert time.monotonic() - started < 180, "publish never wrote the pointer"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    faulty_s3.proxy.reset()
+    assert champion.read_pointer(faulty_s3.bucket, _key(data)) is None
+    saved = _saved(faulty_s3, "r1")
+    assert saved["promoted"] is False and saved["reason"].startswith("not promoted yet: ")
+    assert _history(faulty_s3.bucket, data) == []
+
+    cfg = _cfg(faulty_s3.bucket)
+    retried = publish_run(reports["strong"][0], [models["strong"]], data, "r1",
+                          tmp_path / "out-retry", cfg)  # fmt: skip
+    assert retried.promotion.promoted and not retried.promotion.already_champion
+    assert _saved(faulty_s3, "r1")["promoted"] is True
+    assert _history(faulty_s3.bucket, data) == [("r1", True)]
+
+
+@pytest.mark.training
+def test_publish_refuses_a_store_that_ignores_conditional_writes(
+    faulty_s3, data, models, reports, tmp_path, capsys
+):
+    """Through a proxy that strips If-Match / If-None-Match, the pointer is never written."""
+    from fauna.cli import main
+    from fauna.errors import EXIT_ERROR
+
+    faulty_s3.proxy.strip_conditions()
+    argv = _publish_args(reports, models, "strong", data, "r1", tmp_path / "out", faulty_s3.bucket)
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"fauna publish: error: the store at {faulty_s3.proxy.endpoint}")
+    assert '"If-None-Match: *" on an existing key was accepted' in err
+    faulty_s3.proxy.reset()
+    assert champion.read_pointer(faulty_s3.bucket, _key(data)) is None
+    saved = _saved(faulty_s3, "r1")
+    assert saved["promoted"] is False and "does not enforce conditional writes" in saved["reason"]
 
 
 # A publish that gives up on a flaky S3 fails closed (no pointer move, no output); the

@@ -353,3 +353,25 @@ def test_check_access_names_what_cannot_be_written(faulty_s3, monkeypatch):
     storage.check_access(faulty_s3.uri("checkpoints"), write=False)
     with pytest.raises(StorageError, match=f"cannot write under {faulty_s3.uri('checkpoints')}"):
         storage.check_access(faulty_s3.uri("checkpoints"), write=True)
+
+
+def test_outages_are_transient_and_mistakes_are_not(faulty_s3, monkeypatch):
+    """Outages exit 75 (retry: StorageUnavailable); a wrong bucket or key exits 2."""
+    from fauna.errors import EXIT_ERROR, EXIT_TRANSIENT, TransientError
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    storage.write_text(faulty_s3.uri("a.txt"), "x")
+    for fault in (SLOW_DOWN, INTERNAL, DROP, STALL):
+        faulty_s3.proxy.reset().always(fault)
+        with pytest.raises(storage.StorageUnavailable) as raised:
+            storage.read_text(faulty_s3.uri("a.txt"))
+        assert raised.value.exit_code == EXIT_TRANSIENT, fault
+    faulty_s3.proxy.reset()
+    for uri in ("s3://no-such-bucket-here/a.txt", faulty_s3.uri("missing.txt")):
+        with pytest.raises(StorageError) as raised:
+            storage.read_text(uri)
+        assert not isinstance(raised.value, TransientError)
+        assert raised.value.exit_code == EXIT_ERROR
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(storage.StorageUnavailable, match="cannot reach the S3 endpoint"):
+        storage.read_text(faulty_s3.uri("a.txt"))

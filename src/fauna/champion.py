@@ -7,15 +7,22 @@ models, and the same data under another folder name keeps its champion:
 
     models/<dataset>/champion.json             the pointer (run, backbone, metric, value,
                                                model URI, test-split signature, dataset,
-                                               the champion it replaced)
+                                               the champion it replaced, its history entry)
     models/<dataset>/history/<time>-<run>-<id>.json
-                                               one entry per publish decision, written once
+                                               one entry per publish decision that left the
+                                               pointer as it was, written once
                                                (If-None-Match), never overwritten
+    models/<dataset>/history/<promoted_at>-<run>-moved.json
+                                               the entry of one pointer move, named by the
+                                               move itself (the new pointer's time and run):
+                                               a retried publish finds it or writes it, so
+                                               every move is recorded exactly once
 
 The pointer changes by compare-and-swap (`move_pointer`): read it with its ETag, decide,
 write with `If-Match: <etag>` (or `If-None-Match: *` for a dataset's first champion);
 when another publish moved it meanwhile the write is refused, and the pointer is read
-and the decision made again.
+and the decision made again. Before the first write of a process to a bucket the store is
+probed (`fauna.store_check`): a store that ignores the conditions is refused.
 
 
 Importing this module is light (boto3 is imported by the functions that talk to S3), so
@@ -168,9 +175,10 @@ def move_pointer(
 
     `decide(current)` returns (decision, new pointer or None to leave it); `before_write`
     runs before each write (publish uploads everything the new pointer will name there).
-    On a lost race the pointer is read and decided again. Returns (decision, rounds).
+    On a lost race the pointer is read and decided again; a write whose reply was lost but
+    which landed counts as done. Returns (decision, rounds).
     """
-    from fauna import storage
+    from fauna import storage, store_check
 
     uri = pointer_uri(bucket, dataset_key)
     for attempt in range(1, attempts + 1):
@@ -178,7 +186,10 @@ def move_pointer(
         decision, new = decide(current[0] if current else None)
         if new is None:
             return decision, attempt
+        store_check.require_conditional_writes(bucket)
         before_write(decision)
+        # Where the history entry of this move lives: whoever records it later finds it.
+        new = {**new, "history_entry": move_entry_uri(bucket, dataset_key, new)}
         text = json.dumps(new, indent=2)
         try:
             if current is None:
@@ -188,10 +199,32 @@ def move_pointer(
         except storage.PreconditionFailed:
             log.info(f"the champion of {dataset_key} changed while deciding: reading it again")
             continue
+        except storage.StorageError as exc:
+            if not _landed(uri, text, exc):
+                raise
         return decision, attempt
     raise ChampionError(
         f"the champion pointer {uri} changed {attempts} times while deciding: gave up"
     )
+
+
+def _landed(uri: str, text: str, failure: Exception) -> bool:
+    """After a failed pointer write: did it land anyway (its reply was lost)? Reads it back.
+
+    When the pointer cannot be read either, `failure.pointer_may_have_moved` is set: the
+    caller must not claim either way.
+    """
+    from fauna import storage
+
+    try:
+        found = storage.read_text_with_etag(uri)
+    except storage.StorageError:
+        failure.pointer_may_have_moved = True  # type: ignore[attr-defined]
+        return False
+    if found is not None and found[0] == text:
+        log.warning(f"writing {uri} failed, but it holds what was written: the write landed")
+        return True
+    return False
 
 
 def now_stamp() -> str:
@@ -206,6 +239,106 @@ def append_history(bucket: str, dataset_key: str, run_id: str, entry: dict[str, 
     uri = f"{history_uri(bucket, dataset_key)}/{name}"
     storage.write_text(uri, json.dumps(entry, indent=2), content_type=JSON, if_none_match=True)
     return uri
+
+
+def move_entry_uri(bucket: str, dataset_key: str, pointer: dict[str, Any]) -> str:
+    """Where the history entry of the move to `pointer` lives: named by the move itself."""
+    # The stamp keeps its case (now_stamp's T and Z) so names sort in time with the rest.
+    stamp = re.sub(r"[^A-Za-z0-9._-]+", "-", str(pointer.get("promoted_at") or "unknown"))
+    return f"{history_uri(bucket, dataset_key)}/{stamp}-{slug(pointer['run_id'])}-moved.json"
+
+
+def record_move(
+    bucket: str, dataset_key: str, pointer: dict[str, Any], entry: dict[str, Any]
+) -> str:
+    """Write the entry of one pointer move unless it is there already; returns its URI.
+
+    The name comes from the pointer (its time and run), so the publish that moved it and a
+    retried publish that finds its run already champion write the same key, once.
+    """
+    from fauna import storage
+
+    uri = move_entry_uri(bucket, dataset_key, pointer)
+    try:
+        storage.write_text(uri, json.dumps(entry, indent=2), content_type=JSON, if_none_match=True)
+    except storage.PreconditionFailed:
+        log.info(f"{uri} already records this move")
+    return uri
+
+
+def record_decision(
+    bucket: str,
+    dataset_key: str,
+    run_id: str,
+    decision: dict[str, Any],
+    rounds: int,
+    candidate: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+    current: dict[str, Any] | None,
+) -> str:
+    """The history entry of one publish decision; returns its URI.
+
+    `new` is the pointer this decision wrote (None: it left the pointer), `current` the
+    one it decided on. A move is recorded under a name derived from the new pointer, so a
+    retried publish that finds its run already champion (the reply to its pointer write
+    was lost, or it was killed before recording) writes the same entry if it is missing,
+    or finds it; the next move also records the move it replaces if nobody did.
+    """
+    if new is not None:
+        if current is not None and current.get("history_entry"):
+            record_later(bucket, dataset_key, current)
+        return record_move(bucket, dataset_key, new, move_entry(new, decision, rounds))
+    if decision.get("already_champion") and current is not None:
+        return record_later(bucket, dataset_key, current)
+    entry = {
+        "run_id": run_id,
+        "decided_at": now_stamp(),
+        **decision,
+        "moved_pointer": False,
+        "rounds": rounds,
+        "candidate": candidate,
+        "replaced": None,
+    }
+    return append_history(bucket, dataset_key, run_id, entry)
+
+
+def summary(pointer: dict[str, Any]) -> dict[str, Any]:
+    """What a history entry or the next pointer keeps of a champion."""
+    keys = ("run_id", "backbone", "metric", "value", "model_uri", "promoted_at")
+    return {k: pointer.get(k) for k in keys}
+
+
+def move_entry(
+    pointer: dict[str, Any], decision: dict[str, Any], rounds: int | None
+) -> dict[str, Any]:
+    """The history entry of the move to `pointer`, with the decision that made it."""
+    return {
+        "run_id": pointer["run_id"],
+        "decided_at": pointer.get("promoted_at"),
+        **decision,
+        "moved_pointer": True,
+        "rounds": rounds,
+        "candidate": summary(pointer),
+        "replaced": pointer.get("previous"),
+    }
+
+
+def record_later(bucket: str, dataset_key: str, pointer: dict[str, Any]) -> str:
+    """The move to `pointer`, recorded from the pointer alone if its entry is missing.
+
+    Its own publish may have died after the move (a lost reply, a kill): a retry of that
+    publish, or the next publish that moves the pointer, writes the entry, once.
+    """
+    known = {
+        "promoted": True,
+        "reason": pointer.get("reason"),
+        "metric": pointer.get("metric"),
+        "candidate_value": pointer.get("value"),
+        "champion_value": None,
+        "already_champion": False,
+        "recorded_later": True,
+    }
+    return record_move(bucket, dataset_key, pointer, move_entry(pointer, known, None))
 
 
 def read_history(bucket: str, dataset_key: str) -> list[dict[str, Any]]:

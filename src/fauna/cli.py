@@ -134,6 +134,12 @@ def _synth():
     return synthetic.add_arguments, synthetic.run
 
 
+def _check_store():
+    from fauna import store_check
+
+    return store_check.add_arguments, store_check.run
+
+
 def _config():
     from fauna import config
 
@@ -159,6 +165,7 @@ COMMANDS: dict[str, Command] = {
     "schedule": Command("schedule recurring retraining on a Kubeflow cluster", _schedule),
     "local-run": Command("run the whole pipeline on this machine", _local_run, "smoke"),
     "synth": Command("generate a synthetic sample dataset (not real animals)", _synth),
+    "check-store": Command("check that a store enforces conditional writes", _check_store),
     "config": Command("print the effective configuration as YAML", _config),
 }
 
@@ -231,9 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.verbose - args.quiet)
     try:
         return _run(args)
-    except FaunaError as exc:
+    except FaunaError as exc:  # exit 2, or 75 for a transient failure (see fauna.errors)
         print(f"fauna {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"fauna {args.command}: interrupted", file=sys.stderr)
         return 130

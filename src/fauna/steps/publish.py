@@ -18,11 +18,17 @@ How it stays safe (fail closed: when in doubt, do not promote):
   must beat no skill with 99% confidence (the first champion of a dataset too), and a
   champion only by a paired comparison on the same test images (`decide`).
 - The champion is beaten only on the same test split: when the split changed, the
-  current champion is re-evaluated on this run's split first; if that fails (e.g. S3
-  503), this run is not promoted, and the reason says so.
+  current champion is re-evaluated on this run's split first; if that fails on an outage
+  (e.g. S3 503), this run is not promoted, the records say why, and the step fails with a
+  transient error (exit 75) so the pipeline's retry publishes again.
 - Everything the pointer will name (models, report, publish.json) is uploaded and
-  verified before the pointer moves; the pointer moves by compare-and-swap (conditional
-  writes), and on a conflict the decision is made again on the new champion.
+  verified before the pointer moves, saying "not promoted yet" (pending); they say
+  "promoted" only after the compare-and-swap succeeded, and "not promoted: <reason>"
+  when the move failed. The pointer moves by compare-and-swap (conditional writes, on a
+  store proven to enforce them, fauna.store_check); on a conflict the decision is made
+  again on the new champion.
+- History records every pointer move exactly once: its entry is named by the move, so a
+  retried publish after a lost reply finds it or writes it.
 - A retried publish of the run that already is champion says so (promoted, "already
   the champion") instead of comparing the model with itself; the champion's model files
   are never overwritten by different ones.
@@ -41,12 +47,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fauna import champion, registry, storage, timing
+from fauna import champion, registry, storage
 from fauna.artifact import TRAIN_INFO, model_info
 from fauna.champion import ChampionError, DatasetId
+from fauna.champion import summary as _summary
 from fauna.config import Config
 from fauna.dataset import MANIFEST, read_json, read_manifest, write_json
-from fauna.errors import FaunaError
+from fauna.errors import FaunaError, TransientError
 from fauna.evaluation import METRICS, score_model
 from fauna.metrics import champion_value
 from fauna.outputs import require_output, step_output
@@ -65,6 +72,8 @@ log = logging.getLogger(__name__)
 STEP = "publish"
 DATA_STEPS = ("split", "augment")
 PUBLISH_JSON = "publish.json"
+# How records name a promotion decided on but not yet made (the pointer has not moved).
+PENDING = "not promoted yet"
 # Checkpoints are for resuming training, not for using the model.
 SKIP_ON_UPLOAD = ("checkpoints",)
 
@@ -113,42 +122,15 @@ def signature_of_test_split(data_dir: Path) -> str:
 # ---------------------------------------------------------------------- uploads
 
 
-def _local_files(local_dir: Path, exclude: tuple[str, ...] = ()) -> dict[str, int]:
-    return {
-        p.relative_to(local_dir).as_posix(): p.stat().st_size
-        for p in Path(local_dir).rglob("*")
-        if p.is_file() and p.relative_to(local_dir).parts[0] not in exclude
-    }
-
-
-def _remote_files(uri: str) -> dict[str, int]:
-    prefix = storage.parse_s3_uri(uri).key + "/"
-    return {key[len(prefix) :]: size for key, size in storage.list_keys(uri)}
-
-
-@timing.timed("data_out")
-def upload_verified(local_dir: Path, uri: str, exclude: tuple[str, ...] = ()) -> int:
-    """Upload a folder and check every file arrived whole (names and sizes in a listing)."""
-    n = storage.upload_dir(local_dir, uri, exclude=exclude)
-    local, remote = _local_files(local_dir, exclude), _remote_files(uri)
-    missing = sorted(name for name, size in local.items() if remote.get(name) != size)
-    if missing:
-        raise PublishError(
-            f"uploaded {uri} but {len(missing)} file(s) are not there whole: "
-            f"{', '.join(missing[:5])}"
-        )
-    return n
-
-
 def _upload_model(model_dir: Path, uri: str, champion_uri: str | None) -> None:
     """Upload one model, unless this very model is already there.
 
     Files of the current champion are never overwritten by different ones; an earlier,
     incomplete or different upload of a run that is not champion is replaced.
     """
-    remote = _remote_files(uri)
+    remote = storage.remote_files(uri)
     if remote:
-        local = _local_files(model_dir, SKIP_ON_UPLOAD)
+        local = storage.local_files(model_dir, SKIP_ON_UPLOAD)
         same = (
             remote == local
             and storage.read_text(f"{uri}/{TRAIN_INFO}")
@@ -164,7 +146,7 @@ def _upload_model(model_dir: Path, uri: str, champion_uri: str | None) -> None:
             )
         log.warning(f"{uri} holds an earlier or incomplete upload: replacing it")
         storage.delete_prefix(uri)
-    n = upload_verified(model_dir, uri, exclude=SKIP_ON_UPLOAD)
+    n = storage.upload_verified(model_dir, uri, exclude=SKIP_ON_UPLOAD)
     log.info(f"uploaded {n} files -> {uri}")
 
 
@@ -210,11 +192,6 @@ def _stored_predictions(pointer: dict[str, Any]) -> Predictions | None:
         return Predictions.load(storage.download_file(uri, Path(tmp) / "p.npz"))
 
 
-def _summary(pointer: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "backbone", "metric", "value", "model_uri", "promoted_at")
-    return {k: pointer.get(k) for k in keys}
-
-
 class Decider:
     """Decides for one candidate against whatever champion the pointer names (re-callable)."""
 
@@ -226,6 +203,9 @@ class Decider:
         self.predictions = Predictions.load(found) if found.is_file() else None
         self._rescored: dict[str, Rescored | Exception] = {}
         self.pointer: dict[str, Any] | None = None  # the last pointer decided on
+        self.current: dict[str, Any] | None = None  # the champion of the last decision
+        # A re-evaluation that failed on an outage: the step fails (retryable), not "no".
+        self.transient: TransientError | None = None
 
     def rescore(self, current: dict[str, Any]) -> Rescored:
         """The champion's answers on this split, once per publish (re-decisions reuse them).
@@ -242,6 +222,8 @@ class Decider:
                 self._rescored[model_uri] = exc
         found = self._rescored[model_uri]
         if isinstance(found, Exception):
+            if isinstance(found, TransientError):
+                self.transient = found
             raise found
         return found
 
@@ -255,6 +237,7 @@ class Decider:
         return _rescore(current["model_uri"], self.data_dir, self.cfg)
 
     def __call__(self, current: dict[str, Any] | None) -> tuple[Promotion, dict | None]:
+        self.current, self.transient = current, None
         promotion = decide(
             self.candidate, current, self.rescore, self.cfg.compare, self.predictions
         )
@@ -389,22 +372,32 @@ def _candidate(
 class Artifacts:
     """Writes what the run publishes for a verdict: the report with it, publish.json.
 
-    Called before every pointer write (so the pointer never names a run whose report and
-    publish.json are missing) and once more when the final verdict differs.
+    `pending` runs before every pointer write (so the pointer never names a run whose
+    report and publish.json are missing) and says "not promoted yet"; the final verdict is
+    written once the pointer has moved (or did not).
     """
 
     def __init__(self, report_dir: Path, tmp: Path, base: PublishResult, subject: str):
         self.report_dir, self.tmp, self.base, self.subject = report_dir, tmp, base, subject
         self.published: Promotion | None = None
 
+    def pending(self, promotion: Promotion) -> None:
+        reason = f"{PENDING}: the champion pointer is being moved ({promotion.reason})"
+        self._write(replace(promotion, promoted=False, reason=reason), PENDING)
+        self.published = None
+
     def __call__(self, promotion: Promotion) -> None:
+        self._write(promotion, "promoted to champion" if promotion.promoted else "not promoted")
+        self.published = promotion
+
+    def _write(self, promotion: Promotion, verdict: str) -> None:
         report = self.tmp / "report"
         if report.exists():
             shutil.rmtree(report)
-        verdict = "promoted to champion" if promotion.promoted else "not promoted"
-        note = f"Publishing: {self.subject} was {verdict}: {promotion.reason}."
+        reason = promotion.reason.removeprefix(f"{PENDING}: ")
+        note = f"Publishing: {self.subject} was {verdict}: {reason}."
         rerender_with_notes(self.report_dir, report, [note])
-        upload_verified(report, self.base.report_uri)
+        storage.upload_verified(report, self.base.report_uri)
         result = replace(self.base, promotion=promotion)
         write_json(self.tmp / PUBLISH_JSON, result.to_dict())
         text = json.dumps(result.to_dict(), indent=2)
@@ -412,7 +405,15 @@ class Artifacts:
         storage.write_text(uri, text, content_type=champion.JSON)
         if storage.read_text(uri) != text:
             raise PublishError(f"{uri} does not hold what was just written")
-        self.published = promotion
+
+    def not_moved(self, failure: Exception, value: float | None) -> None:
+        """After a failed move: records say "not promoted: <reason>" (best effort)."""
+        first = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        reason = f"the champion pointer was not moved ({first}); publish again"
+        try:
+            self(Promotion(False, reason, self.base.promotion.metric, value, None))
+        except Exception as exc:  # the store may still be failing: the step fails anyway
+            log.warning(f"could not write the records of the failed move: {exc}")
 
 
 def _inputs(report_dir: Path, model_dirs: list[Path], data_dir: Path) -> DatasetId:
@@ -468,9 +469,9 @@ def publish_run(
         artifacts = Artifacts(report_dir, tmp, base, subject)
         decider = Decider(candidate, data_dir, cfg, report_dir) if candidate else None
         promotion, rounds = _promote(decider, comparison, bucket, dataset, artifacts, cfg)
+        _record(bucket, dataset, run_id, decider, promotion, rounds)
         if artifacts.published is not promotion:
             artifacts(promotion)
-        _record(bucket, dataset, run_id, decider, promotion, rounds)
     log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
     result = replace(base, promotion=promotion)
     # The registry mirrors the decision (optional; a failure there is one warning line).
@@ -493,10 +494,18 @@ def _promote(
         reason = f"every model of this run is flagged as degenerate ({flagged})"
         return Promotion(False, reason, metric, None, None), 0
     try:
-        return champion.move_pointer(bucket, dataset.key, decider, artifacts)
+        promotion, rounds = champion.move_pointer(bucket, dataset.key, decider, artifacts.pending)
     except ChampionError as exc:  # the pointer kept changing, or cannot be parsed
         value = decider.candidate["value"]
         return Promotion(False, f"{exc}: not promoted", metric, value, None), champion.MAX_ATTEMPTS
+    except FaunaError as exc:  # e.g. the pointer write failed, or the store was refused
+        if not getattr(exc, "pointer_may_have_moved", False):
+            artifacts.not_moved(exc, decider.candidate["value"])
+        raise
+    if decider.transient is not None and not promotion.promoted:
+        artifacts(promotion)  # the records say why; the step fails so that it is retried
+        raise TransientError(promotion.reason)
+    return promotion, rounds
 
 
 def _record(
@@ -507,19 +516,15 @@ def _record(
     promotion: Promotion,
     rounds: int,
 ) -> None:
-    """One history entry for this decision (a new object; history is never overwritten)."""
+    """One history entry for this decision; a pointer move's entry exactly once."""
     moved = promotion.promoted and not promotion.already_champion
-    pointer = decider.pointer if decider is not None and moved else None
-    entry = {
-        "run_id": run_id,
-        "decided_at": champion.now_stamp(),
-        **asdict(promotion),
-        "moved_pointer": moved,
-        "rounds": rounds,
-        "candidate": None if decider is None else _summary(decider.candidate),
-        "replaced": None if pointer is None else pointer["previous"],
-    }
-    uri = champion.append_history(bucket, dataset.key, run_id, entry)
+    new = decider.pointer if decider is not None and moved else None
+    current = None if decider is None else decider.current
+    candidate = None if decider is None else _summary(decider.candidate)
+    decision = asdict(promotion)
+    uri = champion.record_decision(
+        bucket, dataset.key, run_id, decision, rounds, candidate, new, current
+    )
     log.info(f"history: {uri}")
 
 
