@@ -13,11 +13,12 @@ def augment(
     """Balance (oversample) and/or mark train-time augmentation; val and test stay untouched."""
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import section
     from fauna.steps.augment import balance_dataset
 
     logs.configure()
+    timing.begin("augment")  # start-up: the process's age now
     cfg = section("augment", {**augment_config, "mode": mode})
     result = balance_dataset(Path(splits.path), Path(balanced.path), cfg)
     balanced.metadata.update(

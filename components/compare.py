@@ -20,12 +20,13 @@ def compare(
     import shutil
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import Config
     from fauna.metrics import METRIC_KEYS
     from fauna.steps.compare import compare_backbones
 
     logs.configure()
+    timing.begin("compare")  # start-up: the process's age now
     out = Path(report.path)
     cfg = Config.from_dict(
         {

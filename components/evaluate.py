@@ -16,13 +16,14 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import section
     from fauna.dataset import display_name
     from fauna.metrics import METRIC_KEYS
     from fauna.steps.evaluate import evaluate_model
 
     logs.configure()
+    timing.begin("evaluate", preload=("tensorflow", "keras"))  # start-up: imports too
     out = Path(evaluation.path)
     result = evaluate_model(
         Path(model.path), Path(data.path), out, section("evaluate", evaluate_config)

@@ -13,11 +13,12 @@ def preprocess(
     """Resize (+ centre-crop) every image into TFRecord shards, streaming, on all cores."""
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import section
     from fauna.steps.preprocess import preprocess_dataset
 
     logs.configure()
+    timing.begin("preprocess")  # start-up: the process's age now
     cfg = section("preprocess", {**preprocess_config, "image_size": image_size})
     result = preprocess_dataset(Path(raw.path), Path(preprocessed.path), cfg)
     preprocessed.metadata.update(

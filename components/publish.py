@@ -30,17 +30,15 @@ def publish(
     import json
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import Config
     from fauna.steps.publish import champion_after, publish_run
 
     logs.configure()
+    timing.begin("publish")  # start-up: the process's age now
+    compare = {**compare_config, "champion_metric": champion_metric}
     cfg = Config.from_dict(
-        {
-            "compare": {**compare_config, "champion_metric": champion_metric},
-            "pipeline": {"bucket": bucket},
-            "evaluate": evaluate_config,
-        }
+        {"compare": compare, "pipeline": {"bucket": bucket}, "evaluate": evaluate_config}
     )
     # The step writes the report with its verdict and publish.json into its own output.
     result = publish_run(

@@ -12,11 +12,12 @@ def split(
     """Stratified, duplicate-aware train/val/test split of the preprocessed shards."""
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.config import section
     from fauna.steps.split import split_dataset
 
     logs.configure()
+    timing.begin("split")  # start-up: the process's age now
     result = split_dataset(
         Path(preprocessed.path), Path(splits.path), section("split", split_config)
     )

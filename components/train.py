@@ -31,11 +31,12 @@ def train(
     given = dict(locals())  # the parameters (nothing else is defined yet)
     from pathlib import Path
 
-    from fauna import logs
+    from fauna import logs, timing
     from fauna.knobs import TRAIN_KNOBS, train_settings
     from fauna.steps.train import train_backbone
 
     logs.configure()
+    timing.begin("train", backbone=backbone, preload=("tensorflow", "keras"))
     checkpoint_uri = None
     if checkpoint_root:
         checkpoint_uri = f"{checkpoint_root.rstrip('/')}/{run_id}/{backbone}"

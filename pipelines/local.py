@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fauna import knobs, storage
+from fauna import knobs, storage, timing
 from fauna.config import Config
 from fauna.errors import FaunaError
 from fauna.sources import kaggle_credentials_found
@@ -249,12 +249,23 @@ def run(args: Any, cfg: Config) -> int:
             result = run_pipeline_locally(cfg, arguments, run_dir)
         verify_published(result)
         metrics = json.loads(storage.read_text(f"{result['report_uri']}/metrics.json"))
-    lines = summary_lines(result, metrics)
+    lines = summary_lines(result, metrics) + ["", *task_time_lines(run_dir)]
     if embedded:
         lines.append(f"(the embedded S3 bucket is saved in {EMBEDDED_S3_DIR.resolve()})")
     lines.append(f"finished in {time.monotonic() - started:.0f} s; run folder: {run_dir.resolve()}")
     print("\n".join(lines))
     return 0
+
+
+def task_time_lines(run_dir: Path) -> list[str]:
+    """Where each task's time went (seconds), from the timings.json every step wrote."""
+    tasks = timing.collect(run_dir)
+    if not tasks:
+        return ["(no task timings found)"]
+    return [
+        "seconds per task (start-up = interpreter, imports and TensorFlow):",
+        timing.table(tasks),
+    ]
 
 
 def summary_lines(result: dict[str, Any], metrics: dict[str, Any]) -> list[str]:

@@ -201,7 +201,11 @@ def build_pipeline(cfg: Config):
             eval_task = _step(
                 evaluate(evaluate_config=sections["evaluate"], model=model, data=data), p
             )
-            tsne_task = _step(tsne(tsne_config=sections["tsne"], model=model, data=data), p)
+            evaluation = eval_task.outputs["evaluation"]
+            # t-SNE reuses evaluate's features: no second model load and pass over the test set.
+            tsne_task = _step(
+                tsne(tsne_config=sections["tsne"], evaluation=evaluation, data=data), p
+            )
 
         compare_task = _step(
             compare(
@@ -209,7 +213,7 @@ def build_pipeline(cfg: Config):
                 compare_config=sections["compare"],
                 backbones=backbones,
                 models=dsl.Collected(model),
-                evaluations=dsl.Collected(eval_task.outputs["evaluation"]),
+                evaluations=dsl.Collected(evaluation),
                 tsnes=dsl.Collected(tsne_task.outputs["tsne"]),
                 data=data,
             ),

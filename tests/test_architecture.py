@@ -104,3 +104,27 @@ def test_help_is_fast_and_loads_no_tensorflow(command):
     loaded = result.stdout.rsplit("LOADED", 1)[1].split()
     assert loaded == [], f"fauna {command} --help imports {loaded}"
     assert result.stderr == ""
+
+
+def test_importing_a_step_or_component_loads_no_tensorflow():
+    """A task imports TensorFlow only where it runs a model (train, evaluate, a re-scoring
+    publish, t-SNE from a model): the rest start without its seconds of import."""
+    modules = [f"fauna.steps.{p.stem}" for p in STEPS.glob("*.py") if p.stem != "__init__"]
+    modules += [
+        f"fauna.components.{p.stem}"
+        for p in (ROOT / "components").glob("*.py")
+        if p.stem != "__init__"
+    ]
+    modules += ["fauna.timing", "fauna.pipelines.local"]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {sorted(modules)!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print('LOADED', *[m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(modules) > 15
+    assert result.stdout.rsplit("LOADED", 1)[1].split() == []

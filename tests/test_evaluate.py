@@ -382,7 +382,7 @@ def test_components_log_kfp_artifacts(dataset: Path, model_dir: Path, tmp_path: 
     plot = dsl.HTML(uri=str(tmp_path / "plot.html"))
     tsne.python_func(
         tsne_config=dataclasses.asdict(cfg.tsne),
-        model=dsl.Model(uri=str(model_dir)),
+        evaluation=evaluation,  # its features.npz: the pipeline's route
         data=dsl.Dataset(uri=str(dataset)),
         tsne=dsl.Dataset(uri=str(tmp_path / "tsne")),
         plot=plot,

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fauna import timing
 from fauna.errors import FaunaError
 
 MODEL_FILE = "model.keras"
@@ -45,6 +46,7 @@ def model_info(model_dir: Path) -> dict[str, Any]:
     return info
 
 
+@timing.timed("data_in")
 def load_model(model_dir: Path, *, compile: bool = False) -> Any:
     """The saved Keras model of a train step output (inference needs no optimizer)."""
     return load_model_file(model_path(model_dir), compile=compile)

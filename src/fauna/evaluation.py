@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 INFERENCE_BATCH = 64
 # The evaluate step's output file that every later step reads.
 METRICS = "metrics.json"
+# Its penultimate-layer features of every test image (ids, labels, classes): t-SNE reads them.
+FEATURES = "features.npz"
 
 # The guard. A model is flagged as degenerate when (with >= 2 classes in the test split):
 # - it predicts one class for every test image; or
@@ -393,6 +395,7 @@ class Scored:
     y_true: np.ndarray
     ids: list[str]
     keys: list[str]  # each image's content hash (its id where the manifest has none)
+    features: np.ndarray | None = None  # penultimate layer, rows as `ids` (t-SNE reuses them)
 
     def predictions(self) -> Predictions:
         """What fauna.policy pairs two models on: answers keyed by image content."""
@@ -470,6 +473,7 @@ def score_model(
     )
     keys = content_keys(data_dir, result.ids)
     scored = Scored(backbone, classes, image_size, metrics, probs, result.labels, result.ids, keys)
+    scored.features = result.outputs[1] if len(result.outputs) > 1 else None
     reason = guard(metrics, scored.predictions(), policy, not_finite)
     if reason:
         log.warning(f"{backbone} is flagged as degenerate: {reason}")

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fauna import timing
 from fauna.errors import FaunaError
 
 MARKER = ".fauna-output.json"
@@ -195,6 +196,7 @@ def step_output(out: Path, step: str) -> Iterator[Path]:
         tmp.mkdir()
         try:
             yield tmp
+            timing.write_into(tmp, step)  # timings.json when a task times this step
             mark_complete(tmp, step)
             _publish(tmp, out)
         finally:

@@ -4,8 +4,9 @@ Why TFRecord: tf.data reads it in parallel with no per-file overhead, shards
 travel well through S3, and images stay JPEG-encoded (small) until the training
 input pipeline decodes them. Memory stays bounded whatever the dataset size.
 
-TensorFlow is imported inside the functions that need it, never at module level:
-importing this module (as `fauna split --help` does) must stay instant.
+Records are written and read by `fauna.tfrecord` (the same bytes, in plain Python):
+the data steps never import TensorFlow. TensorFlow is imported only for tf.data
+pipelines (`features`, `parse_example`), inside those functions.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fauna import tfrecord
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -55,38 +58,34 @@ class Record:
 
 
 def serialize(rec: Record) -> bytes:
-    import tensorflow as tf
-
-    def as_bytes(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "image/encoded": as_bytes(rec.encoded),
-                "image/class/label": tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=[rec.label_index])
-                ),
-                "image/class/text": as_bytes(rec.label.encode()),
-                "image/sha256": as_bytes(rec.sha256.encode()),
-                "image/id": as_bytes(rec.id.encode()),
-            }
-        )
+    """The tf.train.Example bytes of a record; the same record gives the same bytes in
+    every process (protobuf's deterministic serialization, byte for byte)."""
+    return tfrecord.encode_example(
+        {
+            "image/encoded": rec.encoded,
+            "image/class/label": rec.label_index,
+            "image/class/text": rec.label.encode(),
+            "image/sha256": rec.sha256.encode(),
+            "image/id": rec.id.encode(),
+        }
     )
-    # deterministic: the same record gives the same bytes in every process (stable map order)
-    return example.SerializeToString(deterministic=True)
 
 
 def deserialize(data: bytes) -> Record:
-    import tensorflow as tf
+    f = tfrecord.decode_example(data)
 
-    f = tf.train.Example.FromString(data).features.feature
+    def value(key: str, kind: type) -> Any:
+        found = f.get(key)
+        if not isinstance(found, kind):
+            raise tfrecord.TFRecordError(f"not a fauna image record: no {key}")
+        return found
+
     return Record(
-        encoded=f["image/encoded"].bytes_list.value[0],
-        label_index=int(f["image/class/label"].int64_list.value[0]),
-        label=f["image/class/text"].bytes_list.value[0].decode(),
-        sha256=f["image/sha256"].bytes_list.value[0].decode(),
-        id=f["image/id"].bytes_list.value[0].decode(),
+        encoded=value("image/encoded", bytes),
+        label_index=value("image/class/label", int),
+        label=value("image/class/text", bytes).decode(),
+        sha256=value("image/sha256", bytes).decode(),
+        id=value("image/id", bytes).decode(),
     )
 
 
@@ -98,7 +97,7 @@ class ShardWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.per_shard = per_shard
         self.count = 0
-        self._writer: tf.io.TFRecordWriter | None = None
+        self._writer: tfrecord.Writer | None = None
         self._shard_index = -1
 
     @property
@@ -115,12 +114,10 @@ class ShardWriter:
         return self.current_shard
 
     def _roll(self) -> None:
-        import tensorflow as tf
-
         if self._writer is not None:
             self._writer.close()
         self._shard_index += 1
-        self._writer = tf.io.TFRecordWriter(str(self.directory / self.current_shard))
+        self._writer = tfrecord.Writer(self.directory / self.current_shard)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -143,8 +140,6 @@ class ShuffledShardWriter:
     """
 
     def __init__(self, directory: Path, expected: int, per_shard: int, seed: str) -> None:
-        import tensorflow as tf
-
         self.directory = Path(directory)
         self.per_shard = max(1, per_shard)
         self.rng = random.Random(seed)
@@ -153,7 +148,7 @@ class ShuffledShardWriter:
         self.buckets_dir.mkdir(parents=True, exist_ok=True)
         n = min(MAX_BUCKETS, max(1, math.ceil(expected / self.per_shard)))
         self.bucket_paths = [self.buckets_dir / f"bucket-{i:05d}" for i in range(n)]
-        self.writers = [tf.io.TFRecordWriter(str(p)) for p in self.bucket_paths]
+        self.writers = [tfrecord.Writer(p) for p in self.bucket_paths]
 
     def write(self, rec: Record) -> None:
         self.writers[self.count % len(self.writers)].write(serialize(rec))
@@ -161,18 +156,16 @@ class ShuffledShardWriter:
 
     def close(self) -> int:
         """Write the final shards; returns how many."""
-        import tensorflow as tf
-
         for writer in self.writers:
             writer.close()
         shard = 0
         for path in self.bucket_paths:
-            items = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+            items = list(tfrecord.read(path))
             path.unlink()
             self.rng.shuffle(items)
             for start in range(0, len(items), self.per_shard):
                 name = self.directory / f"part-{shard:05d}.tfrecord"
-                with tf.io.TFRecordWriter(str(name)) as writer:
+                with tfrecord.Writer(name) as writer:
                     for item in items[start : start + self.per_shard]:
                         writer.write(item)
                 shard += 1
@@ -186,13 +179,9 @@ def shard_paths(directory: Path) -> list[Path]:
 
 def iter_records(directory: Path) -> Iterator[Record]:
     """Every record of a shard directory, in order, one at a time (bounded memory)."""
-    paths = [str(p) for p in shard_paths(directory)]
-    if not paths:
-        return
-    import tensorflow as tf
-
-    for raw in tf.data.TFRecordDataset(paths).as_numpy_iterator():
-        yield deserialize(raw)
+    for path in shard_paths(directory):
+        for raw in tfrecord.read(path):
+            yield deserialize(raw)
 
 
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -27,6 +27,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from s3transfer.subscribers import BaseSubscriber
 
+from fauna import timing
 from fauna.s3client import (  # noqa: F401  (re-exported: fauna.storage is the public API)
     DEFAULT_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
@@ -276,6 +277,7 @@ def remote_files(uri: str, s3=None) -> dict[str, int]:
     return {key[len(prefix) :]: size for key, size in list_keys(uri, s3=s3)}
 
 
+@timing.timed("data_out")  # a task's upload time, in its timings.json
 def upload_verified(local_dir: str | Path, uri: str, exclude: tuple[str, ...] = ()) -> int:
     """Upload a folder and check every file arrived whole (names and sizes in a listing)."""
     n = upload_dir(local_dir, uri, exclude=exclude)

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from fauna import timing
 from fauna.config import Config
 from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.evaluation import read_source
@@ -105,7 +106,7 @@ def compare_backbones(
     if data_dir is not None:
         require_output(data_dir, DATA_STEPS, role="--data")
     inputs = gather(model_dirs, eval_dirs, tsne_dirs, cfg.train.backbones)
-    with step_output(Path(out), STEP) as tmp:
+    with timing.phase("data_out"), step_output(Path(out), STEP) as tmp:
         data = _report_data(inputs, tmp, cfg, Path(data_dir) if data_dir else None)
         render_report(data, tmp, notes or [])
         machine = machine_metrics(data)

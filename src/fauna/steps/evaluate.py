@@ -11,6 +11,9 @@ that predicts (nearly) one class, or whose features do not vary), with the reaso
 words (`degenerate`, `degenerate_reason`, `prediction_diversity` in metrics.json);
 see fauna.evaluation for the measures and thresholds.
 
+It writes the penultimate-layer features of the test images (features.npz), which the
+t-SNE step reuses instead of running the model again.
+
 For the report it keeps small thumbnails of misclassified test images (a few per
 most-confused pair, the most confident mistakes first): a user sees what the model
 mixed up faster than they read it (`misclassified/*.jpg`, indexed in misclassified.json).
@@ -28,10 +31,18 @@ from typing import Any
 
 import numpy as np
 
+from fauna import timing
 from fauna.artifact import model_info
 from fauna.config import CompareConfig, Config, EvaluateConfig
 from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
-from fauna.evaluation import METRICS, EvaluationError, Scored, read_source, score_model
+from fauna.evaluation import (
+    FEATURES,
+    METRICS,
+    EvaluationError,
+    Scored,
+    read_source,
+    score_model,
+)
 from fauna.metrics import METRIC_KEYS, SPECS
 from fauna.outputs import require_output, step_output
 from fauna.policy import PREDICTIONS
@@ -60,6 +71,20 @@ def _write_tables(out: Path, scored: Scored, per_class: list[dict[str, Any]]) ->
         rows = zip(scored.ids, scored.y_true, probs.argmax(axis=1), probs.max(axis=1), strict=True)
         for i, t, p, conf in rows:
             writer.writerow([i, classes[t], classes[p], f"{conf:.6f}"])
+
+
+def _write_features(out: Path, scored: Scored) -> None:
+    """The test images' penultimate features, so t-SNE need not load and run the model again."""
+    if scored.features is None:  # no named penultimate layer: t-SNE needs the model
+        return
+    np.savez(
+        out / FEATURES,
+        features=scored.features.reshape(len(scored.ids), -1).astype(np.float32),
+        labels=scored.y_true.astype(np.int64),
+        ids=np.array(scored.ids),
+        classes=np.array(scored.classes),
+        backbone=np.array(scored.backbone),
+    )
 
 
 def _thumbnail(encoded: bytes) -> bytes:
@@ -130,6 +155,7 @@ def evaluate_model(
     require_output(model_dir, "train", role="--model")
     require_output(data_dir, DATA_STEPS, role="--data")
     scored = score_model(model_dir, data_dir, cfg.top_confused_pairs, policy=policy)
+    timing.note(backbone=scored.backbone)
     info = model_info(model_dir)
     source = read_source(data_dir, model_dir)
     m = dict(scored.metrics)
@@ -142,7 +168,7 @@ def evaluate_model(
         "synthetic": bool(source.get("synthetic", True)),
         **m,
     }
-    with step_output(out, STEP) as tmp:
+    with timing.phase("data_out"), step_output(out, STEP) as tmp:
         write_json(tmp / "confusion_matrix.json", {"labels": scored.classes, "counts": cm.tolist()})
         plot_confusion(
             cm,
@@ -152,6 +178,7 @@ def evaluate_model(
         )
         _write_tables(tmp, scored, per_class)
         scored.predictions().save(tmp / PREDICTIONS)
+        _write_features(tmp, scored)
         _write_misclassified(tmp, data_dir, scored, m["most_confused"])
         write_json(tmp / METRICS, metrics)
         carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)

@@ -1,8 +1,11 @@
 """tsne: t-SNE of each model's learned features (the paper's feature plots).
 
-The test images go through the model up to its penultimate ("embedding") layer;
-a stratified sample (at most `max_samples`, for speed: t-SNE is the slow part)
-is projected to 2-D and plotted coloured by class.
+The test images' penultimate-layer ("embedding") features: read from an evaluate
+output (its features.npz, written in the same pass as its predictions: no model is
+loaded, no TensorFlow imported; what the pipeline does), or computed by running a
+trained model over the test split (given a train output, e.g. on the command line).
+A stratified sample (at most `max_samples`, for speed: t-SNE is the slow part) is
+projected to 2-D and plotted coloured by class; both routes pick the same sample.
 
 Features that barely differ between images (a collapsed model: relative spread below
 fauna.evaluation.MIN_FEATURE_SPREAD) are not projected: t-SNE would blow numerical
@@ -19,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from fauna import timing
 from fauna.artifact import load_model, model_info
 from fauna.config import Config, TsneConfig
-from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
+from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.evaluation import (
+    FEATURES,
     MIN_FEATURE_SPREAD,
     EvaluationError,
     check_inputs,
@@ -31,12 +36,13 @@ from fauna.evaluation import (
     read_source,
     run_inference,
 )
-from fauna.outputs import require_output, step_output
+from fauna.outputs import read_marker, require_output, step_output
 
 log = logging.getLogger(__name__)
 
 STEP = "tsne"
 DATA_STEPS = ("split", "augment")
+SOURCE_STEPS = ("train", "evaluate")
 MIN_SAMPLES = 5
 
 
@@ -77,35 +83,84 @@ def stratified_sample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return np.sort(order[np.argsort(keys, kind="stable")[:cap]])
 
 
-def _embed(
-    model_dir: Path, data_dir: Path, cfg: TsneConfig
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str], int]:
-    """Penultimate features of a stratified test sample: (emb, labels, ids, classes, n_test)."""
+def pick_sample(ids: list[str], labels: np.ndarray, cfg: TsneConfig) -> np.ndarray:
+    """Indices of the stratified sample, in id order: the same images and row order
+    whichever order the test split was read in (evaluate's pass, or the shards')."""
+    order = np.argsort(np.array(ids), kind="stable")
+    return order[stratified_sample(labels[order], cfg.max_samples, cfg.seed)]
+
+
+Embedded = tuple[str, np.ndarray, np.ndarray, list[str], list[str], int]
+
+
+def _embed_from_evaluation(eval_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
+    """The stratified sample's rows of evaluate's features (no model, no TensorFlow)."""
+    path = eval_dir / FEATURES
+    if not path.is_file():
+        raise EvaluationError(
+            f"{eval_dir} holds no {FEATURES} (its model has no named penultimate layer): "
+            "give the model's train output instead"
+        )
+    with timing.phase("data_in"), np.load(path) as npz:
+        saved = {k: npz[k] for k in npz.files}
+    classes = [str(c) for c in saved["classes"]]
+    data_classes = read_classes(data_dir)
+    if classes != data_classes:
+        raise EvaluationError(
+            f"{eval_dir} evaluated another class list than {data_dir}'s: "
+            "give the data the model was evaluated on"
+        )
+    backbone, labels = str(saved["backbone"]), saved["labels"]
+    rows = pick_sample([str(i) for i in saved["ids"]], labels, cfg)
+    log.info(f"{backbone}: {len(rows)} of {len(labels)} test images, features from {eval_dir}")
+    emb = saved["features"][rows].astype(np.float32)
+    return backbone, emb, labels[rows], [str(i) for i in saved["ids"][rows]], classes, len(labels)
+
+
+def _embed(model_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
+    """Penultimate features of a stratified test sample, computed by running the model."""
     classes, image_size = check_inputs(model_dir, data_dir)
     backbone = str(model_info(model_dir)["backbone"])
     all_ids, all_labels = split_labels(data_dir)
-    keep = {all_ids[i] for i in stratified_sample(all_labels, cfg.max_samples, cfg.seed)}
+    keep = {all_ids[i] for i in pick_sample(all_ids, all_labels, cfg)}
     log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
     model = embedding_model(load_model(model_dir))
     result = run_inference(
         model, data_dir, image_size, len(classes), keep_ids=keep, desc=f"embed {backbone}"
     )
-    emb = result.outputs[0].reshape(len(result.ids), -1).astype(np.float32)
-    if len(emb) < MIN_SAMPLES:
-        raise EvaluationError(f"t-SNE needs at least {MIN_SAMPLES} test images, got {len(emb)}")
-    return emb, result.labels, result.ids, classes, len(all_ids)
+    rows = np.argsort(np.array(result.ids), kind="stable")  # id order, as pick_sample's
+    emb = result.outputs[0].reshape(len(result.ids), -1)[rows].astype(np.float32)
+    ids = [result.ids[i] for i in rows]
+    return backbone, emb, result.labels[rows], ids, classes, len(all_ids)
 
 
-def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig) -> dict:
-    """Embeddings + t-SNE plot of the test split; writes PNG, NPZ, JSON and HTML into `out`."""
+def embed_sample(source_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
+    """(backbone, features, labels, ids, classes, n_test) of the stratified test sample,
+    from an evaluate output's features or from a train output's model."""
+    source_dir, data_dir = Path(source_dir), Path(data_dir)
+    require_output(source_dir, SOURCE_STEPS, role="--model/--evaluation")
+    require_output(data_dir, DATA_STEPS, role="--data")
+    if (read_marker(source_dir) or {}).get("step") == "evaluate":
+        embedded = _embed_from_evaluation(source_dir, data_dir, cfg)
+    else:
+        embedded = _embed(source_dir, data_dir, cfg)
+    if len(embedded[1]) < MIN_SAMPLES:
+        n = len(embedded[1])
+        raise EvaluationError(f"t-SNE needs at least {MIN_SAMPLES} test images, got {n}")
+    return embedded
+
+
+def tsne_embeddings(source_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig) -> dict:
+    """Embeddings + t-SNE plot of the test split; writes PNG, NPZ, JSON and HTML into `out`.
+
+    `source_dir`: an evaluate output (its features) or a train output (its model).
+    """
     from fauna.plots import plot_tsne
     from fauna.report.render import tsne_page
 
-    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    require_output(model_dir, "train", role="--model")
-    require_output(data_dir, DATA_STEPS, role="--data")
-    backbone = str(model_info(model_dir)["backbone"])
-    emb, labels, ids, classes, n_test = _embed(model_dir, data_dir, cfg)
+    source_dir, data_dir, out = Path(source_dir), Path(data_dir), Path(out)
+    backbone, emb, labels, ids, classes, n_test = embed_sample(source_dir, data_dir, cfg)
+    timing.note(backbone=backbone)
     n, spread = len(emb), feature_spread(emb)
     # sklearn needs perplexity < n; about n/3 is the usual ceiling for small samples.
     perplexity = float(min(cfg.perplexity, (n - 1) / 3))
@@ -125,13 +180,15 @@ def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig)
         "seed": cfg.seed,
         "feature_spread": spread,
         "degenerate_reason": skipped,
-        "synthetic": bool(read_source(data_dir, model_dir).get("synthetic", True)),
+        "synthetic": bool(read_source(data_dir, source_dir).get("synthetic", True)),
     }
     title = f"{backbone}: t-SNE of penultimate-layer features ({n} test images)"
-    with step_output(out, STEP) as tmp:
-        coords, png = np.zeros((n, 2), dtype=np.float32), None
+    coords = np.zeros((n, 2), dtype=np.float32)
+    if skipped is None:
+        coords = _project(emb, perplexity, cfg.seed)
+    with timing.phase("data_out"), step_output(out, STEP) as tmp:
+        png = None
         if skipped is None:
-            coords = _project(emb, perplexity, cfg.seed)
             png = plot_tsne(coords, labels, classes, tmp / "tsne.png", title)
         np.savez_compressed(
             tmp / "embeddings.npz",
@@ -145,7 +202,7 @@ def tsne_embeddings(model_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig)
         caption = f"perplexity {perplexity:g}, PCA init"
         page = tsne_page(f"t-SNE: {backbone}", title, png, caption, info["synthetic"], skipped)
         (tmp / "tsne.html").write_text(page)
-        carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
+        carry_forward((CLASSES, SOURCE), (data_dir, source_dir), tmp)
     log.info(f"{backbone}: wrote {out / 'tsne.html'}")
     return info
 
@@ -159,12 +216,17 @@ def _project(emb: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--model", required=True, help="train step output folder (model.keras)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="train step output folder (runs the model)")
+    source.add_argument(
+        "--evaluation", help=f"evaluate step output folder (reuses its {FEATURES}: faster)"
+    )
     parser.add_argument("--data", required=True, help="split or augment step output folder")
     parser.add_argument("--out", required=True, help="folder for tsne.png, embeddings.npz, ...")
 
 
 def run(args: Any, cfg: Config) -> int:
-    info = tsne_embeddings(Path(args.model), Path(args.data), Path(args.out), cfg.tsne)
+    source = Path(args.evaluation or args.model)
+    info = tsne_embeddings(source, Path(args.data), Path(args.out), cfg.tsne)
     print(json.dumps(info))
     return 0

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fauna import timing
 from fauna.artifact import (
     EXPORT_DIR,
     HISTORY_CSV,
@@ -99,6 +100,7 @@ def inference_model(job: Any, model: Any) -> tuple[Any, int]:
     return final, batches
 
 
+@timing.timed("data_out")
 def write_outputs(
     job: Any, model: Any, history: list[dict], data_dir: Path, folder: Path, export: bool
 ) -> None:
