@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -489,6 +490,7 @@ def test_learns_separable_classes_through_a_mid_run_resume(tmp_path: Path) -> No
 
     accuracy = top1_on_test_split(load_model(out), data, size, classes)
     curve = [round(h["val_accuracy"], 2) for h in history]
+    print(f"\nmobilenetv3small resume: test top-1 {accuracy:.3f}, validation {curve}")
     assert accuracy >= 0.9, f"test accuracy {accuracy:.2f}, validation {curve}"
 
 
@@ -549,3 +551,104 @@ def test_callback_counters_survive_a_checkpoint_round_trip(name: str) -> None:
     fresh.set_model(model)
     fresh.on_train_begin()
     assert fresh.state() != saved
+
+
+# ------------------------------------------------------------ divergence, named
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("backbone", ["mobilenetv3small", "vgg16"])
+def test_a_huge_learning_rate_stops_with_one_line_and_leaves_nothing(
+    backbone: str, tmp_path: Path, capsys
+) -> None:
+    """lr 1000 from scratch: one line naming the epoch, the step and the setting, exit 2,
+    no model folder and no checkpoints (a rerun with a lower rate starts afresh)."""
+    from fauna.cli import main
+
+    data = make_split_dataset(tmp_path / "data", size=32)
+    out = tmp_path / "model"
+    args = ["train", "--data", str(data), "--backbone", backbone, "--out", str(out)]
+    settings = ["--set", "train.weights=none", "--set", "train.batch_size=4"]
+    settings += ["--set", "train.scratch_learning_rate=1000", "--epochs", "3"]
+    code = main([*args, *settings])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    last = err[-1]
+    assert re.fullmatch(
+        r"fauna train: error: diverged at (epoch \d, step \d+: loss|the end of epoch \d: \S+"
+        r"|after epoch \d: .+) is (NaN|inf|not finite) — lower the learning rate "
+        r"\(train\.scratch_learning_rate=1000\)",
+        last,
+    ), last
+    assert not any("Traceback" in line for line in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no model, no checkpoints
+
+
+# ----------------------------------------------- settings precedence, offline weights
+
+
+def test_a_general_setting_applies_to_every_backbone_unless_set_for_one() -> None:
+    """`--set train.X` beats params.yaml's per-backbone X; `train.overrides.<b>.X` set by the
+    user too still wins for that backbone; a profile's general setting beats the defaults'."""
+    from fauna.config import load_config
+
+    cfg = load_config(overrides={"train.batch_size": 16, "train.learning_rate": 5e-4}).train
+    resnet = cfg.for_backbone("resnet50")
+    assert (resnet.batch_size, resnet.learning_rate) == (16, 5e-4)  # params.yaml: 32, 1e-3
+    assert cfg.for_backbone("inceptionv3").batch_size == 16
+    assert resnet.fine_tune_epochs == 40 and resnet.dropout == 0.2  # the other paper settings
+    both = {"train.batch_size": 16, "train.overrides.ResNet50.batch_size": 8}
+    cfg = load_config(overrides=both).train
+    assert (
+        cfg.for_backbone("resnet50").batch_size == 8 and cfg.for_backbone("vgg16").batch_size == 16
+    )
+    smoke = load_config(profile="smoke", overrides={"train.scratch_learning_rate": 3e-3}).train
+    assert smoke.for_backbone("vgg16").scratch_learning_rate == 3e-3  # default override: 1e-4
+    assert load_config(profile="smoke").train.for_backbone("vgg16").scratch_learning_rate == 1e-4
+
+
+@pytest.mark.training
+def test_fauna_help_example_trains_resnet50_with_the_batch_size_it_sets(
+    tmp_path: Path, capsys
+) -> None:
+    """`fauna train --backbone resnet50 --set train.batch_size=…` (issue 17): the setting is
+    used, and train says every effective setting in one line at its start."""
+    from fauna.cli import main
+
+    data = make_split_dataset(tmp_path / "data", size=32)
+    out = tmp_path / "model"
+    args = ["train", "--data", str(data), "--backbone", "resnet50", "--out", str(out)]
+    sets = ["--set", "train.batch_size=6", "--set", "train.weights=none", "--epochs", "1"]
+    assert main([*args, *sets]) == 0
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["config"]["batch_size"] == 6
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "resnet50 settings:" in x]
+    assert " batch_size=6 learning_rate=0.001* " in line and " weights=none " in line
+    assert line.endswith("(* from train.overrides.resnet50)")
+
+
+def test_imagenet_weights_offline_are_one_line(tmp_path: Path) -> None:
+    """No internet (every download goes to a closed local port): exit 2, one line, the
+    way out named, nothing left behind. A subprocess: Keras reads KERAS_HOME at import."""
+    import os
+
+    data = make_split_dataset(tmp_path / "data", size=32, per_class={"train": 2})
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy",)}
+    closed = "http://127.0.0.1:9"
+    env.update(HTTPS_PROXY=closed, HTTP_PROXY=closed, https_proxy=closed, http_proxy=closed)
+    env.update(KERAS_HOME=str(tmp_path / "keras"), FAUNA_CACHE_DIR=str(tmp_path / "cache"))
+    out = tmp_path / "model"
+    done = subprocess.run(
+        [sys.executable, "-m", "fauna.cli", "train", "--data", str(data), "--backbone",
+         "ResNet50", "--out", str(out), "--set", "train.weights=imagenet", "--epochs", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "fauna train: error: cannot download ImageNet weights for resnet50 (no internet?): "
+        "use --set train.weights=none, a weights file or an s3:// URI"
+    )
+    assert "Traceback" not in done.stderr
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "keras"] or not out.exists()
+    )
