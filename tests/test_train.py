@@ -458,18 +458,22 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.training
-def test_learns_separable_classes_through_a_mid_run_resume(tmp_path: Path) -> None:
-    """>= 0.9 test accuracy from scratch: labels, splits, metrics and resume are wired right.
+def test_learns_separable_classes_through_a_mid_run_resume(
+    tmp_path: Path, deterministic_ops: None
+) -> None:
+    """>= 0.85 test accuracy from scratch: labels, splits, metrics and resume are wired right.
 
     Killed after epoch 4 of 8 and run again, it continues at epoch 5 with the
-    checkpointed weights, optimizer state and schedule.
+    checkpointed weights, optimizer state and schedule. Measured (docs/training.md):
+    0.95-0.975 with oneDNN on and off; with 25 images per class it was 0.80-0.90 and
+    failed on AMD EPYC (0.825), so 40 per class, and a threshold below the spread.
     """
     from fauna.artifact import load_model
     from fauna.steps.train import train_backbone
 
     classes, size = 4, 32
     data = make_split_dataset(
-        tmp_path / "data", classes, {"train": 25, "val": 5, "test": 10}, size=size, seed=1
+        tmp_path / "data", classes, {"train": 40, "val": 5, "test": 10}, size=size, seed=1
     )
     cfg = tiny_config(batch_size=8, dense_units=[32], dropout=0.2).train
     out = tmp_path / "model"
@@ -491,7 +495,7 @@ def test_learns_separable_classes_through_a_mid_run_resume(tmp_path: Path) -> No
     accuracy = top1_on_test_split(load_model(out), data, size, classes)
     curve = [round(h["val_accuracy"], 2) for h in history]
     print(f"\nmobilenetv3small resume: test top-1 {accuracy:.3f}, validation {curve}")
-    assert accuracy >= 0.9, f"test accuracy {accuracy:.2f}, validation {curve}"
+    assert accuracy >= 0.85, f"test accuracy {accuracy:.2f}, validation {curve}"
 
 
 def test_generated_classes_keep_their_hue_and_pattern_through_the_crop() -> None:
