@@ -196,6 +196,7 @@ def _trial_job(sweep: Sweep, cfg: Config) -> dict[str, Any]:
         "name": CONTAINER,
         "image": image,
         "command": command,
+        "env": [{"name": "FAUNA_CACHE_DIR", "value": "/tmp/fauna/cache"}],  # the data copy
         "envFrom": [{"secretRef": {"name": pipeline.s3_secret, "optional": True}}],
         "resources": resources,
     }
