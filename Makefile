@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-ingest bench-train bench-storage \
+.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-ingest bench-train bench-storage bench-serve \
         local-run compile \
         submit schedule clean
 
@@ -46,7 +46,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: bench-preprocess bench-ingest bench-train bench-storage ## all benchmarks (speed and memory; not tests)
+bench: bench-preprocess bench-ingest bench-train bench-storage bench-serve ## all benchmarks (speed and memory; not tests)
 
 bench-preprocess: $(STAMP) ## preprocess images/s vs naive Pillow, 1 vs all cores, peak RSS
 	$(BIN)/python bench/bench_preprocess.py
@@ -56,6 +56,9 @@ bench-ingest: $(STAMP) ## ingest peak RSS vs input size: folders, zip bombs, hug
 
 bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensors
 	$(BIN)/python bench/bench_train.py
+
+bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
+	$(BIN)/python bench/bench_serve.py
 
 bench-storage: $(STAMP) ## S3 files/s: parallel vs one at a time, loopback and 20 ms latency; CAS races
 	$(BIN)/python bench/bench_storage.py --races 50 --fault-rounds 10 --stall

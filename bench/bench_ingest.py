@@ -8,12 +8,16 @@ RSS (`os.wait4`), so nothing of this script's memory is counted. The cases:
   - the issue's archive: four 1 GiB members in a ~4 MB tar.gz (refused from the first
     header by the compression ratio; and again with the ratio check lifted, so each
     member is refused by `data.max_file_bytes` and skipped while streaming);
-  - an http(s) source that streams without end (cut at `data.max_dataset_bytes`).
+  - an http(s) source that streams without end (cut at `data.max_dataset_bytes`), and one
+    that streams zeros (refused from its first bytes: no archive starts that way);
+  - 100,000 tiny files (a few bytes each): a folder ingested with the defaults (each file
+    opened and quarantined), and a folder and a tar.gz refused by `data.max_files`.
 
 Peak RSS should be flat: the same for every case, whatever the input's size.
 
     python bench/bench_ingest.py            # all cases (~1 min; archives cached in /tmp)
     python bench/bench_ingest.py --quick    # smaller bombs and folders
+    python bench/bench_ingest.py --tiny 20000   # fewer tiny files
 """
 
 from __future__ import annotations
@@ -105,13 +109,41 @@ def huge_members(count: int, size: int) -> Path:
     return path
 
 
+def tiny_files(count: int) -> Path:
+    """`count` tiny files (a few bytes each, named .jpg, so each is opened and checked)."""
+    root = CACHE / f"tiny-{count}"
+    if not (root / "READY").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        for label in ("cat", "dog"):
+            (root / label).mkdir(parents=True)
+        for i in range(count):
+            (root / ("cat" if i % 2 else "dog") / f"{i:06d}.jpg").write_bytes(b"tiny")
+        (root / "READY").write_text("")
+    return root
+
+
+def tiny_tar(count: int) -> Path:
+    path = CACHE / f"tiny-{count}.tar.gz"
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        with tarfile.open(partial, "w:gz", compresslevel=1) as tf:
+            tf.add(tiny_files(count), arcname="tiny")
+        partial.rename(path)
+    return path
+
+
 class _Endless(http.server.BaseHTTPRequestHandler):
+    """Zeros without a Content-Length (after a zip's magic number with /data.zip?zip);
+    bounded: it stops by itself after 64 GiB."""
+
     def do_GET(self):  # noqa: N802 - the stdlib's name
         self.send_response(200)
         self.end_headers()
         chunk = bytes(MIB)
         try:
-            while True:
+            if self.path.endswith("?zip"):
+                self.wfile.write(b"PK\x03\x04")
+            for _ in range(64 * 1024):
                 self.wfile.write(chunk)
         except OSError:
             pass
@@ -153,6 +185,7 @@ def measure(source: str, *sets: str) -> tuple[str, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs")
+    parser.add_argument("--tiny", type=int, default=100_000, help="tiny files for those cases")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     gib = 1 << 30
@@ -175,7 +208,16 @@ def main() -> None:
     url, server = endless_server()
     for limit in (100 * MIB, 1000 * MIB):
         cut = (f"data.max_dataset_bytes={limit}",)
-        cases.append((f"endless http stream, limit {limit // MIB} MiB", url, 0, cut))
+        cases.append((f"endless http zip stream, limit {limit // MIB} MiB", f"{url}?zip", 0, cut))
+    cases.append(("endless http stream of zeros, default limits", url, 0, ()))
+    tiny = args.tiny
+    path = tiny_files(tiny)
+    cases.append((f"folder of {tiny} tiny files", str(path), 4 * tiny, ()))
+    few = (f"data.max_files={tiny // 2}",)
+    cases.append((f"folder of {tiny} tiny files, max_files {tiny // 2}", str(path), 4 * tiny, few))
+    archive = tiny_tar(tiny)
+    label = f"tar.gz of {tiny} tiny files, max_files {tiny // 2}"
+    cases.append((label, str(archive), archive.stat().st_size, few))
 
     print(f"{'input':48s} {'input bytes':>12s} {'seconds':>8s} {'peak RSS':>9s}  outcome")
     try:

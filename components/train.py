@@ -8,6 +8,13 @@ def train(
     backbone: str,
     epochs: int,
     train_config: dict,
+    batch_size: int,
+    learning_rate: float,
+    fine_tune_learning_rate: float,
+    scratch_learning_rate: float,
+    fine_tune_layers: int,
+    weights: str,
+    backbone_overrides: dict,
     run_id: str,
     checkpoint_root: str,
     data: dsl.Input[dsl.Dataset],
@@ -18,11 +25,14 @@ def train(
     `run_id` arrives as a whole parameter value because the KFP backend substitutes
     runtime placeholders only there; the path is built here. A re-run of the same
     run (the retry API) finds its checkpoints and resumes; another run starts afresh.
+    The train knobs (batch_size ... backbone_overrides, `fauna.knobs.TRAIN_KNOBS`) are run
+    parameters; `train_settings` lays them over the compiled section.
     """
+    given = dict(locals())  # the parameters (nothing else is defined yet)
     from pathlib import Path
 
     from fauna import logs
-    from fauna.config import section
+    from fauna.knobs import TRAIN_KNOBS, train_settings
     from fauna.steps.train import train_backbone
 
     logs.configure()
@@ -33,7 +43,7 @@ def train(
         Path(data.path),
         Path(model.path),
         backbone,
-        section("train", train_config),
+        train_settings(train_config, {k.name: given[k.name] for k in TRAIN_KNOBS}),
         epochs=epochs or None,
         checkpoint_uri=checkpoint_uri,
     )

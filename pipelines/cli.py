@@ -23,6 +23,8 @@ from typing import Any
 
 from fauna.config import Config
 from fauna.errors import FaunaError
+from fauna.knobs import add_arguments as add_knob_arguments
+from fauna.knobs import run_arguments, values_from_args, with_compiled_knobs
 from fauna.pipelines import kfp_objects
 from fauna.pipelines.kfp_backend import Backend, ConnectOptions, SubmitError, connect
 
@@ -121,16 +123,9 @@ def _cron_value(token: str, index: int) -> int | None:
     return None
 
 
-def pipeline_arguments(cfg: Config, **knobs: Any) -> dict[str, Any]:
-    """Run parameters: the typed knobs of `fauna.pipelines.pipeline.RUN_KNOBS`."""
-    from fauna.pipelines.pipeline import run_arguments
-
-    return run_arguments(cfg, **knobs)
-
-
 def check_cluster_source(cfg: Config, knobs: dict[str, Any] | None) -> None:
     """A pod cannot read a path on this machine: refuse before anything is uploaded."""
-    from fauna.steps.ingest_sources import source_kind
+    from fauna.sources import source_kind
 
     source = (knobs or {}).get("source") or cfg.data.source
     if source_kind(source) == "local":
@@ -203,7 +198,7 @@ def submit(
             found.experiment_id,
             run_name or f"fauna {version.name} {stamp}",
             version,
-            pipeline_arguments(cfg, **(knobs or {})),
+            run_arguments(cfg, **(knobs or {})),
         )
         print(f"submitted run {run_id}: {backend.run_link(run_id)}")
     if not wait:
@@ -298,7 +293,7 @@ def schedule(
     assert cron_text is not None
     found = kfp_objects.ensure_experiment(backend, experiment)
     version = upload_version(cfg, backend)
-    params = pipeline_arguments(cfg, **(knobs or {}))
+    params = run_arguments(cfg, **(knobs or {}))
     return _replace_schedule(backend, found.experiment_id, name, cron_text, version, params)
 
 
@@ -355,8 +350,6 @@ def _connection_args(parser: Any) -> None:
 
 
 def add_submit_arguments(parser: Any) -> None:
-    from fauna.pipelines.pipeline import add_run_arguments
-
     _connection_args(parser)
     parser.add_argument("--run-name", help="display name of the run")
     parser.add_argument("--wait", action="store_true", help="follow the run; exit 1 if it fails")
@@ -374,12 +367,10 @@ def add_submit_arguments(parser: Any) -> None:
         help="instead of a new run: re-run the failed tasks of this FAILED run",
     )
     parser.add_argument("--params", dest="config", help="alias of --config (params.yaml)")
-    add_run_arguments(parser)
+    add_knob_arguments(parser)
 
 
 def add_schedule_arguments(parser: Any) -> None:
-    from fauna.pipelines.pipeline import add_run_arguments
-
     _connection_args(parser)
     parser.add_argument(
         "--cron", help="KFP cron, 6 fields with seconds first: '0 0 3 * * 0' = Sundays 03:00"
@@ -390,7 +381,7 @@ def add_schedule_arguments(parser: Any) -> None:
     parser.add_argument("--list", action="store_true", dest="list_only", help="list schedules")
     parser.add_argument("--delete", metavar="NAME", help="delete the schedule with this name")
     parser.add_argument("--params", dest="config", help="alias of --config (params.yaml)")
-    add_run_arguments(parser)
+    add_knob_arguments(parser)
 
 
 def _options(args: Any) -> ConnectOptions:
@@ -410,8 +401,6 @@ def run_compile(args: Any, cfg: Config) -> int:
 
 
 def run_submit(args: Any, cfg: Config) -> int:
-    from fauna.pipelines.pipeline import knobs_from_args
-
     retries = cfg.pipeline.run_retries if args.retries is None else args.retries
     if args.retries is not None and not args.wait:
         raise FaunaError("--retries needs --wait: only a submitter that follows the run retries it")
@@ -419,27 +408,25 @@ def run_submit(args: Any, cfg: Config) -> int:
         raise FaunaError(f"--retries must be 0 or more, got {retries}")
     with stop_sidecar_when_done():
         return submit(
-            cfg,
+            with_compiled_knobs(cfg, args),
             _options(args),
             args.experiment,
             run_name=args.run_name,
             wait=args.wait,
             retries=retries,
             retry_id=args.retry_id,
-            knobs=knobs_from_args(args),
+            knobs=values_from_args(args),
         )
 
 
 def run_schedule(args: Any, cfg: Config) -> int:
-    from fauna.pipelines.pipeline import knobs_from_args
-
     return schedule(
-        cfg,
+        with_compiled_knobs(cfg, args),
         _options(args),
         args.experiment,
         args.name,
         args.cron,
         list_only=args.list_only,
         delete=args.delete,
-        knobs=knobs_from_args(args),
+        knobs=values_from_args(args),
     )

@@ -6,14 +6,20 @@ Backends:
   publishing goes to `S3_ENDPOINT_URL` when set (a real MinIO), otherwise to an
   S3 server embedded for the run (moto). The embedded bucket is saved under
   runs/embedded-s3/ and restored next time, so the champion carries over.
-- kind: a kind cluster with KFP + MinIO (scripts/kind-local-run.sh), chosen when a
-  Docker engine and `kind` are available.
+- docker: every task a container of this checkout's CPU image (`local_docker`).
+- kind: a kind cluster with KFP + MinIO (scripts/kind-local-run.sh).
+
+Without BACKEND a route is chosen only when all its prerequisites hold (both container
+routes build an image, so both need a Docker engine and a BuildKit-capable CLI, checked
+by scripts/docker-buildkit-check.sh before choosing), else the embedded one; the choice
+and why are logged in one line. Progress goes through logging; the summary is printed.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,31 +29,58 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fauna import storage
+from fauna import knobs, storage
 from fauna.config import Config
 from fauna.errors import FaunaError
-from fauna.steps.ingest_sources import kaggle_credentials_found
+from fauna.sources import kaggle_credentials_found
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
 EMBEDDED_S3_DIR = RUNS_DIR / "embedded-s3"
-KIND_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kind-local-run.sh"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+KIND_SCRIPT = SCRIPTS / "kind-local-run.sh"
+BUILDKIT_CHECK = SCRIPTS / "docker-buildkit-check.sh"
+BACKENDS = ("embedded", "docker", "kind")
 SAMPLE_PER_CLASS = 24
 
 
-def choose_backend(requested: str | None) -> tuple[str, str]:
-    """(backend, why) — kind where a Docker engine and kind work, docker where only Docker does."""
-    if requested in ("embedded", "docker", "kind"):
-        return requested, "requested with BACKEND"
-    if requested:
-        raise FaunaError(f"BACKEND must be embedded, docker or kind, got {requested!r}")
+def docker_problem() -> str | None:
+    """Why an image cannot be built here (None: it can): no docker CLI, no engine that
+    answers, or no BuildKit (the check `make image-cpu` runs first, in one line)."""
     if not shutil.which("docker"):
-        return "embedded", "docker is not installed"
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
-    if probe.returncode != 0:
-        return "embedded", "no Docker engine answers `docker info`"
+        return "docker is not installed"
+    try:
+        done = subprocess.run(
+            ["bash", str(BUILDKIT_CHECK)], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "`docker version` did not answer within 60 s"
+    except FileNotFoundError:
+        return "bash is not installed (the BuildKit check is a bash script)"
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines() or [f"the BuildKit check exited {done.returncode}"]
+    return lines[-1].removeprefix("image: ")
+
+
+def choose_backend(requested: str | None) -> tuple[str, str]:
+    """(backend, why): kind where Docker (with BuildKit) and kind work, docker where only
+    Docker does, else embedded. An explicit docker request that cannot work fails here."""
+    if requested and requested not in BACKENDS:
+        raise FaunaError(f"BACKEND must be embedded, docker or kind, got {requested!r}")
+    if requested == "docker":
+        problem = docker_problem()
+        if problem:
+            raise FaunaError(f"BACKEND=docker cannot run here: {problem}")
+    if requested:
+        return requested, "requested with BACKEND"
+    problem = docker_problem()
+    if problem:
+        return "embedded", problem
     if not shutil.which("kind"):
-        return "docker", "a Docker engine answers; kind is not installed"
-    return "kind", "Docker and kind are available"
+        return "docker", "a Docker engine answers and the CLI builds with BuildKit; no kind"
+    return "kind", "Docker (with BuildKit) and kind are available"
 
 
 def choose_data(data: str | None, cfg: Config, run_dir: Path) -> tuple[str, str]:
@@ -156,71 +189,58 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def run_kind(args: Any, knobs: dict[str, Any]) -> int:
-    """Hand over to the kind + MinIO script: the same run parameters, as `fauna submit` flags."""
+def run_kind(args: Any) -> int:
+    """Hand over to the kind + MinIO script: the same knobs, as `fauna submit` flags."""
     flags = [*(f"--set {o}" for o in args.overrides)]
-    for name, value in knobs.items():
-        if value is not None and name != "source":
-            text = ",".join(value) if isinstance(value, list) else str(value)
-            flags.append(f"--{name.replace('_', '-')} {text}")
+    for knob in knobs.KNOBS:
+        value = getattr(args, knob.name, None)
+        if value is not None and knob.name != "source":
+            flags.append(f"{knob.flag} {knob.text(value)}")
     env = {
         **os.environ,
         "PROFILE": args.profile or "smoke",
         "SUBMIT_ARGS": " ".join([os.environ.get("SUBMIT_ARGS", ""), *flags]).strip(),
     }
-    if knobs.get("source"):
-        env["DATA"] = knobs["source"]
+    if args.source:
+        env["DATA"] = args.source
     return subprocess.call(["bash", str(KIND_SCRIPT)], env=env)
 
 
 def add_arguments(parser: Any) -> None:
+    """The knobs as `fauna submit` names them (`--data`/$DATA: `--source`), and the route."""
     env = os.environ.get
-    parser.add_argument("--data", default=env("DATA"), help="folder, archive, s3:// or URL ($DATA)")
+    knobs.add_arguments(parser, from_env=True)
     parser.add_argument(
-        "--backbones",
-        default=env("BACKBONES"),
-        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
-        help="comma-separated list ($BACKBONES)",
-    )
-    parser.add_argument(
-        "--epochs", default=env("EPOCHS"), type=int, help="total epochs per backbone ($EPOCHS)"
-    )
-    parser.add_argument(
-        "--image-size", default=env("IMAGE_SIZE"), type=int, help="pixels ($IMAGE_SIZE)"
-    )
-    parser.add_argument(
-        "--backend", default=env("BACKEND"), help="embedded|docker|kind (default: auto; $BACKEND)"
+        "--backend",
+        default=env("BACKEND"),
+        choices=BACKENDS,
+        help="embedded|docker|kind (default: the first whose prerequisites hold; $BACKEND)",
     )
     parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="where runs are kept")
 
 
 def run(args: Any, cfg: Config) -> int:
     """The whole pipeline on this machine, with the config the CLI built (smoke by default)."""
-    from fauna.pipelines.pipeline import run_arguments
-
     backend, why = choose_backend(args.backend)
-    print(f"backend: {backend} ({why})")
-    knobs = {
-        "source": args.data,
-        "backbones": args.backbones,
-        "epochs": args.epochs,
-        "image_size": args.image_size,
-    }
+    log.info("backend: %s (%s)", backend, why)
     if backend == "kind":
-        return run_kind(args, knobs)
-
+        return run_kind(args)
+    cfg = knobs.with_compiled_knobs(cfg, args)
     run_dir = Path(args.runs_dir) / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    knobs["source"], described = choose_data(args.data, cfg, run_dir)
-    arguments = run_arguments(cfg, **knobs)
-    print(f"data: {described}")
-    print(
-        f"backbones: {', '.join(arguments['backbones'])} at {arguments['image_size']} px"
-        + (f", {arguments['epochs']} epochs each" if arguments["epochs"] else "")
+    values = knobs.values_from_args(args)
+    values["source"], described = choose_data(args.source, cfg, run_dir)
+    arguments = knobs.run_arguments(cfg, **values)
+    log.info("data: %s", described)
+    log.info(
+        "backbones: %s at %d px%s",
+        ", ".join(arguments["backbones"]),
+        arguments["image_size"],
+        f", {arguments['epochs']} epochs each" if arguments["epochs"] else "",
     )
     started = time.monotonic()
     with s3_endpoint(cfg.pipeline.bucket) as (endpoint, embedded):
-        print(f"S3: {'embedded server at ' if embedded else ''}{endpoint}")
+        log.info("S3: %s%s", "embedded server at " if embedded else "", endpoint)
         if backend == "docker":  # every task in the image of this checkout
             from fauna.pipelines.local_docker import run_pipeline_in_docker
 
@@ -229,23 +249,28 @@ def run(args: Any, cfg: Config) -> int:
             result = run_pipeline_locally(cfg, arguments, run_dir)
         verify_published(result)
         metrics = json.loads(storage.read_text(f"{result['report_uri']}/metrics.json"))
+    lines = summary_lines(result, metrics)
+    if embedded:
+        lines.append(f"(the embedded S3 bucket is saved in {EMBEDDED_S3_DIR.resolve()})")
+    lines.append(f"finished in {time.monotonic() - started:.0f} s; run folder: {run_dir.resolve()}")
+    print("\n".join(lines))
+    return 0
+
+
+def summary_lines(result: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """What the run ends with on stdout: the table, the champion decision, where things are."""
     report = Path(result["local_dir"]) / "report"
-    print()
-    print(summary_table(metrics))
-    print()
     promotion = result["promotion"]
     best = metrics["champion"]  # None when every model is flagged as degenerate
-    print(
+    return [
+        "",
+        summary_table(metrics),
+        "",
         f"champion of this run: {best['backbone']} ({best['metric']} = {best['value']:.3f})"
         if best
-        else "champion of this run: none (every model is flagged as degenerate; see the report)"
-    )
-    print(("promoted: " if promotion["promoted"] else "not promoted: ") + promotion["reason"])
-    print(f"report:  {(report / 'report.html').resolve()}")
-    print(f"         {result['report_uri']}/report.html")
-    for name, uri in result["model_uris"].items():
-        print(f"model {name}: {uri}")
-    if embedded:
-        print(f"(the embedded S3 bucket is saved in {EMBEDDED_S3_DIR.resolve()})")
-    print(f"finished in {time.monotonic() - started:.0f} s; run folder: {run_dir.resolve()}")
-    return 0
+        else "champion of this run: none (every model is flagged as degenerate; see the report)",
+        ("promoted: " if promotion["promoted"] else "not promoted: ") + promotion["reason"],
+        f"report:  {(report / 'report.html').resolve()}",
+        f"         {result['report_uri']}/report.html",
+        *(f"model {name}: {uri}" for name, uri in result["model_uris"].items()),
+    ]

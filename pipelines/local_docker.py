@@ -29,6 +29,7 @@ from typing import Any
 
 from fauna.config import Config
 from fauna.errors import FaunaError
+from fauna.sources import secret_env_keys
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # checkpoints), Kaggle credentials (ingest) and the log level; nothing else leaks in.
 PASSED_ENV = (
     "S3_ENDPOINT_URL",
+    "MODEL_REGISTRY_URL",  # optional: publish registers the run there (fauna.registry)
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION",
-    "KAGGLE_USERNAME",
-    "KAGGLE_KEY",
+    *secret_env_keys(),
     "TF_CPP_MIN_LOG_LEVEL",
 )
 EXECUTOR_OUTPUT = "executor_output.json"  # what kfp.local asks each task to write
@@ -82,7 +83,7 @@ def build_image() -> str:
     ref = subprocess.run(
         [*make, "-s", "image-ref-cpu"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    print(f"image: building {ref} (make image-cpu)")
+    log.info("image: building %s (make image-cpu)", ref)
     done = subprocess.run([*make, "image-cpu", f"TAG={ref.rsplit(':', 1)[1]}"], check=False)
     if done.returncode != 0:
         raise DockerRunError(f"building {ref} failed (make image-cpu exited {done.returncode})")

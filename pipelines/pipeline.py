@@ -3,15 +3,16 @@
 `build_pipeline(cfg)` returns the pipeline function built from the one config, so
 `fauna compile`, `fauna submit` and `fauna local-run` all run the same graph.
 
-What a user changes per run is a typed pipeline parameter, shown as such in the
-KFP UI (`RUN_KNOBS`: source, backbones, image size, augment mode, epochs, champion
-metric). Every other setting of a step reaches that step alone, as its config
+What a user changes per run is a typed pipeline parameter, shown as such (with its
+help) in the KFP UI: one per run knob of `fauna.knobs.KNOBS`, the one declaration the
+flags and docs come from too. Every other setting of a step reaches that step alone, as its config
 section (a dict constant of its task). Infrastructure (images, placement, resources,
 timeouts, caching, credentials by Secret reference) is set here and never reaches a
 step.
 """
 
-import argparse
+import inspect
+from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -25,60 +26,39 @@ from fauna.components.publish import publish
 from fauna.components.split import split
 from fauna.components.train import train
 from fauna.components.tsne import tsne
-from fauna.config import AUGMENT_MODES, Config, PipelineConfig, section_dict
-from fauna.metrics import CHAMPION_METRICS
+from fauna.config import Config, PipelineConfig, section_dict
+from fauna.knobs import RUN_KNOBS, TRAIN_KNOBS, run_arguments
+from fauna.pipelines.kfp_objects import source_revision
+from fauna.sources import secret_env_keys
 
 PIPELINE_NAME = "fauna"
+DESCRIPTION = "Train and compare CNN backbones on animal photos; publish the best."
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SETTINGS_KEYS = ("S3_ENDPOINT_URL",)
-KAGGLE_ENV_KEYS = ("KAGGLE_USERNAME", "KAGGLE_KEY")
-# The run parameters a user sets per run (name -> what it is), in the order the UI shows.
-RUN_KNOBS = {
-    "source": "where ingest reads the data: kaggle:owner/name, s3://..., https://...",
-    "backbones": "the backbones to train in parallel",
-    "image_size": "pixels per side after preprocessing",
-    "augment_mode": f"{'|'.join(AUGMENT_MODES)}",
-    "epochs": "total epochs per backbone (0 = the configured ones)",
-    "champion_metric": f"{'|'.join(CHAMPION_METRICS)}",
-}
+# What the sources read from the (optional) source Secret: from the table in fauna.sources.
+KAGGLE_ENV_KEYS = secret_env_keys()
 
 
-def run_arguments(cfg: Config, **knobs: Any) -> dict[str, Any]:
-    """The run parameters for `cfg`; `knobs` (e.g. epochs=3) replace single values."""
-    unknown = sorted(set(knobs) - set(RUN_KNOBS))
-    if unknown:
-        raise ValueError(f"unknown run parameter(s): {', '.join(unknown)}")
-    defaults = {
-        "source": cfg.data.source,
-        "backbones": list(cfg.train.backbones),
-        "image_size": cfg.preprocess.image_size,
-        "augment_mode": cfg.augment.mode,
-        "epochs": 0,
-        "champion_metric": cfg.compare.champion_metric,
-    }
-    return {**defaults, **{k: v for k, v in knobs.items() if v is not None}}
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run parameters as flags (local-run, submit, schedule); unset = the config's."""
-    group = parser.add_argument_group("run parameters (default: from the configuration)")
-    group.add_argument("--source", help=RUN_KNOBS["source"] + ", or a local folder/archive")
-    group.add_argument(
-        "--backbones",
-        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
-        help="comma-separated, e.g. resnet50,efficientnetv2b0",
+def _signature(defaults: dict[str, Any]) -> inspect.Signature:
+    """The pipeline function's parameters, one per run knob, typed, defaulting to `cfg`."""
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                knob.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=defaults[knob.name],
+                annotation=knob.type,
+            )
+            for knob in RUN_KNOBS
+        ],
+        return_annotation=dsl.Dataset,
     )
-    group.add_argument("--image-size", type=int, metavar="N", help=RUN_KNOBS["image_size"])
-    group.add_argument(
-        "--augment-mode", choices=AUGMENT_MODES, help="how the train split is augmented"
-    )
-    group.add_argument("--epochs", type=int, metavar="N", help=RUN_KNOBS["epochs"])
-    group.add_argument("--champion-metric", choices=CHAMPION_METRICS, help="what crowns a model")
 
 
-def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The run parameters given on the command line (see `add_run_arguments`)."""
-    return {name: getattr(args, name, None) for name in RUN_KNOBS}
+def _docstring() -> str:
+    """KFP shows the `Args:` of the pipeline function as the parameters' descriptions."""
+    lines = [f"    {knob.name}: {knob.help}" for knob in RUN_KNOBS]
+    return "The fauna run.\n\nArgs:\n" + "\n".join(lines) + "\n"
 
 
 def _step(task: dsl.PipelineTask, p: PipelineConfig, *, s3: bool = False) -> dsl.PipelineTask:
@@ -131,27 +111,25 @@ def build_pipeline(cfg: Config):
     as one function, the way KFP's DSL is written; the helpers above hold what repeats.
     """
     p = cfg.pipeline
-    knobs = run_arguments(cfg)
     sections = {
         name: section_dict(cfg, name)
         for name in ("data", "preprocess", "split", "augment", "train", "evaluate", "tsne")
     }
     # A knob is a run parameter, not also a (silently ignored) value in its step's section.
-    for name, key in (("data", "source"), ("preprocess", "image_size"), ("augment", "mode")):
-        del sections[name][key]
+    # The train section keeps its values: they are what a train knob is compared with
+    # (`fauna.knobs.train_settings`: a changed knob applies to every backbone).
+    for knob in RUN_KNOBS:
+        name, _, key = (knob.path or "").partition(".")
+        if name in sections and name != "train":
+            del sections[name][key]
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Train and compare CNN backbones on animal photos; publish the best.",
-    )
-    def fauna_pipeline(
-        source: str = knobs["source"],
-        backbones: list = knobs["backbones"],
-        image_size: int = knobs["image_size"],
-        augment_mode: str = knobs["augment_mode"],
-        epochs: int = knobs["epochs"],
-        champion_metric: str = knobs["champion_metric"],
-    ) -> dsl.Dataset:
+    def fauna_pipeline(*values: Any) -> dsl.Dataset:
+        run = dict(zip([k.name for k in RUN_KNOBS], values, strict=True))
+        source, backbones, champion_metric = (
+            run["source"],
+            run["backbones"],
+            run["champion_metric"],
+        )
         ingest_task = _step(ingest(source=source, data_config=sections["data"]), p, s3=True)
         # The source may change behind the same name (a new Kaggle version): never cache ingest.
         ingest_task.set_caching_options(False)
@@ -163,7 +141,7 @@ def build_pipeline(cfg: Config):
         )
         pre = _step(
             preprocess(
-                image_size=image_size,
+                image_size=run["image_size"],
                 preprocess_config=sections["preprocess"],
                 raw=ingest_task.outputs["raw"],
             ),
@@ -174,7 +152,7 @@ def build_pipeline(cfg: Config):
         )
         balanced = _step(
             augment(
-                mode=augment_mode,
+                mode=run["augment_mode"],
                 augment_config=sections["augment"],
                 splits=splits.outputs["splits"],
             ),
@@ -182,11 +160,12 @@ def build_pipeline(cfg: Config):
         )
         data = balanced.outputs["balanced"]
 
-        with dsl.ParallelFor(backbones, name="backbones") as backbone:
+        with dsl.ParallelFor(backbones, name="backbones", parallelism=p.parallelism) as backbone:
             train_task = train(
                 backbone=backbone,
-                epochs=epochs,
+                epochs=run["epochs"],
                 train_config=sections["train"],
+                **{k.name: run[k.name] for k in TRAIN_KNOBS},
                 # A whole value: the backend substitutes placeholders nowhere else (see
                 # `backend_conformance_problems`); the component builds the S3 path.
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -218,6 +197,7 @@ def build_pipeline(cfg: Config):
                 bucket=p.bucket,
                 evaluate_config=sections["evaluate"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                git_sha=source_revision(Path(__file__).resolve().parent),
                 report=compare_task.outputs["report"],
                 models=dsl.Collected(model),
                 data=data,
@@ -227,6 +207,10 @@ def build_pipeline(cfg: Config):
         )
         # Publishing moves the champion pointer: it must run every time.
         publish_task.set_caching_options(False)
+        if cfg.model_registry.url:  # publish registers every model there (fauna.registry)
+            publish_task.set_env_variable("MODEL_REGISTRY_URL", cfg.model_registry.url)
         return publish_task.outputs["published"]
 
-    return fauna_pipeline
+    fauna_pipeline.__signature__ = _signature(run_arguments(cfg))  # type: ignore[attr-defined]
+    fauna_pipeline.__doc__ = _docstring()
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(fauna_pipeline)

@@ -239,7 +239,8 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
     _, out = _compare(tmp_path)
     page = (out / "report.html").read_text()
     sources = re.findall(r"""<img[^>]*\bsrc=['"]([^'"]*)""", page)
-    assert len(sources) == 6  # curves, confusion, t-SNE for two backbones
+    # Two combined learning-curve charts; each backbone's own curves, confusion, t-SNE.
+    assert len(sources) == 8
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"""(href|src)=['"](https?:|//)""", page)
     assert "<link" not in page and "<script" not in page

@@ -59,3 +59,41 @@ def test_parse_override():
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="unknown profile 'nope'.*smoke"):
         load_config(profile="nope")
+
+
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("data:\n  source: x\n   name: y\n", ":3:8", "mapping values are not allowed here"),
+        ("train:\n  backbones: [vgg16, resnet50\n", ":3:1", "expected ',' or ']'"),
+        ("data: {source: 'x}\n", ":2:1", "found unexpected end of stream"),
+        ("- data\n- train\n", ":1:1", "expected a mapping of sections"),
+    ],
+)
+def test_a_malformed_config_file_is_one_line_with_file_line_column(
+    tmp_path: Path, capsys, text: str, where: str, problem: str
+):
+    from fauna.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith(f"fauna config: error: {bad}{where}: ")
+    assert problem in err[0]
+
+
+def test_an_unreadable_config_file_or_key_is_one_line(tmp_path: Path, capsys):
+    from fauna.cli import main
+
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("data:\n  sorce: x\n")
+    for path, expected in ((binary, "cannot read config file"), (unknown, "sorce")):
+        assert main(["config", "--config", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and expected in err[0]
+    assert main(["config", "--set", "data.classes=[a, b"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.parse
 import zipfile
 import zlib
 from collections import Counter
@@ -27,14 +29,15 @@ import pytest
 from PIL import Image
 from stepkill import kill_at_random, partial_folders, tree_bytes
 
-from fauna import storage
+from fauna import champion, storage
+from fauna.champion import DatasetId
 from fauna.cli import main
 from fauna.config import DataConfig
 from fauna.dataset import DatasetError, read_json, read_manifest
 from fauna.errors import FaunaError
 from fauna.outputs import OutputError, read_marker, step_output
+from fauna.sources import dataset_name, redact
 from fauna.steps.ingest import IngestResult, ingest_dataset
-from fauna.steps.ingest_sources import dataset_name, redact
 from fauna.synthetic import SYNTHETIC_MARKER
 
 # Test images are at most 64x48 = 3072 pixels; anything above this is a "bomb".
@@ -187,6 +190,7 @@ def test_folders_layout_keeps_good_images_and_quarantines_the_rest(zoo: Path, tm
         "name": "zoo",  # data.name is empty: named after the folder
         "synthetic": False,
         "version": result.version,
+        "content": info["content"],  # the images' fingerprint: see test_dataset_key_*
         "max_image_pixels": MAX_PIXELS,
     }
     # The bomb messages quote the configured limit and the key that raises it, not Pillow's.
@@ -372,6 +376,99 @@ def test_one_class_is_refused(tmp_path: Path, capsys):
     write_csv(data / "labels.csv", ["file", "label"], [[f"{i}.jpg", "cat"] for i in range(4)])
     line = cli_error(capsys, "--source", str(data), "--out", str(tmp_path / "raw"))
     assert "one class only (cat, 4 images)" in line and "names one label only" in line
+
+
+def bear_folder(root: Path) -> Path:
+    """Like the public bear dataset: images/ beside bear_data.csv and bear_raw_data.csv."""
+    rows = []
+    for i in range(6):
+        jpeg(root / "images" / f"{i:03d}.jpg")
+        rows.append([f"images/{i:03d}.jpg", "brown" if i < 3 else "black"])
+    write_csv(root / "bear_data.csv", ["file", "label"], rows)
+    raw = [[f, label, "web"] for f, label in rows] + [["images/999.jpg", "brown", "web"]]
+    write_csv(root / "bear_raw_data.csv", ["file", "label", "origin"], raw)
+    return root
+
+
+def test_a_folder_with_two_label_csvs_ingests_with_one_setting(tmp_path: Path, capsys):
+    data = bear_folder(tmp_path / "bears")
+    line = cli_error(capsys, "--source", str(data), "--out", str(tmp_path / "raw"))
+    assert "several label CSVs (bear_data.csv, bear_raw_data.csv)" in line
+    assert "data.labels_csv" in line
+    assert "layout=folders" not in line  # one folder (images/) is no class-folder layout
+    assert not (tmp_path / "raw").exists()
+
+    out = tmp_path / "by-setting"
+    named = ingest_dataset(str(data), out, cfg(labels_csv="bear_data.csv"))
+    assert named.per_class == {"black": 3, "brown": 3} and named.quarantined == 0
+    check_reconciles(out, named)
+    # The CSV itself as the source: its images are resolved beside it, named by its folder.
+    argv = ["ingest", "--source", str(data / "bear_data.csv"), "--out", str(tmp_path / "by-src")]
+    assert main(argv) == 0
+    by_source = read_json(tmp_path / "by-src" / "source.json")
+    assert by_source["name"] == "bears"
+    assert by_source["content"] == read_json(out / "source.json")["content"]
+    # The other CSV names one missing file: quarantined, counted.
+    other = ingest_dataset(str(data), tmp_path / "raw-csv", cfg(labels_csv="bear_raw_data.csv"))
+    assert other.reasons == {"missing file": 1}
+    with pytest.raises(DatasetError, match=r"data.labels_csv=nope.csv: no such file .*bear_data"):
+        ingest_dataset(str(data), tmp_path / "o", cfg(labels_csv="nope.csv"))
+
+
+def test_one_class_folder_beside_a_label_csv_points_at_the_csv(tmp_path: Path, capsys):
+    """layout=folders with images/ only: the hint names the CSV that is there, never "add one"."""
+    data = bear_folder(tmp_path / "bears")
+    (data / "bear_raw_data.csv").unlink()
+    argv = ["--source", str(data), "--out", str(tmp_path / "raw"), "--set", "data.layout=folders"]
+    line = cli_error(capsys, *argv)
+    assert "bear_data.csv beside it labels images: set data.layout=csv" in line
+    assert "add a label CSV" not in line
+
+
+def test_the_dataset_key_follows_the_content_not_the_name(tmp_path: Path):
+    """The same photos under two folder names (or archived) -> one champion key; other
+    photos under the same name -> another key; the name is only shown."""
+    first = tmp_path / "bears"
+    for label in ("black", "brown"):
+        for i in range(3):
+            jpeg(first / label / f"{i}.jpg")
+    renamed = tmp_path / "bears-1epoch"
+    shutil.copytree(first, renamed)
+    with tarfile.open(tmp_path / "upload.tar.gz", "w:gz") as tf:
+        tf.add(first, arcname="wrapped")
+
+    def key_of(source: Path, out: str) -> DatasetId:
+        ingest_dataset(str(source), tmp_path / out, cfg())
+        return DatasetId.from_folder(tmp_path / out)
+
+    ids = [key_of(first, "a"), key_of(renamed, "b"), key_of(tmp_path / "upload.tar.gz", "c")]
+    assert [i.name for i in ids] == ["bears", "bears-1epoch", "upload"]
+    assert len({i.key for i in ids}) == 1 and ids[0].key.startswith("data-")
+    different = tmp_path / "other" / "bears"  # same folder name, other photos
+    for label in ("black", "brown"):
+        for i in range(3):
+            jpeg(different / label / f"{i}.jpg")
+    other = key_of(different, "d")
+    assert other.name == "bears" and other.key != ids[0].key
+    # Same photos, one relabelled: another dataset too.
+    (renamed / "brown" / "1.jpg").rename(renamed / "black" / "9.jpg")
+    assert key_of(renamed, "e").key != ids[0].key
+    # Data ingested before the fingerprint (no "content") keeps its old key.
+    old = DatasetId.of({"name": "bears"}, ["black", "brown"])
+    assert old.key == old.legacy_key and old.key.startswith("bears-")
+
+
+def test_a_content_keyed_champion_is_found_by_its_name(s3: str):
+    dataset = DatasetId("bears", ("black", "brown"), "f" * 32)
+    legacy = DatasetId("wolves", ("grey", "red"))
+    for each in (dataset, legacy):
+        pointer = {"run_id": "r1", "dataset": each.to_dict()}
+        storage.write_text(champion.pointer_uri(s3, each.key), json.dumps(pointer))
+    assert champion.find_champion(s3, "bears")["dataset"]["key"] == dataset.key
+    assert champion.find_champion(s3, dataset.key)["dataset"]["key"] == dataset.key
+    assert champion.find_champion(s3, "wolves")["dataset"]["key"] == legacy.key
+    found = champion.find_champion(s3, configured_name="bears")
+    assert found["dataset"]["name"] == "bears"
 
 
 # -- archives that try to write outside their target -------------------------------------------
@@ -624,6 +721,33 @@ def test_dataset_name_from_the_source(source: str, name: str):
     assert dataset_name(source) == name
 
 
+def test_every_kind_of_source_is_one_entry_of_one_table(tmp_path: Path):
+    from fauna.pipelines.local_docker import PASSED_ENV
+    from fauna.pipelines.pipeline import KAGGLE_ENV_KEYS
+    from fauna.sources import SOURCES, find, secret_env_keys, source_kind
+
+    jpeg(tmp_path / "folder" / "cat" / "1.jpg")
+    (tmp_path / "labels.csv").write_text("file,label\n")
+    (tmp_path / "data.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    examples = {
+        "kaggle": "kaggle:owner/bears",
+        "s3": "s3://bucket/datasets/bears/",
+        "http": "https://host/bears.zip",
+        "csv": str(tmp_path / "labels.csv"),
+        "archive": str(tmp_path / "data.zip"),
+        "folder": str(tmp_path / "folder"),
+    }
+    assert sorted(kind.kind for kind in SOURCES) == sorted(examples)
+    assert {kind: find(source).kind for kind, source in examples.items()} == {
+        kind: kind for kind in examples
+    }
+    assert find(str(tmp_path / "missing")) is None  # fetch says "source not found"
+    assert [source_kind(examples[k]) for k in ("csv", "archive", "folder")] == ["local"] * 3
+    # The secrets a source reads reach the cluster's ingest task and the Docker route.
+    assert secret_env_keys() == KAGGLE_ENV_KEYS == ("KAGGLE_USERNAME", "KAGGLE_KEY")
+    assert set(secret_env_keys()) <= set(PASSED_ENV)
+
+
 def test_dataset_name_of_local_folders_and_archives(tmp_path: Path):
     (tmp_path / "my zoo").mkdir()
     assert dataset_name(str(tmp_path / "my zoo")) == "my-zoo"
@@ -833,18 +957,29 @@ def test_huge_archive_members_are_refused_with_flat_memory(
 
 
 class _EndlessHandler(http.server.BaseHTTPRequestHandler):
-    """Streams zeros without end (or announces a size first, with ?announce=N)."""
+    """Streams zeros (or announces a size first, with ?announce=N; starts like a zip with
+    ?zip; sends one byte a second with ?slow). Each loop is bounded: it stops by itself
+    after 2 GiB or 90 s, whichever comes first, even if the client never hangs up."""
 
     def do_GET(self):  # noqa: N802 - the stdlib's name
         self.send_response(200)
-        announced = self.path.partition("announce=")[2]
-        if announced:
-            self.send_header("Content-Length", announced)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, True)
+        if "announce" in query:
+            self.send_header("Content-Length", query["announce"][0])
         self.end_headers()
-        chunk = bytes(1 << 20)
+        slow = "slow" in query
+        chunk = b"\0" if slow else bytes(1 << 20)
+        deadline = time.monotonic() + 90
         try:
-            while True:
+            if "zip" in query:
+                self.wfile.write(b"PK\x03\x04")
+            for _ in range(2048 if not slow else 90):
                 self.wfile.write(chunk)
+                self.wfile.flush()
+                if time.monotonic() > deadline:
+                    break
+                if slow:
+                    time.sleep(1)
         except OSError:  # the client hung up: what we want
             pass
 
@@ -866,7 +1001,7 @@ def test_an_endless_http_stream_is_cut_at_the_limit(
     baseline_rss: float, endless_server: str, tmp_path: Path
 ):
     out = tmp_path / "raw"
-    argv = ["ingest", "--source", f"{endless_server}/data.zip", "--out", str(out)]
+    argv = ["ingest", "--source", f"{endless_server}/data.zip?zip", "--out", str(out)]
     rc, err, peak, seconds = run_measured([*argv, "--set", "data.max_dataset_bytes=64000000"])
     line = error_line(err)
     assert rc == 2 and "download of" in line and "passed 64000000 bytes" in line
@@ -880,6 +1015,58 @@ def test_an_endless_http_stream_is_cut_at_the_limit(
         ingest_dataset(f"{endless_server}/data.zip?announce=99999999999", out, cfg())
 
 
+def test_a_stream_of_zeros_is_refused_from_its_first_bytes(endless_server: str, tmp_path: Path):
+    """No Content-Length, not an archive: refused at the first 512 bytes, not after 20 GB."""
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"data.zip is not .* archive .*only zero bytes"):
+        ingest_dataset(f"{endless_server}/data.zip", tmp_path / "o1", cfg())
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.glob(".o1.*")) == []
+    # A local "archive" of 1 GB of zeros (sparse): judged from its first bytes, in no time.
+    zeros = tmp_path / "zeros.tar"
+    with zeros.open("wb") as fh:
+        fh.truncate(1 << 30)
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"zeros.tar is not .* archive .*only zero bytes"):
+        ingest_dataset(str(zeros), tmp_path / "o2", cfg())
+    assert time.monotonic() - started < 5
+
+
+def test_a_slow_or_endless_download_stops_by_rate_or_deadline(endless_server: str, tmp_path: Path):
+    slow = cfg(min_download_bytes_per_s=1000, download_rate_window_s=2)
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"too slow: \d bytes/s over the last 2 s < data.min_"):
+        ingest_dataset(f"{endless_server}/data.tgz?zip&slow", tmp_path / "o1", slow)
+    assert time.monotonic() - started < 10
+    deadline = cfg(download_timeout_s=2, max_dataset_bytes=10**12)
+    started = time.monotonic()
+    with pytest.raises(FaunaError, match=r"still running after \d+ bytes; seconds: 2 > data.down"):
+        ingest_dataset(f"{endless_server}/data.zip?zip", tmp_path / "o2", deadline)
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.glob(".o*")) == []
+
+
+def test_sigterm_mid_download_leaves_no_partial_folder(endless_server: str, tmp_path: Path):
+    out = tmp_path / "raw"
+    argv = ["ingest", "--source", f"{endless_server}/data.zip?zip&slow", "--out", str(out)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fauna.cli", *argv, "--set", "data.min_download_bytes_per_s=0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".raw.partial-*/.fauna-ingest-work/download/data.zip")):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        child.terminate()
+        assert child.wait(timeout=30) == 128 + 15
+    finally:
+        child.kill()
+        child.stderr.close()
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+
+
 def test_file_count_limit(tmp_path: Path):
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -890,7 +1077,13 @@ def test_file_count_limit(tmp_path: Path):
     folder = tmp_path / "many"
     extract = zipfile.ZipFile(archive)
     extract.extractall(folder)
-    with pytest.raises(FaunaError, match=r"more files: 12 > data.max_files=10"):
+    # A tar.gz: counted in a pass over the headers alone, before anything is unpacked.
+    with tarfile.open(tmp_path / "many.tar.gz", "w:gz") as tf:
+        tf.add(folder, arcname=".")
+    with pytest.raises(FaunaError, match=r"many.tar.gz has more members: 11 > data.max_files=10"):
+        ingest_dataset(str(tmp_path / "many.tar.gz"), tmp_path / "o1", cfg(max_files=10))
+    # Counted while walking the folder: it stops at the first file over the limit.
+    with pytest.raises(FaunaError, match=r"more files: 11 > data.max_files=10"):
         ingest_dataset(str(folder), tmp_path / "o2", cfg(max_files=10))
     with pytest.raises(FaunaError, match=r"the images total \d+ bytes: .*max_dataset_bytes=1000"):
         ingest_dataset(str(folder), tmp_path / "o3", cfg(max_dataset_bytes=1000))

@@ -37,15 +37,21 @@ def test_local_run_end_to_end_then_predict_with_the_champion(s3, tmp_path, monke
             "64",
             "--set",
             f"pipeline.bucket={s3}",
-            "--set",
-            "train.batch_size=8",
-            "--set",
-            "train.overrides={resnet50: {batch_size: 8}}",
+            # Knobs: a changed batch size applies to resnet50 too (its profile entry gives way).
+            "--batch-size",
+            "8",
+            "--scratch-learning-rate",
+            "0.002",
+            "--parallelism",
+            "1",
         ]
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert rc == 0, out
-    assert "backend: embedded (requested with BACKEND)" in out
+    # Progress through logging (stderr); the summary once on stdout.
+    assert "[local] backend: embedded (requested with BACKEND)" in captured.err
+    assert "backend:" not in out and out.count("champion of this run:") == 1
     # kfp.local's per-task print indentation must not outlive the run (it did, with parallel tasks)
     assert any(line.startswith("report:  ") for line in out.splitlines())
 

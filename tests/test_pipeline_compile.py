@@ -1,17 +1,22 @@
 """The compiled pipeline YAML: fan-out, fan-in, placement, caching, secrets by reference."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import compiler, dsl
 
-from fauna.config import Config
+from fauna import knobs
+from fauna.cli import build_parser
+from fauna.config import Config, ConfigError, load_config, section_dict
 from fauna.errors import FaunaError
+from fauna.knobs import KFP_TYPES, KNOBS, RUN_KNOBS, TRAIN_KNOBS, run_arguments, train_settings
 from fauna.pipelines import cli
 from fauna.pipelines.cli import compile_pipeline
 from fauna.pipelines.conformance import backend_conformance_problems
-from fauna.pipelines.pipeline import RUN_KNOBS, run_arguments
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _compile(tmp_path: Path, **pipeline) -> tuple[str, list[dict]]:
@@ -174,16 +179,110 @@ def test_fauna_pipeline_conforms_to_the_backend(gpu_docs):
     assert backend_conformance_problems(_spec(docs)) == []
 
 
-def test_run_parameters_are_the_typed_knobs(gpu_docs):
+def test_every_run_knob_is_a_typed_pipeline_parameter_with_the_params_yaml_default(gpu_docs):
     _, docs = gpu_docs
     params = _spec(docs)["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == set(RUN_KNOBS)
-    assert params["image_size"]["parameterType"] == "NUMBER_INTEGER"
-    assert params["backbones"]["parameterType"] == "LIST"
-    assert set(run_arguments(Config())) == set(RUN_KNOBS)
+    assert list(params) == sorted(k.name for k in RUN_KNOBS)
+    configured = load_config(ROOT / "params.yaml")
+    for knob in RUN_KNOBS:
+        param = params[knob.name]
+        assert param["parameterType"] == KFP_TYPES[knob.type], knob.name
+        # YAML numbers inside a Struct come back as floats: compare as JSON numbers.
+        assert param["defaultValue"] == knob.default_in(configured), knob.name
+        assert param["description"] == knob.help, knob.name  # what the KFP UI shows
+    assert set(run_arguments(Config())) == {k.name for k in RUN_KNOBS}
     assert run_arguments(Config(), epochs=3, backbones=None)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown run parameter"):
-        run_arguments(Config(), learning_rate=1)
+        run_arguments(Config(), dense_units=[8])
+
+
+def test_train_knobs_reach_the_train_task_as_whole_run_parameters(gpu_docs):
+    """The compiled pipeline changes only when code does: a knob is a parameter, not a constant."""
+    _, docs = gpu_docs
+    spec = _spec(docs)
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    train_inputs = body["train"]["inputs"]["parameters"]
+    for knob in [*TRAIN_KNOBS, knobs.BY_NAME["epochs"]]:
+        fed = train_inputs[knob.name]["componentInputParameter"]
+        assert fed.endswith(knob.name), (knob.name, fed)
+    assert "iteratorPolicy" not in loop  # parallelism 0: every backbone at once
+
+
+def test_parallelism_is_compiled_into_the_loop(tmp_path):
+    _, docs = _compile(tmp_path, parallelism=1)
+    loop = next(t for t in _spec(docs)["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 1}
+    with pytest.raises(ConfigError, match="pipeline.parallelism must be >= 0"):
+        Config().merged({"pipeline": {"parallelism": -1}})
+
+
+def test_submit_schedule_and_local_run_take_the_same_knob_flags():
+    def knob_flags(command: str) -> set[str]:
+        parser = build_parser(command)
+        sub = parser._subparsers._group_actions[0].choices[command]
+        group = next(g for g in sub._action_groups if g.title.startswith("run knobs"))
+        return {flag for action in group._group_actions for flag in action.option_strings}
+
+    expected = {knob.flag for knob in KNOBS}
+    assert knob_flags("submit") == expected
+    assert knob_flags("schedule") == expected
+    assert knob_flags("local-run") == expected | {"--data"}  # $DATA's old flag stays an alias
+    args = build_parser("submit").parse_args(["submit", "--parallelism", "2", "--epochs", "1"])
+    assert knobs.with_compiled_knobs(Config(), args).pipeline.parallelism == 2
+    assert knobs.values_from_args(args)["epochs"] == 1
+
+
+def _section() -> dict:
+    return json.loads(json.dumps(section_dict(Config(), "train")))  # as the task receives it
+
+
+def test_an_unchanged_knob_keeps_the_per_backbone_settings():
+    section = _section()
+    values = {k.name: run_arguments(Config())[k.name] for k in TRAIN_KNOBS}
+    train = train_settings(section, values)
+    assert train.for_backbone("resnet50").learning_rate == 1e-3  # params.yaml's override
+    assert train.for_backbone("vgg16").learning_rate == 1e-4
+    assert train.for_backbone("inceptionv3").batch_size == 32
+
+
+def test_a_changed_knob_applies_to_every_backbone_unless_its_override_is_set_too():
+    section = _section()
+    values = {k.name: run_arguments(Config())[k.name] for k in TRAIN_KNOBS}
+    values |= {"learning_rate": 5e-4, "batch_size": 16}
+    values["backbone_overrides"] = json.loads(json.dumps(values["backbone_overrides"]))
+    values["backbone_overrides"]["ResNet50"] = {
+        **values["backbone_overrides"].pop("resnet50"),
+        "learning_rate": 2e-3,  # set by the user: wins for resnet50 alone
+    }
+    train = train_settings(section, values)
+    assert train.learning_rate == 5e-4
+    assert train.for_backbone("resnet50").learning_rate == 2e-3
+    assert train.for_backbone("inceptionv3").learning_rate == 5e-4  # override shadowed no more
+    assert {train.for_backbone(b).batch_size for b in ("resnet50", "inceptionv3", "vgg16")} == {16}
+    # Other per-backbone settings stay: resnet50's dropout, inceptionv3's fine_tune_layers.
+    assert train.for_backbone("resnet50").dropout == 0.2
+    assert train.for_backbone("inceptionv3").fine_tune_layers == -1
+
+
+def test_the_overrides_knob_can_drop_a_backbones_entry_and_bad_values_are_one_line():
+    section = _section()
+    values = {k.name: run_arguments(Config())[k.name] for k in TRAIN_KNOBS}
+    values["backbone_overrides"] = {}
+    assert train_settings(section, values).for_backbone("vgg16").scratch_learning_rate == 1e-3
+    with pytest.raises(ConfigError, match="train.learning_rate must be a number > 0"):
+        train_settings(section, {**values, "learning_rate": -1.0})
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        train_settings(section, {**values, "backbone_overrides": [1]})
+
+
+def test_the_docs_table_is_generated_from_the_spec():
+    """docs/pipeline.md's knob table is `knobs.markdown_table()`; regenerate it with
+    .venv/bin/python -c 'from fauna.knobs import markdown_table as t; print(t())'"""
+    doc = (ROOT / "docs" / "pipeline.md").read_text()
+    begin, end = "<!-- knobs: begin -->\n", "\n<!-- knobs: end -->"
+    table = doc[doc.index(begin) + len(begin) : doc.index(end)]
+    assert table == knobs.markdown_table(load_config(ROOT / "params.yaml"))
 
 
 def test_each_step_gets_only_its_own_config_section(gpu_docs):

@@ -258,6 +258,8 @@ def test_component_and_cli(s3, data, models, reports, tmp_path, capsys):
         models=[dsl.Model(uri=str(models["medium"]))],
         data=dsl.Dataset(uri=str(data)),
         published=published,
+        champion=dsl.Model(uri=str(tmp_path / "champion.json")),
+        champion_uri=str(tmp_path / "champion_uri"),
     )
     assert published.metadata["promoted"] is True
     saved = json.loads((tmp_path / "published" / "publish.json").read_text())

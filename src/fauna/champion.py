@@ -1,8 +1,9 @@
 """The champion of each dataset: one pointer object, moved only by compare-and-swap.
 
-A champion belongs to one dataset, named by its source and its class list
-(`DatasetId.key`, e.g. `animals30-3f2a9c1b`), so runs on different data that share a
-bucket never compare or replace each other's models:
+A champion belongs to one dataset, known by its class list and the content of its
+images (`DatasetId.key`, e.g. `data-3f2a9c1b04d7e6a5`; the source's name is shown beside
+it), so runs on different data that share a bucket never compare or replace each other's
+models, and the same data under another folder name keeps its champion:
 
     models/<dataset>/champion.json             the pointer (run, backbone, metric, value,
                                                model URI, test-split signature, dataset,
@@ -28,7 +29,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +45,8 @@ POINTER = "champion.json"
 HISTORY = "history"
 # Where a single global pointer lived before champions were kept per dataset.
 LEGACY_DATASET = "champion"
+# Keys of datasets known by content (`DatasetId.key`); older keys start with the name.
+CONTENT_KEY_PREFIX = "data-"
 # Compare-and-swap rounds before giving up (each one re-reads and re-decides).
 MAX_ATTEMPTS = 8
 JSON = "application/json"
@@ -63,18 +66,34 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class DatasetId:
-    """A dataset as champions know it: its name and its class list (in label order)."""
+    """A dataset as champions know it: by what it is, shown by the name of its source.
+
+    `key` comes from the class list (in label order) and `content`, ingest's fingerprint
+    of every kept image's (label, sha256): renaming or moving the folder, or uploading the
+    same archive again, keeps the key and so the champion history; other images under the
+    same name get another key. `name` is for display only. Data ingested before the
+    fingerprint existed (no `content` in source.json) keeps its old key,
+    `<name>-<classes hash>` (`legacy_key`), so its pointers keep working.
+    """
 
     name: str
     classes: tuple[str, ...]
+    content: str = ""
 
     @property
     def classes_hash(self) -> str:
         return hashlib.sha256(json.dumps(list(self.classes)).encode()).hexdigest()[:8]
 
     @property
-    def key(self) -> str:
+    def legacy_key(self) -> str:
         return f"{slug(self.name)}-{self.classes_hash}"
+
+    @property
+    def key(self) -> str:
+        if not self.content:
+            return self.legacy_key
+        what = json.dumps({"classes": list(self.classes), "content": self.content})
+        return f"{CONTENT_KEY_PREFIX}{hashlib.sha256(what.encode()).hexdigest()[:16]}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,11 +101,13 @@ class DatasetId:
             "key": self.key,
             "classes_hash": self.classes_hash,
             "num_classes": len(self.classes),
+            "content": self.content,
         }
 
     @classmethod
     def of(cls, source: dict[str, Any], classes: list[str]) -> DatasetId:
-        return cls(str(source.get("name") or "unnamed"), tuple(classes))
+        name = str(source.get("name") or "unnamed")
+        return cls(name, tuple(classes), str(source.get("content") or ""))
 
     @classmethod
     def from_folder(cls, folder: Path) -> DatasetId:
@@ -96,6 +117,14 @@ class DatasetId:
             raise ChampionError(f"no {CLASSES} in {folder}: cannot tell which dataset it is")
         source = json.loads((folder / SOURCE).read_text()) if (folder / SOURCE).is_file() else {}
         return cls.of(source, json.loads((folder / CLASSES).read_text()))
+
+
+def content_fingerprint(images: Iterable[tuple[str, str]]) -> str:
+    """What a dataset is: a hash over its images' sorted (label, sha256), paths left out."""
+    digest = hashlib.sha256()
+    for label, sha in sorted(images):
+        digest.update(f"{label}\t{sha}\n".encode())
+    return digest.hexdigest()[:32]
 
 
 def pointer_uri(bucket: str, dataset_key: str) -> str:
@@ -213,6 +242,18 @@ def _name_part(key: str) -> str:
     return key.rsplit("-", 1)[0]
 
 
+def _names(bucket: str, keys: list[str]) -> dict[str, str]:
+    """Each dataset key's name (slugged): in an old key itself, else in its pointer."""
+    names = {}
+    for key in keys:
+        if key.startswith(CONTENT_KEY_PREFIX):
+            found = read_pointer(bucket, key)
+            names[key] = slug((found[0].get("dataset") or {}).get("name", "")) if found else ""
+        else:
+            names[key] = _name_part(key)
+    return names
+
+
 def find_champion(bucket: str, wanted: str = "", configured_name: str = "") -> dict[str, Any]:
     """The pointer of the champion `wanted` names (a dataset key or name).
 
@@ -228,14 +269,16 @@ def find_champion(bucket: str, wanted: str = "", configured_name: str = "") -> d
         )
     listing = f"(datasets with a champion: {', '.join(keys)})"
     if wanted:
-        matches = [k for k in keys if wanted == k or slug(wanted) in (k, _name_part(k))]
+        names = _names(bucket, keys) if wanted not in keys else {}
+        matches = [k for k in keys if wanted == k or slug(wanted) in (k, names.get(k))]
         if len(matches) != 1:
             problem = "matches several datasets" if matches else "has no champion"
             raise ChampionError(f"dataset {wanted!r} {problem} in {where} {listing}")
     elif len(keys) == 1:
         matches = keys
     else:
-        matches = [k for k in keys if configured_name and _name_part(k) == slug(configured_name)]
+        names = _names(bucket, keys) if configured_name else {}
+        matches = [k for k in keys if configured_name and names[k] == slug(configured_name)]
         if len(matches) != 1:
             raise ChampionError(
                 f"several datasets have a champion in {where} {listing}: "

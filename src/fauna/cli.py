@@ -86,10 +86,22 @@ def _predict():
     return predict.add_arguments, predict.run
 
 
+def _serve():
+    from fauna.serving import server
+
+    return server.add_arguments, server.run
+
+
 def _publish():
     from fauna.steps import publish
 
     return publish.add_arguments, publish.run
+
+
+def _register():
+    from fauna import registry
+
+    return registry.add_arguments, registry.run
 
 
 def _compile():
@@ -146,6 +158,8 @@ COMMANDS: dict[str, Command] = {
     "compare": Command("comparison report across backbones (Markdown + HTML)", _compare),
     "predict": Command("top-3 species for images with a trained model", _predict),
     "publish": Command("upload a run to S3 and promote the champion if better", _publish),
+    "serve": Command("serve the champion (or a model) over KServe's V1/V2 protocols", _serve),
+    "register": Command("register a published run in the Kubeflow Model Registry", _register),
     "compile": Command("compile the KFP pipeline to YAML", _compile),
     "submit": Command("submit the pipeline to a Kubeflow cluster", _submit),
     "schedule": Command("schedule recurring retraining on a Kubeflow cluster", _schedule),

@@ -41,7 +41,7 @@ class ConfigError(FaunaError, ValueError):
 
 @dataclass
 class DataConfig:
-    # Kaggle handle, local folder/archive, s3://bucket/prefix or http(s) URL.
+    # Kaggle handle, local folder/archive/label CSV, s3://bucket/prefix or http(s) URL.
     source: str = "kaggle:sanjeetbeniwal/animal-classification-30-classes"
     # The dataset's name in reports and the cache; "" = from the source (the Kaggle dataset,
     # the folder's name, the archive's stem, the S3 prefix's last part, the URL's file stem).
@@ -52,6 +52,9 @@ class DataConfig:
     # (file, filename, path, image, image_id, id / label, class, species, animal, category).
     csv_id_column: str = ""
     csv_label_column: str = ""
+    # The label CSV to use when the source holds several (a name inside the source, or a
+    # path); "" = the only CSV with an image and a label column.
+    labels_csv: str = ""
     # Allowed class names (labels outside are quarantined as unknown); [] = any label found.
     classes: list[str] = field(default_factory=list)
     min_images_per_class: int = 2
@@ -61,11 +64,17 @@ class DataConfig:
     # as one is crossed). One image file or archive member: larger ones are quarantined.
     max_file_bytes: int = 100_000_000
     # A whole download, or all the files an archive unpacks to.
-    max_dataset_bytes: int = 50_000_000_000
+    max_dataset_bytes: int = 20_000_000_000
     # Files in a folder, objects under an S3 prefix, or members of an archive.
     max_files: int = 1_000_000
     # Archives: unpacked bytes per compressed byte (a photo dataset is ~1; a bomb is 1000s).
     max_compression_ratio: float = 100.0
+    # http(s) downloads: the whole transfer's deadline (seconds); the slowest rate tolerated
+    # (bytes/s, 0 = any), judged over each window of `download_rate_window_s` seconds, which
+    # is also the longest silence tolerated.
+    download_timeout_s: float = 21_600.0
+    min_download_bytes_per_s: int = 10_000
+    download_rate_window_s: float = 30.0
     # s3://bucket/prefix to keep a content-addressed copy of the raw data ("" = off).
     cache_uri: str = ""
 
@@ -234,12 +243,22 @@ class PipelineConfig:
     step_memory: str = "4Gi"
     step_timeout_seconds: int = 4 * 3600
     train_timeout_seconds: int = 24 * 3600
+    # Backbones trained at once (`dsl.ParallelFor` parallelism; 0 = all at once).
+    parallelism: int = 0
     # `fauna submit --wait` (and the chart's CronJob) retries a failed run this many
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
     run_retries: int = 2
     s3_secret: str = "fauna-s3"
     kaggle_secret: str = "fauna-kaggle"
+
+
+@dataclass
+class ModelRegistryConfig:
+    # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides (fauna.registry)
+    url: str = ""
+    author: str = "fauna"
+    timeout_seconds: float = 30.0  # per call: a silent registry never holds publish up
 
 
 @dataclass
@@ -253,6 +272,7 @@ class Config:
     tsne: TsneConfig = field(default_factory=TsneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model_registry: ModelRegistryConfig = field(default_factory=ModelRegistryConfig)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -283,16 +303,52 @@ def load_config(
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        cfg = cfg.merged(yaml.safe_load(p.read_text()) or {})
+        cfg = _merged_file(cfg, p)
     if profile:
         prof = PROFILES_DIR / f"{profile}.yaml"
         if not prof.is_file():
             known = ", ".join(sorted(x.stem for x in PROFILES_DIR.glob("*.yaml")))
             raise ConfigError(f"unknown profile {profile!r} (known: {known})")
-        cfg = cfg.merged(yaml.safe_load(prof.read_text()) or {})
+        cfg = _merged_file(cfg, prof)
     if overrides:
         cfg = cfg.merged(_undot(overrides))
     return cfg
+
+
+def _merged_file(cfg: Config, path: Path) -> Config:
+    """`cfg` with a YAML file on top; any problem is one line naming the file."""
+    data = read_yaml(path)
+    try:
+        return cfg.merged(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping, or one line: the file, line and column of what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(filter(None, (exc.context, exc.problem)))
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: malformed YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:1:1: expected a mapping of sections (data:, train:, ...), "
+            f"got {type(data).__name__}"
+        )
+    return data
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -300,7 +356,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({problem})") from None
 
 
 def section(name: str, values: dict[str, Any]) -> Any:
@@ -450,6 +510,9 @@ def _check(cfg: Config) -> None:
     for key in ("max_image_pixels", "max_file_bytes", "max_dataset_bytes", "max_files"):
         need(getattr(cfg.data, key) >= 1, f"data.{key} must be >= 1")
     need(cfg.data.max_compression_ratio >= 1, "data.max_compression_ratio must be >= 1")
+    need(cfg.data.download_timeout_s > 0, "data.download_timeout_s must be > 0")
+    need(cfg.data.min_download_bytes_per_s >= 0, "data.min_download_bytes_per_s must be >= 0")
+    need(cfg.data.download_rate_window_s > 0, "data.download_rate_window_s must be > 0")
     need(cfg.preprocess.mode in ("crop", "stretch"), "preprocess.mode must be crop|stretch")
     need(16 <= cfg.preprocess.image_size <= 1024, "preprocess.image_size must be in 16..1024")
     need(1 <= cfg.preprocess.jpeg_quality <= 100, "preprocess.jpeg_quality must be in 1..100")
@@ -462,6 +525,7 @@ def _check(cfg: Config) -> None:
         f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
         f"got {cfg.compare.champion_metric!r}",
     )
+    need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
 
 

@@ -148,6 +148,15 @@ def with_features(model: Any) -> Any:
     return keras.Model(model.inputs, [model.outputs[0], penultimate_output(model)])
 
 
+def split_batches(data_dir: Path, split: str) -> int | None:
+    """Inference batches in a split, by the manifest (a progress bar's total); None if unknown."""
+    from fauna.dataset import MANIFEST, read_manifest
+
+    path = Path(data_dir) / MANIFEST
+    n = sum(r.get("split") == split for r in read_manifest(path)) if path.is_file() else 0
+    return math.ceil(n / INFERENCE_BATCH) if n else None
+
+
 @dataclass
 class Inference:
     outputs: list[np.ndarray]  # one array per model output, rows in `ids` order
@@ -179,9 +188,16 @@ def run_inference(
     outputs: list[list[np.ndarray]] = []
     labels: list[np.ndarray] = []
     ids: list[str] = []
-    for images, onehot, batch_ids in tqdm(
-        ds.as_numpy_iterator(), desc=desc, unit="batch", file=sys.stderr, leave=False
-    ):
+    bar = tqdm(
+        ds.as_numpy_iterator(),
+        desc=desc,
+        unit="batch",
+        total=split_batches(data_dir, split),
+        file=sys.stderr,
+        leave=False,
+        disable=not sys.stderr.isatty(),  # a bar only on a terminal, never in files or pod logs
+    )
+    for images, onehot, batch_ids in bar:
         names = [i.decode() for i in batch_ids]
         if keep_ids is not None:
             mask = np.array([n in keep_ids for n in names], dtype=bool)

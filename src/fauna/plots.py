@@ -39,8 +39,10 @@ def save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def data_uri(path: Path, mime: str = "image/png") -> str:
-    """A file inlined as a data: URI, so one HTML file carries its images."""
+def data_uri(path: Path, mime: str = "") -> str:
+    """A file inlined as a data: URI, so one HTML file carries its images (PNG or JPEG)."""
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    mime = mime or ("image/jpeg" if jpeg else "image/png")
     return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
@@ -139,4 +141,41 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path, title: str = "")
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return save_png(fig, path)
+
+
+STYLES = (("-", "train"), ("--", "validation"))
+
+
+def plot_learning_curves(
+    curves: dict[str, Sequence[dict[str, Any]]], key: str, label: str, path: Path
+) -> Path:
+    """Every backbone's `key` per epoch on one chart: train solid, validation dashed.
+
+    One colour per backbone, so their curves can be read against each other; epochs are
+    numbered from 1 and the ticks are whole numbers.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    keys = []
+    for color, (backbone, history) in zip(class_colors(len(curves)), curves.items(), strict=True):
+        epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
+        for prefix, style in (("", "-"), ("val_", "--")):
+            points = [(e, h.get(prefix + key)) for e, h in zip(epochs, history, strict=True)]
+            points = [(e, v) for e, v in points if v is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, color=color, marker="o", markersize=3)
+        keys.append(Line2D([], [], color=color, label=backbone))
+    # One entry per backbone (its colour) and one per line style: n + 2 entries, not 2n.
+    keys += [Line2D([], [], color="grey", linestyle=s, label=n) for s, n in STYLES]
+    ax.set_title(label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(handles=keys, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return save_png(fig, path)

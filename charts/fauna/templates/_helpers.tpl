@@ -107,6 +107,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
       "s3_secret" (include "fauna.s3SecretName" .)
       "kaggle_secret" (include "fauna.kaggleSecretName" .) -}}
 {{- $params := mergeOverwrite (deepCopy (.Values.params | default dict)) (dict "pipeline" (mergeOverwrite (deepCopy (dig "pipeline" dict (.Values.params | default dict))) $pipeline)) -}}
+{{- if .Values.modelRegistry.enabled }}
+{{- $_ := set $params "model_registry" (mergeOverwrite (deepCopy (dig "model_registry" dict (.Values.params | default dict))) (dict "url" .Values.modelRegistry.url)) -}}
+{{- end }}
 {{- toYaml $params -}}
 {{- end -}}
 

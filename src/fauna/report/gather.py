@@ -23,11 +23,11 @@ from fauna.evaluation import METRICS
 from fauna.metrics import METRIC_KEYS
 from fauna.outputs import require_output
 from fauna.paper import paper_reference
+from fauna.report.extras import PER_CLASS_CSV, backbone_extras
 
 TSNE_INFO = "tsne.json"
 TSNE_PNG = "tsne.png"
 CONFUSION_PNG = "confusion_matrix.png"
-PER_CLASS_CSV = "per_class.csv"
 
 
 class CompareError(FaunaError):
@@ -156,6 +156,7 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
         else {"model": ref.model, "top1": ref.top1, "top3": ref.top3, "f1": ref.f1},
         "images": {k: v for k, v in figures.items() if k != "tsne_skipped" and v},
         "tsne_skipped": figures.get("tsne_skipped"),
+        **backbone_extras(ev, model_dir, images, backbone),
     }
 
 

@@ -1,24 +1,38 @@
 """The report's data through Jinja2 templates: report.md, a self-contained report.html.
 
 `report_view` turns the decided data (report.json) into what the page shows: the
-sentences, and tables whose columns are declared once (`Column`: header, value,
-format, which value is best); the templates in `templates/` lay that out as Markdown
-(`report.md.j2`) and HTML (`report.html.j2`, images inlined as data: URIs, one inline
-stylesheet, no scripts, no links). The t-SNE step's page uses the same page template.
+sentences, and tables (fauna.report.tables, columns declared once); the templates in
+`templates/` lay that out as Markdown (`report.md.j2`) and HTML (`report.html.j2`, images
+inlined as data: URIs, one inline stylesheet, no scripts, no links). The t-SNE step's page
+uses the same page template.
 """
 
 from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fauna.dataset import display_name, read_json, write_json
 from fauna.metrics import METRIC_LABELS
-from fauna.paper import PAPER_RESULTS, PAPER_TITLE
+from fauna.paper import PAPER_TITLE
+from fauna.report.tables import (
+    confused_table,
+    md_cell,
+    paper_table,
+    per_class_table,
+    results_table,
+    training_table,
+)
+from fauna.report.uncertainty import (
+    baseline_line,
+    interval,
+    interval_note,
+    num_classes,
+    trivial_top_k,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_DATA = "report.json"
@@ -28,181 +42,6 @@ SYNTHETIC_WARNING = (
     "animals. The numbers below prove the pipeline runs end to end; they say nothing about "
     "the backbones and cannot be compared with the paper."
 )
-
-
-# ------------------------------------------------------------------------ tables
-
-
-@dataclass
-class Cell:
-    text: str
-    bold: bool = False
-    kind: str = ""  # "": a number (right-aligned); "text": left-aligned; "ref": the paper's
-
-
-@dataclass
-class Table:
-    headers: list[Cell]
-    rows: list[list[Cell]]
-    row_classes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str
-    value: Callable[[Any], Any]
-    show: Callable[[Any], str] = str
-    best: str = ""  # "max" or "min": that value is bold (among the rows that may be ranked)
-    kind: str = ""
-
-
-def pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
-
-
-def num(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{seconds:.1f}s"
-
-
-def make_table(
-    columns: Sequence[Column],
-    items: Sequence[Any],
-    ranked: Sequence[bool] | None = None,
-    row_classes: Sequence[str] | None = None,
-) -> Table:
-    """One row per item; in each `best` column the best value among `ranked` rows is bold."""
-    values = [[col.value(item) for col in columns] for item in items]
-    ranked = list(ranked) if ranked is not None else [True] * len(items)
-    bold: set[tuple[int, int]] = set()
-    for c, col in enumerate(columns):
-        candidates = [
-            (r, row[c]) for r, row in enumerate(values) if ranked[r] and row[c] is not None
-        ]
-        if col.best and len(candidates) >= 2:
-            best = (max if col.best == "max" else min)(v for _, v in candidates)
-            bold |= {(r, c) for r, v in candidates if v == best}
-    return Table(
-        [Cell(col.header, kind="text" if col.kind == "text" else "") for col in columns],
-        [
-            [
-                Cell(col.show(v), (r, c) in bold, col.kind)
-                for c, (col, v) in enumerate(zip(columns, row, strict=True))
-            ]
-            for r, row in enumerate(values)
-        ],
-        list(row_classes) if row_classes is not None else [""] * len(items),
-    )
-
-
-def _ours(header: str, key: str, show: Callable[[Any], str], best: str = "") -> Column:
-    return Column(header, lambda r: r[key], show, best)
-
-
-def _paper(header: str, key: str, show: Callable[[Any], str]) -> Column:
-    """The paper's number for the row's backbone, muted; "-" where the paper has none."""
-    return Column(
-        header,
-        lambda r: (r.get("paper") or {}).get(key),
-        lambda v: "-" if v is None else show(v),
-        kind="ref",
-    )
-
-
-def results_table(rows: list[dict[str, Any]], with_paper: bool) -> Table:
-    """Test metrics per backbone (the paper's beside them when they apply)."""
-    flagged = Column(
-        "backbone", lambda r: r["backbone"] + (" (flagged)" if r["degenerate"] else ""), kind="text"
-    )
-    columns = [flagged, _ours("top-1", "top1", pct, "max")]
-    columns += [_paper("paper top-1", "top1", pct)] if with_paper else []
-    columns += [_ours("top-3", "top3", pct, "max")]
-    columns += [_paper("paper top-3", "top3", pct)] if with_paper else []
-    columns += [_ours("macro-F1", "macro_f1", num, "max")]
-    columns += [_paper("paper F1", "f1", num)] if with_paper else []
-    columns += [
-        _ours("weighted-F1", "weighted_f1", num, "max"),
-        _ours("ROC-AUC", "roc_auc", num, "max"),
-        _ours("loss", "loss", num, "min"),
-        _ours("test images", "n_test", str),
-    ]
-    return make_table(
-        columns,
-        rows,
-        ranked=[not r["degenerate"] for r in rows],
-        row_classes=["flagged" if r["degenerate"] else "" for r in rows],
-    )
-
-
-def paper_table() -> Table:
-    columns = [
-        Column("model", lambda p: p.model, kind="text"),
-        Column("setup", lambda p: p.setup, kind="text"),
-        Column("top-1", lambda p: p.top1, pct),
-        Column("top-3", lambda p: p.top3, pct),
-        Column("F1", lambda p: p.f1, num),
-    ]
-    return make_table(columns, PAPER_RESULTS, row_classes=["paper"] * len(PAPER_RESULTS))
-
-
-def training_table(rows: list[dict[str, Any]]) -> Table:
-    columns = [
-        Column("backbone", lambda r: r["backbone"], kind="text"),
-        Column("weights", lambda r: r.get("weights") or "n/a"),
-        Column("image size", lambda r: r.get("image_size"), lambda v: f"{v} px" if v else "n/a"),
-        Column("epochs", lambda r: r.get("epochs_run"), lambda v: str(v or "n/a")),
-        Column("training time", lambda r: r.get("train_seconds"), duration, "min"),
-        Column(
-            "images/s",
-            lambda r: r.get("images_per_second"),
-            lambda v: "n/a" if v is None else f"{v:.1f}",
-            "max",
-        ),
-    ]
-    return make_table(columns, rows)
-
-
-def confused_table(pairs: list[dict[str, Any]]) -> Table:
-    columns = [
-        Column("true class", lambda p: display_name(p["true"]), kind="text"),
-        Column("predicted as", lambda p: display_name(p["predicted"]), kind="text"),
-        Column("images", lambda p: p["count"]),
-        Column("share", lambda p: p["rate"], pct),
-    ]
-    return make_table(columns, pairs)
-
-
-def per_class_table(data: dict[str, Any]) -> Table | None:
-    """Images per class and split, and each backbone's F1 per class (the best bold)."""
-    per_class = data.get("per_class_f1") or {}
-    summary = data.get("data") or {}
-    with_f1 = [r["backbone"] for r in data["backbones"] if r["backbone"] in per_class]
-    if not per_class or not data.get("classes"):
-        return None
-    splits, counts = summary.get("splits", []), summary.get("counts", {})
-    headers = [Cell("class", kind="text")] + [Cell(f"{s} images") for s in splits]
-    headers += [Cell(f"F1 {b}") for b in with_f1]
-    rows = []
-    for c in data["classes"]:
-        scores = [per_class[b].get(c) for b in with_f1]
-        present = [v for v in scores if v is not None]
-        best = max(present) if len(present) >= 2 and max(present) > 0 else None
-        rows.append(
-            [Cell(display_name(c), kind="text")]
-            + [Cell(str(counts.get(c, {}).get(s, 0))) for s in splits]
-            + [Cell(num(v), v is not None and v == best) for v in scores]
-        )
-    return Table(headers, rows, [""] * len(rows))
 
 
 # --------------------------------------------------------------------------- view
@@ -240,20 +79,58 @@ def _alerts(data: dict[str, Any]) -> list[dict[str, Any]]:
     return alerts
 
 
-def _champion_line(data: dict[str, Any]) -> str | None:
+def _shown(value: float, metric: str) -> float:
+    return -value if metric == "neg_loss" else value
+
+
+def _champion_box(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The champion, by how much it leads the next eligible backbone, and how sure that is."""
     champ = data["champion"]
     if champ is None:
         return None
-    metric = champ["metric"]
-    shown = -champ["value"] if metric == "neg_loss" else champ["value"]
-    n = len(data["backbones"])
-    flagged = len(data.get("flagged") or {})
-    return (
-        f"Champion: {champ['backbone']}, best by {METRIC_LABELS.get(metric, metric)}: "
-        f"{shown:.4f} (of {n} backbone{'s' if n != 1 else ''}"
-        + (f"; {flagged} flagged, not eligible" if flagged else "")
-        + ")."
+    metric, rows = champ["metric"], data["backbones"]
+    label = METRIC_LABELS.get(metric, metric)
+    key = "loss" if metric in ("neg_loss", "loss") else metric
+    flagged = data.get("flagged") or {}
+    row = next(r for r in rows if r["backbone"] == champ["backbone"])
+    ci = interval(row, key, data)
+    shown = _shown(champ["value"], metric)
+    headline = f"Champion: {champ['backbone']}, best by {label}: {shown:.4f}" + (
+        f" ({ci['confidence']:.0%} interval {ci['low']:.4f}–{ci['high']:.4f})" if ci else ""
     )
+    n = len(rows)
+    headline += f" of {n} backbone{'s' if n != 1 else ''}" + (
+        f" ({len(flagged)} flagged, not eligible)." if flagged else "."
+    )
+    details = []
+    others = [
+        r for r in rows if r["backbone"] != champ["backbone"] and r["backbone"] not in flagged
+    ]
+    others = [r for r in others if r.get(key) is not None]
+    if others:
+        lower = key == "loss"
+        runner = (min if lower else max)(others, key=lambda r: r[key])
+        gap = (runner[key] - row[key]) if lower else (row[key] - runner[key])
+        details.append(
+            f"Ahead of {runner['backbone']} ({runner[key]:.4f}) by {gap:.4f} {label} on "
+            f"{row.get('n_test') or 'the same'} test images."
+        )
+        details.append(champ.get("evidence") or _overlap(ci, interval(runner, key, data), label))
+    else:
+        details.append(champ.get("evidence") or "The only eligible backbone: nothing to rank.")
+    return {"headline": headline, "details": [d for d in details if d]}
+
+
+def _overlap(a: dict[str, float] | None, b: dict[str, float] | None, label: str) -> str:
+    """Without the policy's paired test: what the two intervals say about the lead."""
+    if a is None or b is None:
+        return f"How sure that lead is was not measured (no interval of {label} here)."
+    if a["low"] <= b["high"] and b["low"] <= a["high"]:
+        return (
+            f"Their {a['confidence']:.0%} intervals overlap: on this test split the lead may "
+            "be chance."
+        )
+    return f"Their {a['confidence']:.0%} intervals do not overlap."
 
 
 def _summary_line(data: dict[str, Any]) -> str:
@@ -271,6 +148,10 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
     averaging = sorted({r["averaging_note"] for r in data["backbones"] if r.get("averaging_note")})
     explained = " ".join(a[:1].upper() + a[1:] + "." for a in averaging)
     ranked = "Best in bold" + (" (flagged models are not ranked)" if data.get("flagged") else "")
+    ranked += ". " + interval_note(data)
+    if trivial_top_k("top3", data):
+        ranked += f" With {num_classes(data)} classes top-3 is 100% for any model: not ranked."
+    ranked = ranked.removesuffix(".")
     if data["paper"] is not None:
         return [
             f"{ranked}. The paper's F1 is set against our macro-F1 (the paper does not say how "
@@ -295,8 +176,22 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
     ]
 
 
-def _figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups = []
+CURVES = {"loss": "loss", "accuracy": "accuracy"}  # history key -> chart title
+
+
+def _figures(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Learning curves (every backbone on one chart per metric when the rows carry their
+    curves, each backbone's own plot folded below them), confusion matrices, t-SNE plots."""
+    rows, groups = data["backbones"], []
+    combined = [
+        {
+            "image": image,
+            "caption": f"{CURVES[k]} per epoch, every backbone: train solid, validation dashed",
+        }
+        for k, image in (data.get("learning_curves") or {}).items()
+    ]
+    if combined:
+        groups.append({"title": "Learning curves", "items": combined, "side_by_side": True})
     for key, title, caption in (
         ("history", "Learning curves", "training history per epoch, train vs validation"),
         ("confusion", "Confusion matrices", "rows normalised: each row sums to 1"),
@@ -313,9 +208,34 @@ def _figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "projection of such features would show numerical noise, not structure."
                     }
                 )
-        if items:
+        if items and key == "history" and combined:
+            title = "Each backbone's own curves (loss, accuracy, AUC, macro-F1; fine-tuning marked)"
+            groups.append({"title": title, "items": items, "folded": True})
+        elif items:
             groups.append({"title": title, "items": items})
     return groups
+
+
+def _misclassified(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backbone, its thumbnails grouped by confused pair (true -> predicted)."""
+    shown = []
+    for r in rows:
+        pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for m in r.get("misclassified") or []:
+            pairs.setdefault((m["true"], m["predicted"]), []).append(
+                {"image": m["file"], "caption": f"{100 * m['confidence']:.0f}% sure", "id": m["id"]}
+            )
+        if pairs:
+            shown.append(
+                {
+                    "backbone": r["backbone"],
+                    "pairs": [
+                        {"title": f"{display_name(t)} → {display_name(p)}", "images": images}
+                        for (t, p), images in pairs.items()
+                    ],
+                }
+            )
+    return shown
 
 
 def report_view(data: dict[str, Any]) -> dict[str, Any]:
@@ -327,14 +247,18 @@ def report_view(data: dict[str, Any]) -> dict[str, Any]:
         "title": f"{data['title']}: {data['dataset']['name']}",
         "summary": _summary_line(data),
         "alerts": _alerts(data),
-        "champion": _champion_line(data),
+        "champion": _champion_box(data),
         "results_title": "Test results beside the paper" if with_paper else "Test results",
-        "results": results_table(rows, with_paper),
+        "baselines": baseline_line(data),
+        "results": results_table(data),
         "results_notes": _results_notes(data),
         "paper_title": f"The paper's reported results ({PAPER_TITLE})" if with_paper else None,
         "paper": paper_table() if with_paper else None,
         "training": training_table(rows),
-        "figures": _figures(rows),
+        "figures": _figures(data),
+        "misclassified": _misclassified(rows),
+        # The paper's error analysis is a comparison only where its classes and photos are.
+        "paper_errors": with_paper,
         "confused": [
             {
                 "backbone": r["backbone"],
@@ -347,17 +271,14 @@ def report_view(data: dict[str, Any]) -> dict[str, Any]:
             f"{summary.get('num_classes', len(data.get('classes', [])))} classes; images per "
             "split: "
             + ", ".join(f"{s} {n}" for s, n in summary.get("totals", {}).items())
-            + ". F1 per class on the test split; the best backbone per class in bold."
+            + ". Per backbone, precision (P: of the images it called this class, the share "
+            "that were), recall (R: of this class's test images, the share it found) and F1 "
+            "on the test split; the best F1 per class in bold."
         ),
     }
 
 
 # ------------------------------------------------------------------------ render
-
-
-def md_cell(cell: Cell) -> str:
-    text = cell.text.replace("|", "\\|")
-    return f"**{text}**" if cell.bold and text else text
 
 
 @functools.cache
@@ -389,9 +310,10 @@ def render_report(data: dict[str, Any], out: Path, notes: Sequence[str] = ()) ->
             data["notes"].append(note)
     from fauna.plots import data_uri
 
+    out.mkdir(parents=True, exist_ok=True)
+    data["learning_curves"] = draw_learning_curves(data["backbones"], out / "images")
     view = report_view(data)
     env = environment()
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(env.get_template("report.md.j2").render(view=view))
     html = env.get_template("report.html.j2").render(
         view=view, title=view["title"], inline=lambda rel: data_uri(out / rel)
@@ -399,6 +321,22 @@ def render_report(data: dict[str, Any], out: Path, notes: Sequence[str] = ()) ->
     (out / "report.html").write_text(html)
     write_json(out / REPORT_DATA, data)
     return data
+
+
+def draw_learning_curves(rows: list[dict[str, Any]], images: Path) -> dict[str, str]:
+    """One chart per metric with every backbone's curves (rows' `curves`): key -> image."""
+    curves = {r["backbone"]: r["curves"] for r in rows if r.get("curves")}
+    drawn: dict[str, str] = {}
+    if not curves:
+        return drawn
+    from fauna.plots import plot_learning_curves
+
+    for key, label in CURVES.items():
+        if any(key in h or f"val_{key}" in h for c in curves.values() for h in c):
+            name = f"learning-curves-{key}.png"
+            plot_learning_curves(curves, key, label, images / name)
+            drawn[key] = f"{images.name}/{name}"
+    return drawn
 
 
 def rerender_with_notes(report_dir: Path, out: Path, notes: Sequence[str]) -> dict[str, Any]:

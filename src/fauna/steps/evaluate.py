@@ -10,13 +10,19 @@ It also measures how varied the predictions are and flags a degenerate model (on
 that predicts (nearly) one class, or whose features do not vary), with the reason in
 words (`degenerate`, `degenerate_reason`, `prediction_diversity` in metrics.json);
 see fauna.evaluation for the measures and thresholds.
+
+For the report it keeps small thumbnails of misclassified test images (a few per
+most-confused pair, the most confident mistakes first): a user sees what the model
+mixed up faster than they read it (`misclassified/*.jpg`, indexed in misclassified.json).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +34,14 @@ from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
 from fauna.evaluation import METRICS, EvaluationError, Scored, read_source, score_model
 from fauna.metrics import METRIC_KEYS
 from fauna.outputs import require_output, step_output
+from fauna.report.extras import MISCLASSIFIED
 
 log = logging.getLogger(__name__)
 
 STEP = "evaluate"
 DATA_STEPS = ("split", "augment")
+THUMBNAIL_PX = 64  # the longer side; small enough to inline dozens in one HTML file
+THUMBNAILS_PER_PAIR = 4
 
 __all__ = ["EvaluationError", "evaluate_model"]
 
@@ -50,6 +59,56 @@ def _write_tables(out: Path, scored: Scored, per_class: list[dict[str, Any]]) ->
         rows = zip(scored.ids, scored.y_true, probs.argmax(axis=1), probs.max(axis=1), strict=True)
         for i, t, p, conf in rows:
             writer.writerow([i, classes[t], classes[p], f"{conf:.6f}"])
+
+
+def _thumbnail(encoded: bytes) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(encoded)) as img:
+        img = img.convert("RGB")
+        img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def pick_misclassified(scored: Scored, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Up to THUMBNAILS_PER_PAIR mistakes per confused pair, the most confident first."""
+    classes, pred = scored.classes, scored.probs.argmax(axis=1)
+    conf = scored.probs.max(axis=1)
+    picked = []
+    for pair in pairs:
+        t, p = classes.index(pair["true"]), classes.index(pair["predicted"])
+        hits = np.flatnonzero((scored.y_true == t) & (pred == p))
+        hits = sorted(hits, key=lambda i: (-conf[i], scored.ids[i]))[:THUMBNAILS_PER_PAIR]
+        picked += [
+            {"id": scored.ids[i], "true": pair["true"], "predicted": pair["predicted"]}
+            | {"confidence": round(float(conf[i]), 4)}
+            for i in hits
+        ]
+    return picked
+
+
+def _write_misclassified(
+    out: Path, data_dir: Path, scored: Scored, pairs: list[dict[str, Any]]
+) -> int:
+    """Thumbnails of the picked mistakes (one more pass over the test shards) and their index."""
+    from fauna.records import iter_records
+
+    picked = pick_misclassified(scored, pairs)
+    wanted = {p["id"]: n for n, p in enumerate(picked)}
+    folder = out / MISCLASSIFIED
+    folder.mkdir()
+    for rec in iter_records(data_dir / "test") if wanted else ():
+        n = wanted.pop(rec.id, None)
+        if n is not None:
+            (folder / f"{n:03d}.jpg").write_bytes(_thumbnail(rec.encoded))
+            picked[n]["file"] = f"{MISCLASSIFIED}/{n:03d}.jpg"
+        if not wanted:
+            break
+    images = [p for p in picked if "file" in p]
+    write_json(out / f"{MISCLASSIFIED}.json", {"size": THUMBNAIL_PX, "images": images})
+    return len(images)
 
 
 def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConfig) -> dict:
@@ -81,12 +140,14 @@ def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConf
             f"{scored.backbone}: confusion matrix (rows normalised, {m['n_test']} test images)",
         )
         _write_tables(tmp, scored, per_class)
+        _write_misclassified(tmp, data_dir, scored, m["most_confused"])
         write_json(tmp / METRICS, metrics)
         carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
     log.info(
         f"{scored.backbone}: top1 {m['top1']:.4f}  top3 {m['top3']:.4f}  "
-        f"macro-F1 {m['macro_f1']:.4f}  ROC-AUC {auc}  loss {m['loss']:.4f}  (n={m['n_test']})"
+        f"macro-F1 {m['macro_f1']:.4f}  ROC-AUC {auc}  loss {m['loss']:.4f}  "
+        f"({m['n_test']} test images, chance top-1 {1 / len(scored.classes):.4f})"
     )
     return metrics
 
@@ -98,7 +159,9 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any, cfg: Config) -> int:
+    """The summary is logged once; the JSON goes to stdout only for a pipe or a file."""
     metrics = evaluate_model(Path(args.model), Path(args.data), Path(args.out), cfg.evaluate)
-    shown = {k: metrics[k] for k in ("backbone", *METRIC_KEYS, "degenerate", "degenerate_reason")}
-    print(json.dumps(shown))
+    if not sys.stdout.isatty():
+        keys = ("backbone", *METRIC_KEYS, "degenerate", "degenerate_reason")
+        print(json.dumps({k: metrics[k] for k in keys}))
     return 0

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fauna import champion, storage
+from fauna import champion, registry, storage
 from fauna.artifact import TRAIN_INFO, model_info
 from fauna.champion import ChampionError, DatasetId
 from fauna.config import Config
@@ -410,7 +410,10 @@ def publish_run(
             artifacts(promotion)
         _record(bucket, dataset, run_id, decider, promotion, rounds)
     log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
-    return replace(base, promotion=promotion)
+    result = replace(base, promotion=promotion)
+    # The registry mirrors the decision (optional; a failure there is one warning line).
+    registry.after_publish(result.to_dict(), cfg, candidate and candidate["test_split_signature"])
+    return result
 
 
 def _promote(
@@ -456,6 +459,36 @@ def _record(
     }
     uri = champion.append_history(bucket, dataset.key, run_id, entry)
     log.info(f"history: {uri}")
+
+
+def champion_after(result: PublishResult, bucket: str) -> dict[str, Any] | None:
+    """The dataset's champion once this run's decision is made, as the pipeline's `champion`
+    Model output describes it (None when the dataset has none): where its SavedModel
+    export is, what it scored, which run made it, and whether this run promoted or kept it.
+    """
+    from fauna.artifact import EXPORT_DIR
+
+    found = champion.read_pointer(bucket, result.dataset["key"])
+    if found is None or not found[0].get("model_uri"):
+        return None
+    pointer = found[0]
+    model_uri = str(pointer["model_uri"]).rstrip("/")
+    mine = pointer.get("run_id") == result.run_id
+    return {
+        "export_uri": f"{model_uri}/{EXPORT_DIR}",
+        "model_uri": model_uri,
+        "dataset": result.dataset["key"],
+        "dataset_name": result.dataset.get("name", ""),
+        "backbone": pointer.get("backbone", ""),
+        "metric": pointer.get("metric", ""),
+        "value": pointer.get("value"),
+        "run_id": pointer.get("run_id", ""),
+        "decided_by_run": result.run_id,
+        "promoted": bool(result.promotion.promoted and mine),
+        "decision": "promoted" if result.promotion.promoted and mine else "kept",
+        "reason": result.promotion.reason,
+        "pointer_uri": result.champion_uri,
+    }
 
 
 # ---------------------------------------------------------------------------- CLI

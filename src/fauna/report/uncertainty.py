@@ -1,0 +1,138 @@
+"""How sure the report's numbers are: no-skill baselines, test-set size, intervals.
+
+A score means little without what no skill would score and how many test images it was
+measured on (30 images: one image is 3.3 points of top-1). These are read from the report
+data where compare's champion policy put them (top level `chance`, `n_test`, `resolution`;
+per row `interval`, `n_test`, `chance`, `majority`; the champion's `evidence`) and computed
+here where they are missing, so a report made before they existed still shows them:
+chance = 1 / classes; majority = the largest class's share of the test images; for top-1
+and top-3 (proportions of test images) the Wilson score interval.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fauna.metrics import METRIC_LABELS
+
+Z95 = 1.959963984540054  # two-sided 95%: the confidence of the intervals computed here
+TOP_K = {"top1": 1, "top3": 3}
+
+
+def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion p seen on n trials (sound at 0, 1, small n)."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def num_classes(data: dict[str, Any]) -> int:
+    return int(data["dataset"].get("num_classes") or len(data.get("classes") or []))
+
+
+def n_test(data: dict[str, Any]) -> int | None:
+    """Test images: the policy's number, else the largest any backbone was scored on."""
+    counts = [r["n_test"] for r in data["backbones"] if r.get("n_test")]
+    return data.get("n_test") or (max(counts) if counts else None)
+
+
+def chance(data: dict[str, Any]) -> float | None:
+    """Top-1 of a uniform guess: 1 / classes."""
+    if data.get("chance") is not None:
+        return float(data["chance"])
+    n = num_classes(data)
+    return 1 / n if n else None
+
+
+def majority(data: dict[str, Any]) -> float | None:
+    """Top-1 of always answering the largest test class (a row's, else the test counts)."""
+    given = [r["majority"] for r in data["backbones"] if r.get("majority") is not None]
+    if given:
+        return float(given[0])
+    counts = (data.get("data") or {}).get("counts") or {}
+    test = [c.get("test", 0) for c in counts.values()]
+    return max(test) / sum(test) if test and sum(test) else None
+
+
+def trivial_top_k(key: str, data: dict[str, Any]) -> bool:
+    """top-k with k >= classes is 100% for any model: nothing to rank."""
+    k = TOP_K.get(key)
+    return k is not None and k > 1 and k >= num_classes(data)
+
+
+def _metric_column(metric: str) -> str:
+    return "loss" if metric in ("neg_loss", "loss") else metric
+
+
+def interval(row: dict[str, Any], key: str, data: dict[str, Any]) -> dict[str, float] | None:
+    """{low, high, confidence} of one score: the policy's for the champion metric, Wilson's
+    for top-1/top-3 (unless trivial), None where the data gives none."""
+    given = row.get("interval")
+    if given and key == _metric_column(data["metric"]):
+        low, high = float(given["low"]), float(given["high"])
+        if data["metric"] == "neg_loss" and high <= 0:  # an interval of minus the loss
+            low, high = -high, -low
+        return {"low": low, "high": high, "confidence": float(given.get("confidence", 0.95))}
+    n = row.get("n_test")
+    if key in TOP_K and row.get(key) is not None and n and not trivial_top_k(key, data):
+        low, high = wilson(float(row[key]), int(n))
+        return {"low": low, "high": high, "confidence": 0.95}
+    return None
+
+
+def interval_note(data: dict[str, Any]) -> str:
+    """What the bracketed ranges in the results table are."""
+    metric = _metric_column(data["metric"])
+    given = [r["interval"] for r in data["backbones"] if r.get("interval")]
+    wilson_keys = [k for k in TOP_K if not trivial_top_k(k, data) and not (given and k == metric)]
+    names = {"top1": "top-1", "top3": "top-3"}
+    parts = []
+    if wilson_keys:
+        keys = " and ".join(names[k] for k in wilson_keys)
+        parts.append(
+            f"{keys}: 95% Wilson score interval{'s' if len(wilson_keys) > 1 else ''} "
+            "on the test images"
+        )
+    if given:
+        conf = float(given[0].get("confidence", 0.95))
+        parts.append(
+            f"{METRIC_LABELS.get(metric, metric)}: the {conf:.0%} interval compare measured"
+        )
+    return "Ranges after a score are its intervals (" + "; ".join(parts) + ")."
+
+
+def baseline_line(data: dict[str, Any]) -> str:
+    """Test-set size and what no skill scores, in one sentence, plus the split's resolution."""
+    n, classes, ch, maj = n_test(data), num_classes(data), chance(data), majority(data)
+    size = f"{n} test images" if n else "an unknown number of test images"
+    text = f"Measured on {size}, {classes} classes. No skill scores: chance (1/{classes}) "
+    text += "n/a" if ch is None else f"{100 * ch:.2f}% top-1"
+    if classes > 3:
+        text += f", {100 * min(1.0, 3 / classes):.2f}% top-3"
+    if maj is not None:
+        text += f"; always answering the largest class {100 * maj:.2f}% top-1"
+    return text + ". " + resolution_line(data, n)
+
+
+def resolution_line(data: dict[str, Any], n: int | None) -> str:
+    """How fine a difference this test split can tell: the policy's words, else top-1's."""
+    given = data.get("resolution")
+    if isinstance(given, str) and given:
+        return given if given.endswith(".") else given + "."
+    if isinstance(given, dict) and given.get("text"):
+        return str(given["text"])
+    if isinstance(given, (int, float)) and not isinstance(given, bool) and n:
+        # compare's policy: the smallest share of images by which two models can differ and
+        # be told apart at its confidence (at best: the better one right wherever they differ)
+        return f"{n} test images can separate differences of about {given:.0%} at best."
+    if not n:
+        return ""
+    low, high = wilson(0.5, n)
+    return (
+        f"One test image is {100 / n:.1f} points of top-1, and a top-1 near 50% is known "
+        f"only to within ±{50 * (high - low):.0f} points (95%)."
+    )
