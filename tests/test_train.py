@@ -367,12 +367,15 @@ def test_component_wraps_the_step_and_sets_metadata(
     from kfp import dsl
 
     from fauna.components.train import train
+    from fauna.knobs import TRAIN_KNOBS
 
+    cfg = tiny_config()
     model = dsl.Model(uri=str(paper_models["resnet50"]))
     train.python_func(
         backbone="resnet50",
         epochs=1,
-        train_config=tiny_config().to_dict()["train"],
+        train_config=cfg.to_dict()["train"],
+        **{knob.name: knob.default_in(cfg) for knob in TRAIN_KNOBS},  # the run parameters
         run_id="run-1",
         checkpoint_root="",
         data=dsl.Dataset(uri=str(paper_data)),
