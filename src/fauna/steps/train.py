@@ -80,10 +80,10 @@ def train_backbone(
     bcfg = cfg.for_backbone(spec.name)
     if epochs is not None:
         bcfg = with_total_epochs(bcfg, epochs)
-    log.info(effective_settings(spec.name, cfg, bcfg))
     check_preprocessing(spec)
     dataset = load_training_data(data)
     check_input_size(spec, dataset.image_size)
+    log.info(effective_settings(spec.name, cfg, bcfg))  # once every check has passed
     policy = _policy(cfg)
     fingerprint = _fingerprint(spec.name, bcfg, cfg, dataset, policy, data)
     if _already_trained(out, fingerprint):
