@@ -26,6 +26,9 @@ IMAGE_SETS := --set pipeline.image_cpu=$(IMAGE_CPU) --set pipeline.image_gpu=$(I
 #   BUILD_CA_BUNDLE  a CA bundle for the build (TLS inspection)        } while pip runs, never
 #                    (default: $PIP_CERT, the bundle your own pip uses)  in a layer or label
 #   BUILD_NETWORK    e.g. host, when the engine's bridge has no way out (dockerd --iptables=false)
+#   BAKE_WEIGHTS     1 (default): the GPU image holds the ImageNet weights; 0: an offline
+#                    build, the weights then come from train.weights (a file or s3:// URI)
+BAKE_WEIGHTS ?= 1
 BUILD_PIP_CONF ?= $(PIP_CONFIG_FILE)
 BUILD_CA_BUNDLE ?= $(PIP_CERT)
 REVISION ?= $(shell git rev-parse --verify --quiet HEAD 2>/dev/null || echo unknown)
@@ -47,7 +50,7 @@ DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build --file docker/Dockerfile --plat
 	$(if $(BUILD_CA_BUNDLE),--secret id=ca.pem$(comma)src=$(BUILD_CA_BUNDLE)) \
 	--build-arg REVISION=$(REVISION) $(if $(SOURCE_URL),--build-arg SOURCE=$(SOURCE_URL))
 
-.PHONY: image image-cpu image-gpu image-ref-cpu image-source-url image-test buildkit-check push \
+.PHONY: chart image image-cpu image-gpu image-ref-cpu image-source-url image-test buildkit-check push \
 	push-check lock-images local-run-kind local-down
 
 image: image-cpu image-gpu ## build both images: $REGISTRY/fauna-{cpu,gpu}:<git sha> (BuildKit)
@@ -56,7 +59,7 @@ image-cpu: buildkit-check ## build the CPU image (data steps, evaluate, t-SNE, c
 	$(DOCKER_BUILD) --target cpu --tag $(IMAGE_CPU) .
 
 image-gpu: buildkit-check ## build the GPU image (training; TensorFlow with CUDA; not built in CI)
-	$(DOCKER_BUILD) --target gpu --tag $(IMAGE_GPU) .
+	$(DOCKER_BUILD) --target gpu --build-arg BAKE_WEIGHTS=$(BAKE_WEIGHTS) --tag $(IMAGE_GPU) .
 
 buildkit-check:
 	@DOCKER=$(DOCKER) bash scripts/docker-buildkit-check.sh
@@ -87,6 +90,11 @@ push: push-check image ## push both images to $REGISTRY (set it in env.sh); refu
 	$(DOCKER) push $(IMAGE_CPU)
 	$(DOCKER) push $(IMAGE_GPU)
 	@echo "pushed $(IMAGE_CPU) and $(IMAGE_GPU); helm: --set image.registry=$(REGISTRY) --set image.tag=$(TAG)"
+	@echo "or: make chart TAG=$(TAG), a chart whose default image tag is $(TAG)"
+
+chart: ## package charts/fauna with appVersion = $TAG (its default image tag) into dist/ (needs helm)
+	@case "$(TAG)" in *-dirty) echo "chart: $(TAG) is not a pushed tag; commit, make push" >&2; exit 2;; esac
+	helm package charts/fauna --app-version $(TAG) --destination dist
 
 lock-images: $(STAMP) ## re-pin every package of the images (docker/constraints-*.txt) after changing pyproject.toml
 	$(BIN)/python docker/lock.py

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fauna.config import Config
+from fauna.config import Config, PipelineConfig
 from fauna.errors import FaunaError
 from fauna.knobs import add_arguments as add_knob_arguments
 from fauna.knobs import run_arguments, values_from_args, with_compiled_knobs
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "fauna"
 DEFAULT_SCHEDULE = "fauna-retraining"
-WAIT_TIMEOUT_SECONDS = 7 * 24 * 3600
 # Set in an Istio-injected pod (the chart does): POSTed to when fauna is done.
 SIDECAR_QUIT_ENV = "FAUNA_SIDECAR_QUIT_URL"
 PIPELINE_DESCRIPTION = "Train and compare CNN backbones on animal photos; publish the best."
@@ -150,10 +149,16 @@ def upload_version(cfg: Config, backend: Backend) -> kfp_objects.PipelineVersion
     return version
 
 
-def follow(backend: Backend, run_id: str, retries: int) -> int:
-    """Wait for the run; retry its failed tasks up to `retries` times; exit 0 on success."""
+def follow(backend: Backend, run_id: str, retries: int, p: PipelineConfig) -> int:
+    """Wait for the run; retry its failed tasks up to `retries` times; exit 0 on success.
+
+    Each attempt is watched up to `kfp_objects.attempt_seconds` (the run's own
+    deadline); a task Pending longer than pipeline.pending_timeout_seconds stops the
+    watch with the scheduler's reason (exit 2) instead of waiting that deadline out.
+    """
     log.info("waiting for run %s to finish ...", run_id)
-    state = kfp_objects.wait_for_run(backend, run_id, WAIT_TIMEOUT_SECONDS)
+    timeout, pending = kfp_objects.attempt_seconds(p), p.pending_timeout_seconds
+    state = kfp_objects.wait_for_run(backend, run_id, timeout, pending)
     used = 0
     while state == "FAILED" and used < retries:
         used += 1
@@ -165,7 +170,7 @@ def follow(backend: Backend, run_id: str, retries: int) -> int:
             retries,
         )
         kfp_objects.retry_run(backend, run_id)
-        state = kfp_objects.wait_for_run(backend, run_id, WAIT_TIMEOUT_SECONDS)
+        state = kfp_objects.wait_for_run(backend, run_id, timeout, pending)
     note = f" after {used} retr{'y' if used == 1 else 'ies'}" if used else ""
     print(f"run {run_id} finished: {state}{note}")
     return 0 if state == "SUCCEEDED" else 1
@@ -203,7 +208,7 @@ def submit(
         print(f"submitted run {run_id}: {backend.run_link(run_id)}")
     if not wait:
         return 0
-    return follow(backend, run_id, retries)
+    return follow(backend, run_id, retries, cfg.pipeline)
 
 
 def _print_or_delete(backend: Backend, experiment: str, delete: str | None) -> int:

@@ -59,7 +59,15 @@ API_SERVER_PORT = 8888
 
 
 class SubmitError(FaunaError):
-    """The cluster could not be reached or refused the request."""
+    """The cluster could not be reached or refused the request.
+
+    `status` is the HTTP status of the answer, None when none came (a network error):
+    what lets a caller tell a transient fault from a refusal.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -291,7 +299,8 @@ def api_call(what: str, fn, *args, **kwargs):
     except ApiException as exc:
         message = error_text(exc.body)
         raise SubmitError(
-            f"{what} failed: HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+            f"{what} failed: HTTP {exc.status} {exc.reason}" + (f": {message}" if message else ""),
+            status=exc.status,
         ) from None
     except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
         raise SubmitError(f"{what} failed: {' '.join(str(exc).split())}") from None

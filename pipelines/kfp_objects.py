@@ -17,6 +17,14 @@ tests/kfp_standin.py):
   `GenerateRetryExecution`, resource/resource_manager.go `RetryRun`).
 - Recurring runs have no unique name (model/job.go); their ScheduledWorkflow gets a
   generated name (template/v2_template.go), so a new one can exist beside the old.
+- `RetryRun` updates the run's workflow and, when the update fails, creates it
+  (resource_manager.go, 2.15.0 lines 936-952): asked right after the run turned FAILED,
+  while the workflow is still being updated, it answers HTTP 500 "already exists"
+  (kubeflow/pipelines#13507; fix #13588 in no tag yet), and `CanRetry` answers 500 too.
+  A retry is asked again, with backoff, while the run is still FAILED.
+- A task's detail carries the Argo node's phase (PENDING for a pod not yet running) but,
+  up to 2.17, no scheduler message (util/workflow.go `NodeStatuses`, server/api_converter.go
+  `toApiPipelineTaskDetail` sets no `error` for a node): the reason is read when present.
 """
 
 from __future__ import annotations
@@ -39,6 +47,17 @@ log = logging.getLogger(__name__)
 REVISION_ENV = "FAUNA_REVISION"  # the chart sets it; outside a git checkout there is no SHA
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 POLL_SECONDS = 10.0
+# Answers worth asking again (None: no answer at all, a network error). A read: the
+# server's or a proxy's errors and throttling. A retry also 409 and 500: the backend
+# still settling the failed run (kubeflow/pipelines#13507).
+WATCH_TRANSIENT = frozenset({None, 429, 500, 502, 503, 504})
+RETRY_TRANSIENT = WATCH_TRANSIENT | {409}
+WATCH_BACKOFF_MAX_SECONDS = 300.0  # between reads while the API is down; bounded by the deadline
+RETRY_BACKOFF_SECONDS = (5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 60.0)  # 8 more tries, 5 min
+# A run's critical path outside training: ingest, preprocess, split, augment,
+# evaluate | t-SNE, compare, publish; each bounded by pipeline.step_timeout_seconds.
+CRITICAL_PATH_STEPS = 7
+ATTEMPT_SLACK_SECONDS = 3600  # pods scheduling and pulling images, a retry settling
 
 
 @dataclass(frozen=True)
@@ -213,33 +232,147 @@ def start_run(
     return run.run_id
 
 
+def attempt_seconds(p) -> int:
+    """The longest one attempt of a run may take: the critical path's timeouts, and slack."""
+    steps = CRITICAL_PATH_STEPS * p.step_timeout_seconds
+    return p.train_timeout_seconds + steps + ATTEMPT_SLACK_SECONDS
+
+
+def run_deadline_seconds(p) -> int:
+    """A run and all its retries (pipeline.run_retries): what the CronJob must allow.
+
+    The chart derives its Job's activeDeadlineSeconds with the same formula
+    (charts/fauna/templates/_helpers.tpl `fauna.activeDeadlineSeconds`).
+    """
+    return (p.run_retries + 1) * attempt_seconds(p)
+
+
+class TaskPendingError(SubmitError):
+    """A task's pod stayed Pending too long: it would never fail, so the watch stops."""
+
+
 def run_state(backend: Backend, run_id: str) -> str:
-    run = api_call("reading the run", backend.client.get_run, run_id)
+    return _state(api_call("reading the run", backend.client.get_run, run_id))
+
+
+def _state(run) -> str:
     return str(run.state or "RUNTIME_STATE_UNSPECIFIED").upper()
 
 
-def wait_for_run(backend: Backend, run_id: str, timeout_s: float) -> str:
-    """Poll until the run ends; its final state. (kfp's own wait misses CANCELED.)"""
+def _transient(exc: SubmitError, statuses: frozenset) -> bool:
+    return getattr(exc, "status", None) in statuses
+
+
+def wait_for_run(backend: Backend, run_id: str, timeout_s: float, pending_s: float = 0.0) -> str:
+    """Poll until the run ends; its final state. (kfp's own wait misses CANCELED.)
+
+    A transient API or network error (the API server restarting, a proxy's 503) is
+    waited out with backoff, up to the deadline; a refusal (404, 403) ends the watch.
+    A task Pending longer than `pending_s` (> 0) ends it too, with the reason.
+    """
     deadline = time.monotonic() + timeout_s
+    pending = _PendingWatch(backend, run_id, pending_s)
+    failures = 0
     while True:
-        state = run_state(backend, run_id)
+        try:
+            run = api_call("reading the run", backend.client.get_run, run_id)
+            failures = 0
+        except SubmitError as exc:
+            if not _transient(exc, WATCH_TRANSIENT):
+                raise
+            failures += 1
+            pause = min(POLL_SECONDS * 2**failures, WATCH_BACKOFF_MAX_SECONDS)
+            if time.monotonic() + pause > deadline:
+                raise SubmitError(f"gave up watching run {run_id} at its deadline: {exc}") from None
+            log.warning("watching run %s: %s; reading again in %.0f s", run_id, exc, pause)
+            time.sleep(pause)
+            continue
+        state = _state(run)
         if state in TERMINAL_STATES:
             return state
+        pending.check(run)
         if time.monotonic() > deadline:
             raise SubmitError(f"run {run_id} still {state} after {timeout_s:.0f} s")
         time.sleep(POLL_SECONDS)
+
+
+class _PendingWatch:
+    """Since when each task has been Pending (as this watcher saw it; no clock skew)."""
+
+    def __init__(self, backend: Backend, run_id: str, limit_s: float):
+        self.backend, self.run_id, self.limit_s = backend, run_id, limit_s
+        self.since: dict[str, float] = {}
+
+    def check(self, run) -> None:
+        if self.limit_s <= 0:
+            return
+        details = getattr(run, "run_details", None)
+        tasks = [t for t in (getattr(details, "task_details", None) or []) if t.state]
+        pending = {(t.task_id or t.display_name): t for t in tasks if t.state.upper() == "PENDING"}
+        now = time.monotonic()
+        self.since = {key: self.since.get(key, now) for key in pending}
+        for key, task in pending.items():
+            if now - self.since[key] >= self.limit_s:
+                raise TaskPendingError(self._message(task, now - self.since[key]))
+
+    def _message(self, task, waited: float) -> str:
+        reason = _task_reason(task)
+        namespace = self.backend.namespace or "kubeflow"
+        where = (
+            f"the scheduler says: {reason}"
+            if reason
+            else "the backend does not report why: "
+            f"kubectl -n {namespace} get events --field-selector reason=FailedScheduling"
+        )
+        return (
+            f"run {self.run_id}: task {task.display_name or task.task_id} has been Pending "
+            f"for {waited / 60:.0f} min ({where}); a Pending pod never fails, so fauna stops "
+            "waiting and leaves the run as it is: check the GPU nodes (pipeline."
+            "gpu_node_selector, gpu_toleration_key), quotas and image pull secrets "
+            "(docs/cluster.md), then terminate or retry the run"
+        )
+
+
+def _task_reason(task) -> str:
+    """The scheduler's message where the backend passes it on (error, or state history)."""
+    statuses = [task] + list(reversed(getattr(task, "state_history", None) or []))
+    for status in statuses:
+        error = getattr(status, "error", None)
+        if error is not None and getattr(error, "message", None):
+            return " ".join(str(error.message).split())[:300]
+    return ""
 
 
 def retry_run(backend: Backend, run_id: str) -> None:
     """Re-run the failed tasks of a FAILED run, under the same run id.
 
     Tasks that succeeded are kept; a retried train task finds its run-scoped
-    checkpoints and resumes from the last finished epoch.
+    checkpoints and resumes from the last finished epoch. The backend may refuse a
+    retry asked while it still settles the failed run (HTTP 500 "already exists",
+    kubeflow/pipelines#13507): asked again with backoff while the run is still FAILED;
+    a run found no longer FAILED means an earlier answer was lost but the retry held.
     """
     state = run_state(backend, run_id)
     if state != "FAILED":
         raise SubmitError(f"run {run_id} is {state}: only a FAILED run can be retried")
-    api_call("retrying the run", backend.client.runs.run_service_retry_run, run_id=run_id)
+    for pause in (*RETRY_BACKOFF_SECONDS, None):
+        try:
+            api_call("retrying the run", backend.client.runs.run_service_retry_run, run_id=run_id)
+            return
+        except SubmitError as exc:
+            if pause is None or not _transient(exc, RETRY_TRANSIENT):
+                raise
+            log.warning("run %s: %s; asking again in %.0f s", run_id, exc, pause)
+        time.sleep(pause)
+        try:
+            state = run_state(backend, run_id)
+        except SubmitError as exc:
+            if not _transient(exc, WATCH_TRANSIENT):
+                raise
+            continue
+        if state != "FAILED":
+            log.info("run %s is %s: the retry took effect", run_id, state)
+            return
 
 
 def recurring_runs(backend: Backend, experiment_id: str) -> list:

@@ -34,7 +34,7 @@ from fauna.sources import secret_env_keys
 PIPELINE_NAME = "fauna"
 DESCRIPTION = "Train and compare CNN backbones on animal photos; publish the best."
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-S3_SETTINGS_KEYS = ("S3_ENDPOINT_URL",)
+S3_SETTINGS_KEYS = ("S3_ENDPOINT_URL", "AWS_REGION")  # optional: AWS S3 has no endpoint
 # What the sources read from the (optional) source Secret: from the table in fauna.sources.
 KAGGLE_ENV_KEYS = secret_env_keys()
 
@@ -64,6 +64,7 @@ def _docstring() -> str:
 def _step(task: dsl.PipelineTask, p: PipelineConfig, *, s3: bool = False) -> dsl.PipelineTask:
     """CPU step defaults: image, resources, timeout, S3 credentials by Secret reference."""
     task.set_container_image(p.image_cpu)
+    _pull_with_secrets(task, p)
     task.set_cpu_request(p.step_cpu).set_cpu_limit(p.step_cpu)
     task.set_memory_request(p.step_memory).set_memory_limit(p.step_memory)
     kubernetes.set_timeout(task, p.step_timeout_seconds)
@@ -76,7 +77,8 @@ def _use_s3_secret(task: dsl.PipelineTask, p: PipelineConfig) -> None:
     kubernetes.use_secret_as_env(
         task, secret_name=p.s3_secret, secret_key_to_env={k: k for k in S3_ENV_KEYS}
     )
-    # The endpoint is only needed for MinIO: a Secret without it (AWS S3) must still work.
+    # The endpoint is only needed for MinIO, the region outside us-east-1: a Secret
+    # without them (AWS S3 in us-east-1) must still work.
     kubernetes.use_secret_as_env(
         task,
         secret_name=p.s3_secret,
@@ -85,9 +87,21 @@ def _use_s3_secret(task: dsl.PipelineTask, p: PipelineConfig) -> None:
     )
 
 
+def _pull_with_secrets(task: dsl.PipelineTask, p: PipelineConfig) -> None:
+    """A private registry: the driver copies these names into the pod's imagePullSecrets
+    (backend/src/v2/driver/k8s.go, `GetImagePullSecret`, 2.15.0 lines 477-503)."""
+    if p.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(p.image_pull_secrets))
+
+
 def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
-    """GPU placement, all set together or none at all (CPU-only clusters such as kind)."""
+    """GPU placement, all set together or none at all (CPU-only clusters such as kind).
+
+    By default only the `nvidia.com/gpu` limit and the standard toleration: that works on
+    any cluster with the NVIDIA device plugin; a node selector is opt-in.
+    """
     task.set_container_image(p.image_gpu if p.use_gpu else p.image_cpu)
+    _pull_with_secrets(task, p)
     task.set_cpu_request(p.train_cpu).set_cpu_limit(p.train_cpu)
     task.set_memory_request(p.train_memory).set_memory_limit(p.train_memory)
     kubernetes.set_timeout(task, p.train_timeout_seconds)

@@ -46,6 +46,16 @@ class ApiError(Exception):
         }
 
 
+class TransientError(Exception):
+    """What a proxy or a restarting server answers: a status and a google.rpc.Status body."""
+
+    def __init__(self, status: int, message: str = "upstream connect error or disconnect"):
+        super().__init__(message)
+        self.status = status
+        code = 13 if status == 500 else 14  # INTERNAL, UNAVAILABLE
+        self.body = {"code": code, "message": message, "details": []}
+
+
 class UploadError(Exception):
     """The upload endpoints answer {error_message, error_details} (pipeline_upload_server.go)."""
 
@@ -78,6 +88,19 @@ class KfpStandIn:
     serves_ui: bool = False
     # Make the next recurring-run creation fail, to test that `schedule` is atomic.
     fail_next_recurring_create: bool = False
+    # Faults of the retry call, one per POST :retry, then none: "exists" answers the
+    # HTTP 500 "already exists" of a backend still updating the failed run's workflow
+    # (kubeflow/pipelines#13507) and changes nothing; "lost" retries the run but the
+    # answer is a proxy's 504 (the reply was lost).
+    retry_faults: list[str] = field(default_factory=list)
+    # Faults of the watch, one per GET of a run, then none: an HTTP status (the API
+    # server restarting behind its Service: 503, a proxy: 502/504) or "drop" (the
+    # connection closes without an answer).
+    watch_faults: list[int | str] = field(default_factory=list)
+    # A task whose pod stays Pending while the run is RUNNING: (display name, reason or
+    # None). Up to 2.17 the backend reports the phase without the scheduler's message
+    # (util/workflow.go `NodeStatuses`); a reason models a backend that passes it on.
+    pending_task: tuple[str, str | None] | None = None
     requests: list[Request] = field(default_factory=list)
     experiments: dict[str, dict] = field(default_factory=dict)
     pipelines: dict[str, dict] = field(default_factory=dict)
@@ -104,9 +127,15 @@ class KfpStandIn:
                 path = unquote(parsed.path)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 standin.requests.append(Request(method, path, query, body, raw, headers))
+                fault = standin._watch_fault(method, path)
+                if fault == "drop":
+                    self.close_connection = True
+                    return
                 try:
+                    if fault is not None:
+                        raise TransientError(int(fault))
                     status, payload = 200, standin.route(method, path, query, body, headers)
-                except (ApiError, UploadError) as exc:
+                except (ApiError, UploadError, TransientError) as exc:
                     status, payload = exc.status, exc.body
                 out = json.dumps(payload).encode()
                 self.send_response(status)
@@ -132,6 +161,13 @@ class KfpStandIn:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def _watch_fault(self, method: str, path: str) -> int | str | None:
+        """The next scripted fault of a GET of an existing run, if any."""
+        run_id = path.removeprefix(f"{API}/runs/")
+        if method == "GET" and run_id in self.runs and self.watch_faults:
+            return self.watch_faults.pop(0)
+        return None
 
     # -- rules shared by every resource ---------------------------------------------
 
@@ -302,11 +338,24 @@ class KfpStandIn:
             raise ApiError(NOT_FOUND, f"Run {run_id} not found")
         self._authorize(headers, run["namespace"], "get" if method == "GET" else action, "runs")
         if method == "GET" and not action:
+            if run["state"] == "RUNNING" and self.pending_task:
+                return {**run, "run_details": self._pending_details(run)}
             if run["state"] == "RUNNING":  # what Argo and the persistence agent would do
                 attempt = min(run["attempt"], len(self.run_outcomes) - 1)
                 run["state"] = self.run_outcomes[attempt]
             return run
         if method == "POST" and action == "retry":
+            fault = self.retry_faults.pop(0) if self.retry_faults else None
+            if fault == "exists" and run["state"] == "FAILED":
+                # resource_manager.go `RetryRun`: the update failed, then the create.
+                name = f"fauna-{run_id[:8]}"
+                raise TransientError(
+                    500,
+                    f"Failed to retry a run: Failed to retry run {run_id} due to error "
+                    f"updating and creating a workflow. Update error: Operation cannot be "
+                    f'fulfilled on workflows.argoproj.io "{name}": the object has been '
+                    f'modified: workflows.argoproj.io "{name}" already exists',
+                )
             # workflow.go `GenerateRetryExecution`: only a Failed/Error workflow (FAILED).
             if run["state"] != "FAILED":
                 text = "Workflow must be Failed/Error to retry"
@@ -318,8 +367,24 @@ class KfpStandIn:
                 )
             # resource_manager.go `RetryRun`: same run id, stored as running before it answers.
             run["state"], run["attempt"] = "RUNNING", run["attempt"] + 1
+            if fault == "lost":
+                raise TransientError(504, "upstream request timeout")
             return {}
         raise ApiError(NOT_FOUND, f"stand-in does not serve {method} runs/{rest}")
+
+    def _pending_details(self, run: dict) -> dict:
+        """run_details as api_converter.go `toApiPipelineTaskDetail` writes them."""
+        name, reason = self.pending_task
+        task = {
+            "run_id": run["run_id"],
+            "task_id": f"{run['run_id']}-{name}",
+            "display_name": name,
+            "state": "PENDING",
+            "child_tasks": [{"pod_name": f"fauna-{run['run_id'][:8]}-system-container-impl"}],
+        }
+        if reason:
+            task["error"] = {"code": 9, "message": reason}  # 9: FAILED_PRECONDITION
+        return {"task_details": [{"display_name": "root", "state": "RUNNING"}, task]}
 
     def _create_run(self, body: dict, headers: dict) -> dict:
         # run_server.go `createRun`.

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from fauna.config import Config, PipelineConfig, load_config, params_json_schema
+from fauna.pipelines.kfp_objects import run_deadline_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "fauna"
@@ -91,7 +92,11 @@ def pod_specs(docs: list[dict]) -> list[dict]:
     return specs
 
 
-@pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "minio-serving-existing"])
+@pytest.mark.parametrize(
+    "values",
+    [{}, FULL, {"seaweedfs": {"enabled": True}, **GIVEN}],  # SEAWEEDFS, defined below
+    ids=["defaults", "minio-serving-existing", "seaweedfs"],
+)
 def test_lint_strict(values):
     report = helm.lint(CHART, merged(BASE, values), strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -127,7 +132,10 @@ def test_full_set_renders_every_part(chart):
     assert serving["containers"][0]["image"].startswith("tensorflow/serving:2.")
 
 
-@pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "full"])
+SEAWEEDFS = {"seaweedfs": {"enabled": True}, **GIVEN}
+
+
+@pytest.mark.parametrize("values", [{}, FULL, SEAWEEDFS], ids=["defaults", "full", "seaweedfs"])
 def test_pods_are_locked_down_and_bounded(chart, values):
     specs = pod_specs(objects(render(chart, values)))
     assert specs
@@ -356,6 +364,9 @@ BAD_VALUES = [
     ({"kfp": {"launcher": {"pipelineRoot": "gs://fauna/root"}}}, "pipelineRoot"),
     ({"kfp": {"endpoint": "ml-pipeline:8888"}}, "endpoint"),
     ({"minio": {"enabled": True}}, "s3"),  # MinIO needs credentials
+    ({"seaweedfs": {"enabled": True}}, "s3"),  # so does SeaweedFS
+    ({"minio": {"enabled": True}, "seaweedfs": {"enabled": True}, **GIVEN}, "seaweedfs"),
+    ({"schedule": {"activeDeadlineSeconds": 30}}, "activeDeadlineSeconds"),
     ({"minio": {"enabled": "yes"}}, "enabled"),
     ({"minio": {"image": "quay.io/minio/minio"}}, "image"),  # no tag
     ({"serving": {"enabled": True, "modelName": "Fauna Model"}}, "modelName"),
@@ -364,8 +375,6 @@ BAD_VALUES = [
     ({"sheduel": {}}, "sheduel"),
     ({"image": {"tag": "latest"}}, "tag"),  # mutable: KFP's cache and the version lie
     ({"image": {"tag": "LATEST"}}, "tag"),
-    ({"image": {"tag": ""}}, "tag"),
-    ({"image": {"tag": "", "digest": {"cpu": DIGEST_CPU}}}, "gpu"),  # both, or a tag
     ({"image": {"digest": {"cpu": "sha256:abc"}}}, "cpu"),
     ({"kfp": {"namespace": "Team_A"}}, "namespace"),
     ({"kfp": {"uiUrl": "kubeflow.example.com"}}, "uiUrl"),
@@ -395,8 +404,7 @@ def test_schema_accepts_the_documented_values(chart):
     params = {"params": {"train": {"overrides": {"vgg16": None}}, "pipeline": {"train_cpu": 8}}}
     for values in ({}, FULL, GIVEN, {"minio": {"enabled": True}, **GIVEN}, digests, params):
         chart.validate_schema(merged(BASE, values))
-    with pytest.raises(helm.HelmValuesError, match="tag"):
-        chart.validate_schema({})  # the chart's own defaults name no image
+    chart.validate_schema({})  # the chart's own defaults: the tag is its appVersion
 
 
 def test_chart_params_schema_is_the_config_models():
@@ -509,3 +517,79 @@ def test_serving_init_container_syncs_the_champion_export(s3, tmp_path):
     )
     assert got == ["saved_model.pb", "variables/variables.index"]
     assert "run run-7, backbone resnet50" in done.stdout
+
+
+def test_the_chart_lints_and_renders_with_its_own_defaults(chart):
+    """`helm lint --strict charts/fauna` and `helm template` with no --set (issue 18.7)."""
+    report = helm.lint(CHART, {}, strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+    rendered = chart.render({}, name="fauna", namespace=NAMESPACE, is_install=True)
+    docs = objects(rendered)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    (container,) = cron_pod(docs)["spec"]["containers"]
+    assert container["image"] == f"ghcr.io/fauna-ml/fauna-cpu:{app_version}"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FAUNA_REVISION"] == app_version  # names the pipeline version
+
+
+def _job_deadline(docs: list[dict]) -> int:
+    return named(docs, "CronJob", "fauna-retrain")["spec"]["jobTemplate"]["spec"][
+        "activeDeadlineSeconds"
+    ]
+
+
+def test_the_job_deadline_covers_the_run_and_its_retries(chart, tmp_path):
+    """The CronJob must not end before the run's last retry (issue 18.5)."""
+    assert _job_deadline(objects(render(chart))) == run_deadline_seconds(PipelineConfig())
+    params = {"pipeline": {"train_timeout_seconds": 7200, "run_retries": 1}}
+    docs = objects(render(chart, {"params": params}))
+    text = named(docs, "ConfigMap", "fauna-params")["data"]["params.yaml"]
+    (tmp_path / "params.yaml").write_text(text)
+    cfg = load_config(tmp_path / "params.yaml")
+    assert (
+        _job_deadline(docs)
+        == run_deadline_seconds(cfg.pipeline)
+        == 2 * (7200 + 7 * 4 * 3600 + 3600)
+    )
+    longer = run_deadline_seconds(PipelineConfig()) + 60
+    docs = objects(render(chart, {"schedule": {"activeDeadlineSeconds": longer}}))
+    assert _job_deadline(docs) == longer
+    with pytest.raises(helm.HelmError, match="shorter than the run may take with its retries"):
+        render(chart, {"schedule": {"activeDeadlineSeconds": 172800}})  # the old 48 h
+
+
+def test_pull_secrets_reach_every_pipeline_task(chart, tmp_path):
+    docs = objects(render(chart, {"image": {"pullSecrets": ["regcred"]}}))
+    assert cron_pod(docs)["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    text = named(docs, "ConfigMap", "fauna-params")["data"]["params.yaml"]
+    (tmp_path / "params.yaml").write_text(text)
+    # test_pipeline_compile.py shows this setting on every task of the compiled pipeline.
+    assert load_config(tmp_path / "params.yaml").pipeline.image_pull_secrets == ["regcred"]
+    text = named(objects(render(chart)), "ConfigMap", "fauna-params")["data"]["params.yaml"]
+    assert "image_pull_secrets" not in text
+
+
+def test_seaweedfs_as_the_bundled_store(chart):
+    values = {"seaweedfs": {"enabled": True}, "s3": {"existingSecret": "team-s3"}}
+    docs = objects(render(chart, values))
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert by_kind(docs, "Secret") == []
+    deployment = named(docs, "Deployment", "fauna-seaweedfs")["spec"]["template"]["spec"]
+    (server,) = deployment["containers"]
+    assert server["image"].startswith("ghcr.io/chrislusf/seaweedfs:")
+    assert "-s3.config=/config/s3.json" in server["args"]
+    (identity,) = deployment["initContainers"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in identity["env"]}
+    assert refs == {"team-s3"}  # the key pair by reference, written to a memory volume
+    config = next(v for v in deployment["volumes"] if v["name"] == "config")
+    assert config["emptyDir"]["medium"] == "Memory"
+    job = named(docs, "Job", "fauna-seaweedfs-bucket")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in job["initContainers"][0]["env"]}
+    assert env["S3_ENDPOINT_URL"] == "http://fauna-seaweedfs.kubeflow.svc:8333"
+    _, providers = launcher(docs)
+    assert providers["s3"]["default"]["endpoint"] == "fauna-seaweedfs.kubeflow.svc:8333"
+    assert by_kind(objects(render(chart)), "Job") == []  # no store, no bucket Job

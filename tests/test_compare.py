@@ -27,6 +27,35 @@ METRICS = {
 }
 
 
+N_TEST = 30
+
+
+def write_predictions(ev: Path, backbone: str, num_classes: int) -> None:
+    """predictions.npz that agree with METRICS' ranking, with evidence either way.
+
+    resnet50 is right on all 30 test images, each with p(true) = 0.4; vgg16 is right on 20
+    with p(true) = 0.5 and wrong on 10 (p(true) = 0.49 against 0.51): resnet50 is ahead on
+    accuracy and F1 by 10 images, vgg16 on loss by 0.2 on every image.
+    """
+    from fauna.policy import Predictions
+
+    y = np.arange(N_TEST) % num_classes
+    probs = np.zeros((N_TEST, num_classes))
+    rows = np.arange(N_TEST)
+    if backbone == "resnet50":
+        probs[:] = 0.6 / (num_classes - 1)
+        probs[rows, y] = 0.4
+    else:
+        probs[:] = 0.5 / (num_classes - 1)
+        probs[rows, y] = 0.5
+        wrong = rows[rows % 3 == 2]
+        probs[wrong] = 0.0
+        probs[wrong, y[wrong]] = 0.49
+        probs[wrong, (y[wrong] + 1) % num_classes] = 0.51
+    keys = np.array([f"{i:064x}" for i in rows])
+    Predictions(keys, y, probs).save(ev / "predictions.npz")
+
+
 def _png(path: Path, color: tuple[int, int, int]) -> None:
     Image.new("RGB", (40, 30), color).save(path)
 
@@ -70,6 +99,7 @@ def make_run(
         "degenerate_reason": degenerate,
     }
     (ev / "metrics.json").write_text(json.dumps(metrics))
+    write_predictions(ev, backbone, len(classes))
     _png(ev / "confusion_matrix.png", (200, 10, 10))
     with (ev / "per_class.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -117,7 +147,28 @@ def _texts(out: Path) -> tuple[str, str]:
 
 def test_champion_and_machine_metrics(tmp_path: Path) -> None:
     result, out = _compare(tmp_path)
+    evidence = result["champion"].pop("evidence")
     assert result["champion"] == {"backbone": "resnet50", "metric": "macro_f1", "value": 0.70}
+    # resnet50 is right on the 10 images vgg16 gets wrong: ahead on evidence, said in words.
+    assert evidence.startswith("resnet50 is ahead of the next best: macro-F1 better than vgg16")
+    assert "on 30 test images, with 95% confidence" in evidence
+    # Each score's uncertainty, the no-skill levels and the test size, for the report.
+    assert result["chance"] == pytest.approx(1 / 3) and result["n_test"] == N_TEST
+    assert result["resolution"] == pytest.approx(5 / N_TEST)  # 0.5^5 < 5%: five images
+    for b, row in result["backbones"].items():
+        assert row["n_test"] == N_TEST and row["chance"] == pytest.approx(1 / 3)
+        assert row["majority"] == pytest.approx(1 / 3)
+        low, high = row["interval"]["low"], row["interval"]["high"]
+        assert row["interval"]["confidence"] == 0.95
+        assert 0.0 <= low <= high <= 1.0, b
+    # vgg16's 20 of 30 leave room either way; resnet50 is right on every image, so every
+    # resample is too (a bootstrap cannot widen a perfect score).
+    vgg = result["backbones"]["vgg16"]["interval"]
+    vgg_f1 = (2 / 3 + 1 + 0) / 3  # class 2 never right, class 0 half its predictions
+    assert 1 / 3 < vgg["low"] < vgg_f1 < vgg["high"] < 0.9
+    assert result["backbones"]["resnet50"]["interval"]["low"] > vgg["high"]
+    assert (out / "predictions" / "vgg16.npz").is_file()  # for publish's paired decision
+    result["champion"]["evidence"] = evidence
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert set(saved["backbones"]) == set(METRICS)
@@ -132,11 +183,14 @@ def test_champion_and_machine_metrics(tmp_path: Path) -> None:
 
 
 def test_champion_metric_is_configurable(tmp_path: Path) -> None:
+    # neg_loss is the deprecated name of `loss`, where lower is better (the metric spec).
     cfg = Config().merged({"compare": {"champion_metric": "neg_loss"}})
+    assert cfg.compare.champion_metric == "loss"
     result, out = _compare(tmp_path, cfg=cfg)
     assert result["champion"]["backbone"] == "vgg16"  # lowest loss
-    assert result["champion"]["value"] == pytest.approx(-0.9)
-    assert "lowest test loss" in (out / "report.md").read_text()
+    assert result["champion"]["value"] == pytest.approx(0.9)
+    assert "test loss better than resnet50 by 0.2" in result["champion"]["evidence"]
+    assert "test loss" in (out / "report.md").read_text()
 
 
 def test_report_content_beside_the_paper(tmp_path: Path) -> None:
@@ -330,8 +384,12 @@ def test_component_and_cli(tmp_path: Path, capsys) -> None:
     args += ["--models", *(str(r[0]) for r in runs.values())]
     args += ["--evaluations", *(str(r[1]) for r in runs.values())]
     args += ["--tsnes", *(str(r[2]) for r in runs.values())]
-    assert main([*args, "--set", "compare.champion_metric=top3"]) == 0
+    assert main([*args, "--set", "compare.champion_metric=top1"]) == 0
     assert json.loads(capsys.readouterr().out)["backbone"] == "resnet50"
+    # Top-3 of 3 classes is 1.0 for any model: no model beats no skill, none is champion.
+    top3 = ["--set", "compare.champion_metric=top3", "--out", str(tmp_path / "t3")]
+    assert main([*args, *top3]) == 0
+    assert json.loads(capsys.readouterr().out) is None
 
 
 def test_component_compiles_with_list_inputs(tmp_path: Path) -> None:

@@ -99,6 +99,24 @@ def test_images_run_as_non_root_without_pip():
     assert "chown 10001:0 /gcs /minio /s3" in found["runtime"]
 
 
+def test_gpu_image_bakes_imagenet_weights_unless_told_not_to():
+    """BAKE_WEIGHTS=1 (default) downloads them at build time; 0 builds offline (issue 18.13)."""
+    gpu_venv = stages(DOCKERFILE.read_text())["venv-gpu"]
+    assert re.search(r"^ARG BAKE_WEIGHTS=1$", gpu_venv, re.M)
+    (fetch,) = [i for i in instructions(gpu_venv) if "weights='imagenet'" in i]
+    assert re.search(r'if \[ "\$BAKE_WEIGHTS" = 1 \]; then .*weights=.imagenet.*; fi', fetch, re.S)
+    assert "mkdir -p /opt/keras" in fetch  # the gpu stage copies /opt/keras either way
+    for value in ("0", "1"):
+        done = subprocess.run(
+            ["make", "-n", "-f", "mk/cluster.mk", "image-gpu", f"BAKE_WEIGHTS={value}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"--build-arg BAKE_WEIGHTS={value} " in done.stdout
+
+
 def instructions(text: str) -> list[str]:
     """The Dockerfile's instructions, comments dropped and continuation lines joined."""
     lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]

@@ -38,15 +38,30 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def make_dataset_dir(root: Path, synthetic: bool = True, seed: int = 0) -> Path:
-    """A split dataset directory in the fauna.records format, with its JSON files."""
+def make_dataset_dir(
+    root: Path,
+    synthetic: bool = True,
+    seed: int = 0,
+    test_per_class: int | None = None,
+    shuffled_labels: bool = False,
+) -> Path:
+    """A split dataset directory in the fauna.records format, with its JSON files.
+
+    `test_per_class` enlarges the test split where a test needs evidence between models;
+    `shuffled_labels` labels the train and val images at random (nothing to learn; the
+    test split keeps its true labels).
+    """
     rng = random.Random(seed)
     manifest = []
-    for split, per_class in PER_SPLIT.items():
+    sizes = {**PER_SPLIT, **({"test": test_per_class} if test_per_class else {})}
+    for split, per_class in sizes.items():
         with ShardWriter(root / split, per_shard=20) as writer:
             for i in range(per_class):  # interleave classes across shards
                 for idx, name in enumerate(CLASSES):
                     data = _jpeg(class_image(idx, len(CLASSES), (SIZE, SIZE), rng))
+                    if shuffled_labels and split != "test":
+                        idx = rng.randrange(len(CLASSES))
+                        name = CLASSES[idx]
                     sha = hashlib.sha256(data).hexdigest()
                     rid = f"{split}/{name}/{i:03d}.jpg"
                     shard = writer.write(Record(data, idx, name, sha, rid))
@@ -523,3 +538,33 @@ def test_compare_never_crowns_a_constant_model(
     )
     assert alone["champion"] is None
     assert "NO CHAMPION" in (root / "alone" / "report.html").read_text()
+
+
+@pytest.mark.training
+def test_non_finite_outputs_are_a_degenerate_model_not_a_traceback(
+    dataset: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """A diverged model (NaN weights, so NaN probabilities) is flagged with the reason."""
+    import keras
+
+    from fauna.policy import Predictions
+    from fauna.steps.evaluate import evaluate_model
+
+    diverged = tmp_path / "diverged"
+    shutil.copytree(model_dir, diverged)
+    model = keras.saving.load_model(diverged / "model.keras", compile=False)
+    layer = model.get_layer("predictions")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([np.full_like(kernel, np.nan), bias])
+    model.save(diverged / "model.keras")
+
+    metrics = evaluate_model(diverged, dataset, tmp_path / "eval", EvaluateConfig())
+    n_test = PER_SPLIT["test"] * len(CLASSES)
+    assert metrics["degenerate"] is True
+    assert metrics["degenerate_reason"].startswith(
+        f"its outputs are not finite (NaN or infinity) for {n_test} of {n_test} test images: "
+        "the model diverged in training"
+    )
+    assert all(np.isfinite(metrics[k]) for k in ("loss", "top1", "macro_f1"))
+    saved = Predictions.load(tmp_path / "eval" / "predictions.npz")
+    assert saved.n == n_test and np.isfinite(saved.probs).all()

@@ -86,9 +86,31 @@ def test_gpu_placement_when_on(gpu_docs):
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
     k8s = _platform(docs)["exec-train"]
-    assert k8s["nodeSelector"]["labels"] == Config().pipeline.gpu_node_selector
-    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # Works anywhere by default: the GPU limit and the standard toleration, no selector.
+    assert "nodeSelector" not in k8s
+    assert k8s["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert int(k8s["activeDeadlineSeconds"]) == Config().pipeline.train_timeout_seconds
+
+
+def test_a_node_selector_and_pull_secrets_when_configured(tmp_path):
+    """The driver applies both to the pod (backend/src/v2/driver/k8s.go `extendPodSpecPatch`:
+    `GetNodeSelector`, and `GetImagePullSecret` -> podSpec.ImagePullSecrets)."""
+    eks = {"node.kubernetes.io/instance-type": "g4dn.xlarge"}
+    pipeline = {"gpu_node_selector": eks, "image_pull_secrets": ["regcred", "mirror"]}
+    _, docs = _compile(tmp_path, **pipeline)
+    platform = _platform(docs)
+    assert platform["exec-train"]["nodeSelector"]["labels"] == eks
+    assert len(platform) == 9  # every task pod, not only those with secrets or GPUs
+    for name, executor in platform.items():
+        secrets = executor["imagePullSecret"]
+        assert [s["secretName"] for s in secrets] == ["regcred", "mirror"], name
+        # The 2.15 driver resolves secretNameParameter first: a constant, the same name.
+        constants = [s["secretNameParameter"]["runtimeValue"]["constant"] for s in secrets]
+        assert constants == ["regcred", "mirror"], name
+    _, docs = _compile(tmp_path)
+    assert not any("imagePullSecret" in e for e in _platform(docs).values())
 
 
 def test_no_gpu_settings_when_off(tmp_path):
@@ -142,6 +164,7 @@ def test_secrets_by_reference_only(tmp_path, monkeypatch):
         ("fauna-s3", "AWS_ACCESS_KEY_ID", False),
         ("fauna-s3", "AWS_SECRET_ACCESS_KEY", False),
         ("fauna-s3", "S3_ENDPOINT_URL", True),  # absent for AWS S3
+        ("fauna-s3", "AWS_REGION", True),  # absent: the storage layer's us-east-1
     }
     kaggle = {("fauna-kaggle", "KAGGLE_USERNAME", True), ("fauna-kaggle", "KAGGLE_KEY", True)}
     assert secret_env("exec-ingest") == s3 | kaggle

@@ -141,7 +141,7 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
     assert "chance (1/3) 33.33% top-1" in page.text
     # The largest test class: make_run writes 10 test images per class.
     assert "always answering the largest class 33.33% top-1" in page.text
-    assert "One test image is 3.3 points of top-1" in page.text
+    assert "30 test images can separate differences of about 17% at best." in page.text
     rows = {r["backbone"]["text"]: r for r in page.table_with("top-1")}
     for backbone, m in METRICS.items():
         row = rows[backbone]
@@ -149,7 +149,10 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
         low, high = _wilson(m["top1"], 30)
         assert row["top-1"]["note"] == f"{100 * low:.1f}–{100 * high:.1f}%"
         assert row["test images"]["text"] == "30"
-        assert row["macro-F1"]["note"] == ""  # no interval measured for it: none invented
+        # The champion metric: the interval compare's policy measured (metrics.json).
+        iv = json.loads((out / "metrics.json").read_text())["backbones"][backbone]["interval"]
+        assert row["macro-F1"]["note"] == f"{iv['low']:.3f}–{iv['high']:.3f}"
+        assert row["weighted-F1"]["note"] == ""  # no interval measured for it: none invented
     assert rows["resnet50"]["top-1"]["bold"] and not rows["vgg16"]["top-1"]["bold"]
     md = (out / "report.md").read_text()
     low, high = _wilson(0.72, 30)
@@ -174,11 +177,18 @@ def test_champion_box_says_by_how_much_and_how_sure(tmp_path: Path) -> None:
 
     out = compare(tmp_path)
     page = _page(out)
-    assert "Champion: resnet50, best by macro-F1: 0.7000 of 2 backbones." in page.text
     assert "Ahead of vgg16 (0.5500) by 0.1500 macro-F1 on 30 test images." in page.text
+    assert "resnet50 is ahead of the next best: macro-F1 better than vgg16 by" in page.text
+    # A report.json from before compare's champion policy: the lead's certainty unmeasured.
+    data = json.loads((out / "report.json").read_text())
+    for row in data["backbones"]:
+        row.pop("interval", None)
+    del data["champion"]["evidence"], data["resolution"]
+    render_report(data, out)
+    page = _page(out)
+    assert "Champion: resnet50, best by macro-F1: 0.7000 of 2 backbones." in page.text
     assert "How sure that lead is was not measured" in page.text
     # What compare's champion policy adds, rendered where present.
-    data = json.loads((out / "report.json").read_text())
     given = {"resnet50": (0.52, 0.86), "vgg16": (0.38, 0.71)}
     for row in data["backbones"]:
         low, high = given[row["backbone"]]
@@ -279,7 +289,7 @@ def test_real_evaluate_writes_thumbnails_and_the_report_shows_them(tmp_path: Pat
     assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(ev)]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.strip().splitlines()) == 1  # the JSON, for a pipe (not a terminal)
-    assert captured.err.count("macro-F1") == 1  # the summary once
+    assert captured.err.count("weighted-F1") == 1  # the summary once
     assert "\r" not in captured.err and "batch" not in captured.err  # no bar off a terminal
     metrics = json.loads((ev / "metrics.json").read_text())
     index = json.loads((ev / "misclassified.json").read_text())

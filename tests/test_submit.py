@@ -445,3 +445,99 @@ def test_cron_accepts_kfp_forms():
 def test_schedule_bad_cron_is_one_line(capsys):
     assert main(["schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * 0"]) == 2
     assert "KFP needs 6, seconds first" in capsys.readouterr().err
+
+
+# -- retries and the watch under backend faults ------------------------------------------
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(kfp_objects, "RETRY_BACKOFF_SECONDS", (0.01,) * 4)
+    monkeypatch.setattr(kfp_objects, "WATCH_BACKOFF_MAX_SECONDS", 0.05)
+
+
+def _retries(api: KfpStandIn) -> list:
+    return [r for r in api.requests if r.path.endswith(":retry")]
+
+
+def test_a_retry_refused_while_the_backend_settles_is_asked_again(kfp_api, fast_backoff, capsys):
+    """kubeflow/pipelines#13507: RetryRun right after FAILED answers 500 "already exists"."""
+    kfp_api.run_outcomes = ["FAILED", "SUCCEEDED"]
+    kfp_api.retry_faults = ["exists", "exists", "exists"]
+    assert _submit(kfp_api, "--wait") == 0
+    (run_id,) = kfp_api.runs
+    assert len(_retries(kfp_api)) == 4  # three refused, the fourth took
+    assert kfp_api.runs[run_id]["attempt"] == 1  # retried once, not four times
+    captured = capsys.readouterr()
+    assert f"run {run_id} finished: SUCCEEDED after 1 retry" in captured.out
+    assert "already exists; asking again" in captured.err
+
+
+def test_retrying_is_bounded_and_ends_in_one_line(kfp_api, fast_backoff, capsys):
+    kfp_api.run_outcomes = ["FAILED", "SUCCEEDED"]
+    kfp_api.retry_faults = ["exists"] * 10
+    assert _submit(kfp_api, "--wait") == 2
+    assert len(_retries(kfp_api)) == len(kfp_objects.RETRY_BACKOFF_SECONDS) + 1
+    line = _error_line(capsys)
+    assert "HTTP 500" in line and "already exists" in line
+
+
+def test_a_lost_reply_to_a_retry_that_took_is_not_retried_twice(kfp_api, fast_backoff):
+    kfp_api.run_outcomes = ["FAILED", "SUCCEEDED"]
+    kfp_api.retry_faults = ["lost"]  # the run restarted, but the answer was a 504
+    assert _submit(kfp_api, "--wait") == 0
+    (run_id,) = kfp_api.runs
+    assert len(_retries(kfp_api)) == 1 and kfp_api.runs[run_id]["attempt"] == 1
+
+
+def test_the_watch_outlives_an_api_server_restart(kfp_api, fast_backoff, capsys):
+    """503s, dropped connections (more than urllib3's own 3 retries) and proxy errors."""
+    kfp_api.run_outcomes = ["FAILED", "SUCCEEDED"]
+    kfp_api.watch_faults = [503, *["drop"] * 5, 502, 504, 503]
+    assert _submit(kfp_api, "--wait") == 0
+    (run_id,) = kfp_api.runs
+    assert kfp_api.watch_faults == []  # every fault was served
+    assert kfp_api.runs[run_id]["state"] == "SUCCEEDED"
+    assert "reading again in" in capsys.readouterr().err
+
+
+def test_the_watch_stops_on_a_refusal_and_at_the_deadline(kfp_api, fast_backoff):
+    kfp_api.run_outcomes = ["SUCCEEDED"]
+    assert _submit(kfp_api) == 0
+    (run_id,) = kfp_api.runs
+    backend = kfp_backend.connect(kfp_backend.ConnectOptions(host=kfp_api.url))
+    kfp_api.watch_faults = [503] * 1000
+    with pytest.raises(kfp_backend.SubmitError, match="gave up watching run .* deadline"):
+        kfp_objects.wait_for_run(backend, run_id, timeout_s=0.3)
+    kfp_api.watch_faults = []
+    with pytest.raises(kfp_backend.SubmitError, match="HTTP 404"):
+        kfp_objects.wait_for_run(backend, "no-such-run", timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    "reason, expected",
+    [
+        (
+            "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            "the scheduler says: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        ),
+        (None, "get events --field-selector reason=FailedScheduling"),  # KFP <= 2.17
+    ],
+    ids=["reason", "no-reason"],
+)
+def test_a_task_pending_too_long_ends_the_wait_with_the_reason(kfp_api, capsys, reason, expected):
+    kfp_api.pending_task = ("train", reason)
+    pending = ["--set", "pipeline.pending_timeout_seconds=1"]
+    assert _submit(kfp_api, "--wait", *pending) == 2
+    line = _error_line(capsys)
+    (run_id,) = kfp_api.runs
+    assert f"run {run_id}: task train has been Pending" in line and expected in line
+    assert kfp_api.runs[run_id]["state"] == "RUNNING"  # left as it is, not canceled
+    assert _retries(kfp_api) == []
+
+
+def test_the_run_deadline_covers_every_attempt():
+    p = Config().pipeline
+    attempt = kfp_objects.attempt_seconds(p)
+    assert attempt > p.train_timeout_seconds + 4 * p.step_timeout_seconds  # data steps too
+    assert kfp_objects.run_deadline_seconds(p) == (p.run_retries + 1) * attempt

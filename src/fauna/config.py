@@ -19,7 +19,7 @@ import yaml
 
 from fauna.backbones import normalize_name
 from fauna.errors import FaunaError
-from fauna.metrics import CHAMPION_METRICS
+from fauna.metrics import CHAMPION_METRICS, canonical
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -222,8 +222,19 @@ class TsneConfig:
 
 @dataclass
 class CompareConfig:
-    # macro_f1 | top1 | top3 | weighted_f1 | roc_auc | neg_loss
+    """The champion policy (fauna.policy), for compare's choice and publish's decision."""
+
+    # macro_f1 | top1 | top3 | weighted_f1 | roc_auc | loss (neg_loss: deprecated, = loss)
     champion_metric: str = "macro_f1"
+    # A model must beat the no-skill baselines (chance, majority class) with this
+    # confidence (one-sided) to be champion at all.
+    eligibility_confidence: float = 0.99
+    # A challenger must be better than the champion (or the next backbone) by more than
+    # min_gain with this confidence (one-sided, paired on the same test images).
+    confidence: float = 0.95
+    min_gain: float = 0.0
+    bootstrap_resamples: int = 2000
+    seed: int = 0
 
 
 @dataclass
@@ -233,10 +244,12 @@ class PipelineConfig:
     image_gpu: str = "ghcr.io/fauna-ml/fauna-gpu:latest"
     use_gpu: bool = True
     gpu_count: int = 1
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
-    )
+    # Empty: the `nvidia.com/gpu` limit alone places the train pod, on any cluster; a
+    # cluster-specific label (GKE, EKS, AKS, OpenShift: docs/cluster.md) is opt-in.
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
     gpu_toleration_key: str = "nvidia.com/gpu"
+    # docker-registry Secrets (in the run's namespace) that every task pod pulls with.
+    image_pull_secrets: list[str] = field(default_factory=list)
     train_cpu: str = "4"
     train_memory: str = "16Gi"
     step_cpu: str = "2"
@@ -249,6 +262,9 @@ class PipelineConfig:
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
     run_retries: int = 2
+    # `fauna submit --wait` stops with the scheduler's reason when a task stays Pending
+    # this long (no GPU node, a failing image pull): a Pending pod never fails. 0 = never.
+    pending_timeout_seconds: int = 1800
     s3_secret: str = "fauna-s3"
     kaggle_secret: str = "fauna-kaggle"
 
@@ -525,8 +541,23 @@ def _check(cfg: Config) -> None:
         f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
         f"got {cfg.compare.champion_metric!r}",
     )
+    cfg.compare.champion_metric = canonical(cfg.compare.champion_metric)
+    for key in ("confidence", "eligibility_confidence"):
+        need(0.5 <= getattr(cfg.compare, key) < 1, f"compare.{key} must be in [0.5, 1)")
+    need(cfg.compare.min_gain >= 0, "compare.min_gain must be >= 0")
+    need(cfg.compare.bootstrap_resamples >= 100, "compare.bootstrap_resamples must be >= 100")
     need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
     _check_train(cfg.train)
+    _check_pipeline(cfg.pipeline)
+
+
+def _check_pipeline(p: PipelineConfig) -> None:
+    for key in ("gpu_count", "step_timeout_seconds", "train_timeout_seconds"):
+        _need(p, "pipeline", key, getattr(p, key) >= 1, ">= 1")
+    for key in ("run_retries", "pending_timeout_seconds"):
+        _need(p, "pipeline", key, getattr(p, key) >= 0, ">= 0")
+    names = p.image_pull_secrets
+    _need(p, "pipeline", "image_pull_secrets", all(str(n).strip() for n in names), "Secret names")
 
 
 def _check_train(train: TrainConfig) -> None:

@@ -10,8 +10,10 @@
 The degenerate-model guard: a model that predicts (nearly) one class for every image,
 or whose features are the same for every image, has learned nothing usable even when a
 metric happens to rank it first (issue: a constant-output model won macro-F1 0.105 vs
-0.097). Such a model is flagged, with the reason in words; compare never makes it
-champion and publish never promotes it. The thresholds are below.
+0.097); nor has one whose champion metric is not above the no-skill baselines with
+confidence (fauna.policy), or one whose outputs are not finite (a diverged model). Such a
+model is flagged, with the reason in words; compare never makes it champion and publish
+never promotes it. The thresholds are below.
 
 Only NumPy is imported here; TensorFlow and Keras are imported when a model is run.
 """
@@ -30,13 +32,13 @@ import numpy as np
 
 from fauna.dataset import PREPROCESS_INFO, SOURCE, read_classes, read_json
 from fauna.errors import FaunaError
+from fauna.metrics import LOSS_EPSILON
+from fauna.policy import Predictions, skill_shortfall
 
 log = logging.getLogger(__name__)
 
 # Inference batch: only memory depends on it, never a result.
 INFERENCE_BATCH = 64
-# Matches Keras' clipping in categorical cross-entropy, so our loss equals model.evaluate's.
-LOSS_EPSILON = 1e-7
 # The evaluate step's output file that every later step reads.
 METRICS = "metrics.json"
 
@@ -390,12 +392,65 @@ class Scored:
     probs: np.ndarray
     y_true: np.ndarray
     ids: list[str]
+    keys: list[str]  # each image's content hash (its id where the manifest has none)
+
+    def predictions(self) -> Predictions:
+        """What fauna.policy pairs two models on: answers keyed by image content."""
+        return Predictions(np.array(self.keys, dtype=str), self.y_true, self.probs)
 
 
-def score_model(model_dir: Path, data_dir: Path, top_pairs: int, *, desc: str = "") -> Scored:
-    """Predict the test split once; every metric, the diversity guard and its verdict."""
+def content_keys(data_dir: Path, ids: list[str]) -> list[str]:
+    """The sha256 of each image by id (from the manifest), so models pair on content."""
+    from fauna.dataset import MANIFEST, read_manifest
+
+    path = Path(data_dir) / MANIFEST
+    by_id = {r["id"]: r["sha256"] for r in read_manifest(path)} if path.is_file() else {}
+    return [by_id.get(i, i) for i in ids]
+
+
+def finite_outputs(probs: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Probabilities safe to score, and why the model is degenerate if some were not finite.
+
+    A diverged model answers NaN or infinity: those rows count as a uniform guess (so every
+    metric is defined, and low), and the model is flagged, never a scikit-learn traceback.
+    """
+    bad = ~np.isfinite(probs).all(axis=1)
+    if not bad.any():
+        return probs, None
+    fixed = np.array(probs, dtype=np.float64)
+    fixed[bad] = 1.0 / probs.shape[1]
+    reason = (
+        f"its outputs are not finite (NaN or infinity) for {int(bad.sum())} of {len(probs)} "
+        "test images: the model diverged in training (lower the learning rate)"
+    )
+    return fixed, reason
+
+
+def guard(
+    metrics: dict[str, Any], preds: Predictions, policy: Any, not_finite: str | None
+) -> str | None:
+    """Every reason the model learned nothing usable, joined; None when it did."""
+    reasons = [r for r in (not_finite, degenerate_reason(metrics["prediction_diversity"],
+                                                        metrics["n_test"])) if r]  # fmt: skip
+    if not not_finite and metrics["prediction_diversity"]["distinct_true"] >= 2:
+        shortfall = skill_shortfall(preds, policy.champion_metric, policy)
+        if shortfall:
+            reasons.append(shortfall)
+    return "; ".join(reasons) or None
+
+
+def score_model(
+    model_dir: Path, data_dir: Path, top_pairs: int, *, desc: str = "", policy: Any = None
+) -> Scored:
+    """Predict the test split once; every metric, the guards and their verdict.
+
+    `policy` (the `compare` config section; defaults when None) names the champion
+    metric and the confidence the learned-nothing guard uses.
+    """
     from fauna.artifact import load_model, model_info
+    from fauna.config import CompareConfig
 
+    policy = policy or CompareConfig()
     classes, image_size = check_inputs(model_dir, data_dir)
     backbone = str(model_info(model_dir)["backbone"])
     model = load_model(model_dir)
@@ -407,14 +462,17 @@ def score_model(model_dir: Path, data_dir: Path, top_pairs: int, *, desc: str = 
     result = run_inference(
         model, data_dir, image_size, len(classes), desc=desc or f"evaluate {backbone}"
     )
-    probs = result.outputs[0]
+    probs, not_finite = finite_outputs(result.outputs[0])
     spread = feature_spread(result.outputs[1]) if len(result.outputs) > 1 else None
     metrics = classification_metrics(result.labels, probs, classes, top_pairs)
-    diversity = prediction_diversity(result.labels, probs.argmax(axis=1), classes, spread)
-    reason = degenerate_reason(diversity, metrics["n_test"])
+    metrics["prediction_diversity"] = prediction_diversity(
+        result.labels, probs.argmax(axis=1), classes, spread
+    )
+    keys = content_keys(data_dir, result.ids)
+    scored = Scored(backbone, classes, image_size, metrics, probs, result.labels, result.ids, keys)
+    reason = guard(metrics, scored.predictions(), policy, not_finite)
     if reason:
         log.warning(f"{backbone} is flagged as degenerate: {reason}")
-    metrics["prediction_diversity"] = diversity
     metrics["degenerate"] = reason is not None
     metrics["degenerate_reason"] = reason
-    return Scored(backbone, classes, image_size, metrics, probs, result.labels, result.ids)
+    return scored

@@ -23,13 +23,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (include "fauna.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* The image tag: image.tag, else the chart's appVersion (`make chart` packages the
+     chart with the tag `make push` pushed), except when both digests pin the images. */}}
+{{- define "fauna.tag" -}}
+{{- $digest := .Values.image.digest | default dict -}}
+{{- if .Values.image.tag -}}
+{{- .Values.image.tag -}}
+{{- else if not (and (index $digest "cpu") (index $digest "gpu")) -}}
+{{- .Chart.AppVersion -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Images: one registry and tag for both, as `make image` builds them; a digest,
      when given, pins the content (`name:tag@sha256:...`, or `name@sha256:...`). */}}
 {{- define "fauna.image" -}}
 {{- $root := index . 0 -}}
 {{- $name := printf "%s/fauna-%s" $root.Values.image.registry (index . 1) -}}
 {{- $digest := index ($root.Values.image.digest | default dict) (index . 1) | default "" -}}
-{{- with $root.Values.image.tag }}{{ $name = printf "%s:%s" $name . }}{{ end -}}
+{{- with include "fauna.tag" $root }}{{ $name = printf "%s:%s" $name . }}{{ end -}}
 {{- with $digest }}{{ $name = printf "%s@%s" $name . }}{{ end -}}
 {{- $name -}}
 {{- end -}}
@@ -42,8 +53,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* What names the pipeline version the CronJob submits: the tag (the git SHA), else the
      CPU image's digest. */}}
 {{- define "fauna.revision" -}}
-{{- if .Values.image.tag -}}
-{{- .Values.image.tag -}}
+{{- if include "fauna.tag" . -}}
+{{- include "fauna.tag" . -}}
 {{- else -}}
 {{- (index (.Values.image.digest | default dict) "cpu" | default "") | replace "sha256:" "sha256-" | trunc 19 -}}
 {{- end -}}
@@ -63,7 +74,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.s3.endpoint -}}
 {{- else if .Values.minio.enabled -}}
 {{- printf "http://%s-minio.%s.svc:9000" (include "fauna.fullname" .) .Release.Namespace -}}
+{{- else if .Values.seaweedfs.enabled -}}
+{{- printf "http://%s-seaweedfs.%s.svc:8333" (include "fauna.fullname" .) .Release.Namespace -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The bundled object store, if any: minio or seaweedfs (the schema allows one). */}}
+{{- define "fauna.store" -}}
+{{- if .Values.minio.enabled }}minio{{ else if .Values.seaweedfs.enabled }}seaweedfs{{ end -}}
 {{- end -}}
 
 {{- define "fauna.forcePathStyle" -}}
@@ -106,6 +124,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
       "image_gpu" (include "fauna.imageGpu" .)
       "s3_secret" (include "fauna.s3SecretName" .)
       "kaggle_secret" (include "fauna.kaggleSecretName" .) -}}
+{{- with .Values.image.pullSecrets }}{{ $_ := set $pipeline "image_pull_secrets" . }}{{ end -}}
 {{- $params := mergeOverwrite (deepCopy (.Values.params | default dict)) (dict "pipeline" (mergeOverwrite (deepCopy (dig "pipeline" dict (.Values.params | default dict))) $pipeline)) -}}
 {{- if .Values.modelRegistry.enabled }}
 {{- $_ := set $params "model_registry" (mergeOverwrite (deepCopy (dig "model_registry" dict (.Values.params | default dict))) (dict "url" .Values.modelRegistry.url)) -}}
@@ -143,4 +162,22 @@ sidecar.istio.io/inject: "false"
 {{- if .Values.istio.sidecarInjection -}}
 proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
 {{- end -}}
+{{- end -}}
+
+{{/* How long the CronJob's Job may run: a run and all its retries, the formula of
+     fauna.pipelines.kfp_objects.run_deadline_seconds over params.pipeline (defaults as
+     fauna.config.PipelineConfig's; tests/test_chart.py keeps the two equal):
+     (run_retries + 1) x (train_timeout + 7 x step_timeout + 3600). A smaller
+     schedule.activeDeadlineSeconds would end the Job before the run's last retry. */}}
+{{- define "fauna.activeDeadlineSeconds" -}}
+{{- $p := dig "pipeline" dict (.Values.params | default dict) -}}
+{{- $train := int64 (dig "train_timeout_seconds" 86400 $p) -}}
+{{- $step := int64 (dig "step_timeout_seconds" 14400 $p) -}}
+{{- $attempts := add1 (int64 (dig "run_retries" 2 $p)) -}}
+{{- $needed := mul $attempts (add $train (mul 7 $step) 3600) -}}
+{{- $given := .Values.schedule.activeDeadlineSeconds -}}
+{{- if and $given (lt (int64 $given) (int64 $needed)) -}}
+{{- fail (printf "schedule.activeDeadlineSeconds %d is shorter than the run may take with its retries: %d s = (params.pipeline.run_retries + 1) x (train_timeout_seconds + 7 x step_timeout_seconds + 3600); leave it null (derived) or raise it" (int64 $given) (int64 $needed)) -}}
+{{- end -}}
+{{- $given | default $needed | int64 -}}
 {{- end -}}

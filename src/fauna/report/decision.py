@@ -1,4 +1,5 @@
-"""What the comparison decides: the champion (never a flagged model), the dataset, the paper.
+"""What the comparison decides: the champion (fauna.policy: never a flagged or no-skill model,
+and only ahead on evidence), each score's uncertainty, the dataset, the paper.
 
 `report_data` assembles everything the report is rendered from (saved as report.json,
 so a later step can re-render it with notes); `machine_metrics` is the part machines
@@ -13,31 +14,77 @@ from typing import Any
 from fauna.champion import DatasetId
 from fauna.metrics import METRIC_KEYS, champion_value
 from fauna.paper import paper_applies, paper_results_dict
+from fauna.policy import Entrant, Predictions, baseline, choose, interval, resolution
 from fauna.report.gather import CompareError
 
 TITLE = "fauna: backbone comparison"
 
 
 def choose_champion(
-    rows: list[dict[str, Any]], metric: str
+    rows: list[dict[str, Any]],
+    predictions: dict[str, Predictions],
+    policy: Any,
+    validation: dict[str, float | None] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """The best unflagged backbone by `metric` (the first listed wins a tie), and the flagged.
+    """The champion by fauna.policy (never a flagged or no-skill model), and the excluded.
 
-    None when every backbone with a value is flagged as degenerate: then there is no champion.
+    None when no backbone is eligible: then there is no champion.
     """
+    metric = policy.champion_metric
+    if all(champion_value(r, metric) is None for r in rows):
+        raise CompareError(f"no backbone has a value for the champion metric {metric!r}")
+    validation = validation or {}
     flagged = {
         r["backbone"]: r.get("degenerate_reason") or "flagged as degenerate"
         for r in rows
         if r.get("degenerate")
     }
-    scored = [(champion_value(r, metric), r["backbone"]) for r in rows]
-    if all(v is None for v, _ in scored):
-        raise CompareError(f"no backbone has a value for the champion metric {metric!r}")
-    eligible = [(v, b) for v, b in scored if v is not None and b not in flagged]
-    if not eligible:
-        return None, flagged
-    best_value, best = max(eligible, key=lambda vb: vb[0])
-    return {"backbone": best, "metric": metric, "value": best_value}, flagged
+    entrants = [
+        Entrant(
+            r["backbone"],
+            predictions.get(r["backbone"]),
+            flagged.get(r["backbone"]),
+            validation.get(r["backbone"]),
+            r.get("params"),
+        )
+        for r in rows
+    ]
+    choice = choose(entrants, metric, policy)
+    if choice.champion is None:
+        return None, choice.excluded
+    row = next(r for r in rows if r["backbone"] == choice.champion)
+    value = champion_value(row, metric)
+    return {
+        "backbone": choice.champion,
+        "metric": metric,
+        "value": choice.value if value is None else value,
+        "evidence": choice.evidence,
+    }, choice.excluded
+
+
+def with_uncertainty(
+    rows: list[dict[str, Any]], predictions: dict[str, Predictions], policy: Any
+) -> dict[str, Any]:
+    """Each row's interval, test size, chance and majority rate; the run's (for the report)."""
+    metric = policy.champion_metric
+    for r in rows:
+        pred = predictions.get(r["backbone"])
+        if pred is None:
+            r.update(interval=None, chance=None, majority=None)
+            continue
+        found = interval(pred, metric, policy)
+        base = baseline(pred, metric)
+        r["interval"] = None if found is None else found.to_dict()
+        r["n_test"] = pred.n
+        r["chance"] = 1 / pred.num_classes
+        r["majority"] = base.majority_rate
+    known = [p for p in predictions.values()]
+    n_test = min((p.n for p in known), default=None)
+    return {
+        "chance": None if not known else 1 / known[0].num_classes,
+        "n_test": n_test,
+        "resolution": None if n_test is None else resolution(n_test, policy),
+    }
 
 
 def source_verdict(sources: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
@@ -55,12 +102,20 @@ def report_data(
     classes: list[str],
     source: dict[str, Any],
     synthetic: bool,
-    metric: str,
+    policy: Any,
     per_class: dict[str, dict[str, float]],
     summary: dict[str, Any],
+    predictions: dict[str, Predictions] | None = None,
+    validation: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """Everything the report shows, decided: champion, flags, dataset, the paper or not."""
-    champion, flagged = choose_champion(rows, metric)
+    """Everything the report shows, decided: champion, flags, dataset, the paper or not.
+
+    `policy` is the `compare` config section; `predictions` each backbone's answers per
+    test image (fauna.policy), `validation` its validation score for the tie-break.
+    """
+    predictions = predictions or {}
+    champion, flagged = choose_champion(rows, predictions, policy, validation)
+    uncertainty = with_uncertainty(rows, predictions, policy)
     applies = paper_applies(classes)
     dataset = DatasetId.of(source, classes)
     return {
@@ -69,7 +124,8 @@ def report_data(
         "synthetic": synthetic,
         "source": source,
         "dataset": {**dataset.to_dict(), "paper_classes": applies},
-        "metric": metric,
+        "metric": policy.champion_metric,
+        **uncertainty,
         "champion": champion,
         "flagged": flagged,
         "backbones": rows,
@@ -85,15 +141,19 @@ def report_data(
 def machine_metrics(data: dict[str, Any]) -> dict[str, Any]:
     """metrics.json: the decision and each backbone's numbers, for machines."""
     keep = ("n_test", "train_seconds", "images_per_second", "epochs_run")
+    keep += ("interval", "chance", "majority")
     return {
         "champion": data["champion"],
         "metric": data["metric"],
+        "chance": data["chance"],
+        "n_test": data["n_test"],
+        "resolution": data["resolution"],
         "dataset": data["dataset"],
         "flagged": data["flagged"],
         "backbones": {
             r["backbone"]: {
                 **{k: r[k] for k in METRIC_KEYS},
-                **{k: r[k] for k in keep},
+                **{k: r.get(k) for k in keep},
                 "degenerate": r["degenerate"],
                 "degenerate_reason": r["degenerate_reason"],
             }

@@ -23,6 +23,7 @@ from fauna.evaluation import METRICS
 from fauna.metrics import METRIC_KEYS
 from fauna.outputs import require_output
 from fauna.paper import paper_reference
+from fauna.policy import PREDICTIONS, Predictions
 from fauna.report.extras import PER_CLASS_CSV, backbone_extras
 
 TSNE_INFO = "tsne.json"
@@ -149,6 +150,7 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
         "weights": info.get("weights", m.get("weights")),
         "image_size": info.get("image_size", m.get("image_size")),
         "epochs_run": info.get("epochs_run"),
+        "params": info.get("params"),
         "train_seconds": info.get("train_seconds"),
         "images_per_second": info.get("images_per_second"),
         "paper": None
@@ -158,6 +160,32 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
         "tsne_skipped": figures.get("tsne_skipped"),
         **backbone_extras(ev, model_dir, images, backbone),
     }
+
+
+# The validation counterpart of a champion metric in history.json (higher is better; a
+# loss is negated), for the policy's tie-break; val_loss where there is no counterpart.
+VALIDATION_KEYS = {"top1": "val_accuracy", "macro_f1": "val_macro_f1"}
+
+
+def validation_score(model_dir: Path | None, metric: str) -> float | None:
+    """The model's validation score at the epoch whose weights it kept (None: unknown)."""
+    if model_dir is None or not (Path(model_dir) / HISTORY_JSON).is_file():
+        return None
+    history = read_json(Path(model_dir) / HISTORY_JSON)
+    if not history:
+        return None
+    kept = model_info(model_dir).get("weights_from_epoch")
+    entry = history[kept] if isinstance(kept, int) and 0 <= kept < len(history) else history[-1]
+    key = VALIDATION_KEYS.get(metric)
+    if key and entry.get(key) is not None:
+        return float(entry[key])
+    return None if entry.get("val_loss") is None else -float(entry["val_loss"])
+
+
+def load_predictions(eval_dir: Path) -> Predictions | None:
+    """An evaluation's per-image predictions (None for outputs from before they were kept)."""
+    path = Path(eval_dir) / PREDICTIONS
+    return Predictions.load(path) if path.is_file() else None
 
 
 def per_class_f1(eval_dir: Path) -> tuple[dict[str, float], dict[str, int]]:

@@ -18,7 +18,9 @@ from typing import Any
 from fauna.config import Config
 from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.evaluation import read_source
+from fauna.metrics import metric_spec
 from fauna.outputs import require_output, step_output
+from fauna.policy import PREDICTIONS_DIR
 from fauna.report.decision import machine_metrics, report_data, source_verdict
 from fauna.report.gather import (
     CompareError,
@@ -26,7 +28,9 @@ from fauna.report.gather import (
     backbone_row,
     data_summary,
     gather,
+    load_predictions,
     per_class_f1,
+    validation_score,
 )
 from fauna.report.render import render_report
 
@@ -68,14 +72,23 @@ def _report_data(inputs: Inputs, out: Path, cfg: Config, data_dir: Path | None) 
     dirs = [*([data_dir] if data_dir is not None else []), *inputs.evals.values()]
     dirs += list(inputs.models.values())
     source, synthetic = source_verdict([read_source(d) for d in dirs if (d / SOURCE).is_file()])
+    predictions = {b: p for b in inputs.order if (p := load_predictions(inputs.evals[b]))}
+    if predictions:  # publish pairs the run's champion with the dataset's on these
+        (out / PREDICTIONS_DIR).mkdir()
+        for b, p in predictions.items():
+            p.save(out / PREDICTIONS_DIR / f"{b}.npz")
+    metric = cfg.compare.champion_metric
+    validation = {b: validation_score(inputs.models.get(b), metric) for b in inputs.order}
     return report_data(
         rows,
         classes,
         source,
         synthetic,
-        cfg.compare.champion_metric,
+        cfg.compare,
         per_class,
         data_summary(data_dir, classes, support),
+        predictions,
+        validation,
     )
 
 
@@ -100,11 +113,12 @@ def compare_backbones(
         carry_forward((CLASSES, SOURCE), inputs.evals.values(), tmp)
     champion = machine["champion"]
     if champion is None:
-        log.warning(f"no champion: every model is flagged as degenerate; report in {out}")
+        log.warning(f"no champion: no model is eligible; report in {out}")
     else:
         log.info(
-            f"champion by {champion['metric']}: {champion['backbone']} "
-            f"({champion['value']:.4f}); report in {Path(out) / 'report.html'}"
+            f"champion by {metric_spec(champion['metric']).label}: {champion['backbone']} "
+            f"({champion['value']:.4f}): {champion['evidence']}; "
+            f"report in {Path(out) / 'report.html'}"
         )
     return machine
 

@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from fauna.artifact import model_info
-from fauna.config import Config, EvaluateConfig
+from fauna.config import CompareConfig, Config, EvaluateConfig
 from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
 from fauna.evaluation import METRICS, EvaluationError, Scored, read_source, score_model
-from fauna.metrics import METRIC_KEYS
+from fauna.metrics import METRIC_KEYS, SPECS
 from fauna.outputs import require_output, step_output
+from fauna.policy import PREDICTIONS
 from fauna.report.extras import MISCLASSIFIED
 
 log = logging.getLogger(__name__)
@@ -111,14 +112,24 @@ def _write_misclassified(
     return len(images)
 
 
-def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConfig) -> dict:
-    """Test-split metrics for one model; writes metrics.json, plots and CSVs into `out`."""
+def evaluate_model(
+    model_dir: Path,
+    data_dir: Path,
+    out: Path,
+    cfg: EvaluateConfig,
+    policy: CompareConfig | None = None,
+) -> dict:
+    """Test-split metrics for one model; writes metrics.json, plots and CSVs into `out`.
+
+    Also predictions.npz (fauna.policy.PREDICTIONS): each test image's true label and
+    predicted probabilities by content hash, for the champion policy's paired comparisons.
+    """
     from fauna.plots import plot_confusion
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
     require_output(model_dir, "train", role="--model")
     require_output(data_dir, DATA_STEPS, role="--data")
-    scored = score_model(model_dir, data_dir, cfg.top_confused_pairs)
+    scored = score_model(model_dir, data_dir, cfg.top_confused_pairs, policy=policy)
     info = model_info(model_dir)
     source = read_source(data_dir, model_dir)
     m = dict(scored.metrics)
@@ -140,13 +151,13 @@ def evaluate_model(model_dir: Path, data_dir: Path, out: Path, cfg: EvaluateConf
             f"{scored.backbone}: confusion matrix (rows normalised, {m['n_test']} test images)",
         )
         _write_tables(tmp, scored, per_class)
+        scored.predictions().save(tmp / PREDICTIONS)
         _write_misclassified(tmp, data_dir, scored, m["most_confused"])
         write_json(tmp / METRICS, metrics)
         carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    shown = "  ".join(f"{s.label} {s.format(m[s.key])}" for s in SPECS)
     log.info(
-        f"{scored.backbone}: top1 {m['top1']:.4f}  top3 {m['top3']:.4f}  "
-        f"macro-F1 {m['macro_f1']:.4f}  ROC-AUC {auc}  loss {m['loss']:.4f}  "
+        f"{scored.backbone}: {shown}  "
         f"({m['n_test']} test images, chance top-1 {1 / len(scored.classes):.4f})"
     )
     return metrics
@@ -160,7 +171,9 @@ def add_arguments(parser: Any) -> None:
 
 def run(args: Any, cfg: Config) -> int:
     """The summary is logged once; the JSON goes to stdout only for a pipe or a file."""
-    metrics = evaluate_model(Path(args.model), Path(args.data), Path(args.out), cfg.evaluate)
+    metrics = evaluate_model(
+        Path(args.model), Path(args.data), Path(args.out), cfg.evaluate, cfg.compare
+    )
     if not sys.stdout.isatty():
         keys = ("backbone", *METRIC_KEYS, "degenerate", "degenerate_reason")
         print(json.dumps({k: metrics[k] for k in keys}))

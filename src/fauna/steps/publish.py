@@ -14,6 +14,9 @@ How it stays safe (fail closed: when in doubt, do not promote):
   with it or replace it.
 - A model flagged as degenerate is never promoted; a run whose models are all flagged
   has no candidate.
+- Promotion is on evidence (fauna.policy, the `compare` config section): the candidate
+  must beat no skill with 99% confidence (the first champion of a dataset too), and a
+  champion only by a paired comparison on the same test images (`decide`).
 - The champion is beaten only on the same test split: when the split changed, the
   current champion is re-evaluated on this run's split first; if that fails (e.g. S3
   503), this run is not promoted, and the reason says so.
@@ -45,8 +48,16 @@ from fauna.config import Config
 from fauna.dataset import MANIFEST, read_json, read_manifest, write_json
 from fauna.errors import FaunaError
 from fauna.evaluation import METRICS, score_model
-from fauna.metrics import METRIC_LABELS, champion_value
+from fauna.metrics import champion_value
 from fauna.outputs import require_output, step_output
+from fauna.policy import (
+    PREDICTIONS_DIR,
+    PolicyError,
+    Predictions,
+    above_no_skill,
+    challenge,
+    skill_shortfall,
+)
 from fauna.report.render import rerender_with_notes
 
 log = logging.getLogger(__name__)
@@ -159,19 +170,43 @@ def _upload_model(model_dir: Path, uri: str, champion_uri: str | None) -> None:
 # --------------------------------------------------------------------- deciding
 
 
-def _rescore(model_uri: str, data_dir: Path, cfg: Config) -> tuple[float, str | None]:
-    """The champion model's metric on this run's test split, and its degenerate verdict."""
-    metric = cfg.compare.champion_metric
+@dataclass
+class Rescored:
+    """The champion's answers on this run's test split (what `decide` pairs with)."""
+
+    predictions: Predictions
+    flagged: str | None  # why the champion is degenerate on this split, if it is
+    value: float | None  # its champion metric on this split
+    basis: str  # how they were obtained, in words
+
+
+def _rescore(model_uri: str, data_dir: Path, cfg: Config) -> Rescored:
+    """The champion model re-evaluated on this run's test split: answers and verdict."""
     with tempfile.TemporaryDirectory(prefix="fauna-champion-") as tmp:
         model_dir = Path(tmp) / "model"
         storage.download_dir(model_uri, model_dir)
         scored = score_model(
-            model_dir, data_dir, cfg.evaluate.top_confused_pairs, desc="re-evaluate champion"
+            model_dir,
+            data_dir,
+            cfg.evaluate.top_confused_pairs,
+            desc="re-evaluate champion",
+            policy=cfg.compare,
         )
-    value = champion_value(scored.metrics, metric)
-    if value is None:
-        raise PublishError(f"the champion has no {metric} on this run's test split")
-    return value, scored.metrics["degenerate_reason"]
+    value = champion_value(scored.metrics, cfg.compare.champion_metric)
+    basis = "after re-evaluating the champion on this run's test split"
+    return Rescored(scored.predictions(), scored.metrics["degenerate_reason"], value, basis)
+
+
+def _stored_predictions(pointer: dict[str, Any]) -> Predictions | None:
+    """The champion's answers saved by its own compare (runs/<id>/report/predictions/)."""
+    run_uri, _, backbone = str(pointer.get("model_uri", "")).rpartition("/models/")
+    if not run_uri or not backbone:
+        return None
+    uri = f"{run_uri}/report/{PREDICTIONS_DIR}/{backbone}.npz"
+    if not storage.exists(uri):
+        return None  # a champion published before predictions were kept
+    with tempfile.TemporaryDirectory(prefix="fauna-champion-") as tmp:
+        return Predictions.load(storage.download_file(uri, Path(tmp) / "p.npz"))
 
 
 def _summary(pointer: dict[str, Any]) -> dict[str, Any]:
@@ -182,19 +217,25 @@ def _summary(pointer: dict[str, Any]) -> dict[str, Any]:
 class Decider:
     """Decides for one candidate against whatever champion the pointer names (re-callable)."""
 
-    def __init__(self, candidate: dict[str, Any], data_dir: Path, cfg: Config):
+    def __init__(self, candidate: dict[str, Any], data_dir: Path, cfg: Config, report_dir: Path):
         self.candidate = candidate
         self.data_dir = data_dir
         self.cfg = cfg
-        self._rescored: dict[str, tuple[float, str | None] | Exception] = {}
+        found = Path(report_dir) / PREDICTIONS_DIR / f"{candidate['backbone']}.npz"
+        self.predictions = Predictions.load(found) if found.is_file() else None
+        self._rescored: dict[str, Rescored | Exception] = {}
         self.pointer: dict[str, Any] | None = None  # the last pointer decided on
 
-    def rescore(self, model_uri: str) -> tuple[float, str | None]:
-        """Re-evaluate a champion model once per publish (a re-decision reuses the result)."""
+    def rescore(self, current: dict[str, Any]) -> Rescored:
+        """The champion's answers on this split, once per publish (re-decisions reuse them).
+
+        On the same test split, the answers its own compare saved; otherwise (or when
+        there are none) the champion model re-evaluated here.
+        """
+        model_uri = current["model_uri"]
         if model_uri not in self._rescored:
-            log.info(f"re-evaluating the champion ({model_uri}) on this run's test split")
             try:
-                self._rescored[model_uri] = _rescore(model_uri, self.data_dir, self.cfg)
+                self._rescored[model_uri] = self._evidence(current)
             except Exception as exc:  # any failure here means "not promoted"
                 log.debug("re-evaluating the champion failed", exc_info=True)
                 self._rescored[model_uri] = exc
@@ -203,8 +244,19 @@ class Decider:
             raise found
         return found
 
+    def _evidence(self, current: dict[str, Any]) -> Rescored:
+        same = current.get("test_split_signature") == self.candidate["test_split_signature"]
+        stored = _stored_predictions(current) if same else None
+        if stored is not None:
+            value = stored.value(self.cfg.compare.champion_metric)
+            return Rescored(stored, None, value, "on the same test split")
+        log.info(f"re-evaluating the champion ({current['model_uri']}) on this run's test split")
+        return _rescore(current["model_uri"], self.data_dir, self.cfg)
+
     def __call__(self, current: dict[str, Any] | None) -> tuple[Promotion, dict | None]:
-        promotion = decide(self.candidate, current, self.rescore, self.cfg.compare.champion_metric)
+        promotion = decide(
+            self.candidate, current, self.rescore, self.cfg.compare, self.predictions
+        )
         if not promotion.promoted or promotion.already_champion:
             return promotion, None
         pointer = {
@@ -221,30 +273,35 @@ def decide(
     candidate: dict[str, Any],
     current: dict[str, Any] | None,
     rescore: Any,
-    metric: str,
+    policy: Any,
+    predictions: Predictions | None,
 ) -> Promotion:
-    """Promote or not, and why; `rescore(model_uri)` re-evaluates a champion on this split.
+    """Promote or not, and why, by fauna.policy (the `compare` section is `policy`).
 
-    One chain of cases, each returning at once (longer than usual: splitting it would
-    scatter the order in which they are checked).
+    `predictions` are the candidate's answers per test image; `rescore(pointer)` gives the
+    champion's on this run's test split (a `Rescored`). One chain of cases, each returning
+    at once (longer than usual: splitting it would scatter the order they are checked in).
     """
+    metric = policy.champion_metric
     value = candidate["value"]
-    label = METRIC_LABELS.get(metric, metric)
     dataset = candidate["dataset"]
 
     def verdict(promoted: bool, reason: str, current_value: float | None = None, **kw: Any):
         return Promotion(promoted, reason, metric, value, current_value, **kw)
 
-    if current is None:
-        return verdict(True, f"the first champion of dataset {dataset['name']} ({dataset['key']})")
-    if current.get("dataset", {}).get("key", dataset["key"]) != dataset["key"]:
+    if (
+        current is not None
+        and current.get("dataset", {}).get("key", dataset["key"]) != (dataset["key"])
+    ):
         return verdict(
             False,
             f"the champion pointer names a model of dataset "
             f"{current['dataset'].get('key')}, not {dataset['key']}: fix the pointer",
         )
-    if current.get("run_id") == candidate["run_id"] and (
-        current.get("model_uri") == candidate["model_uri"]
+    if (
+        current is not None
+        and current.get("run_id") == candidate["run_id"]
+        and (current.get("model_uri") == candidate["model_uri"])
     ):
         return verdict(
             True,
@@ -253,39 +310,43 @@ def decide(
             current.get("value"),
             already_champion=True,
         )
-    same_split = current.get("test_split_signature") == candidate["test_split_signature"]
-    if current.get("metric") == metric and same_split and current.get("value") is not None:
-        current_value, basis = float(current["value"]), "on the same test split"
-    else:
-        try:
-            current_value, flagged = rescore(current["model_uri"])
-        except Exception as exc:  # an unreadable champion is never "no champion"
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return verdict(
-                False,
-                f"the current champion ({current.get('run_id')}, "
-                f"{current.get('backbone')}) could not be re-evaluated on this run's "
-                f"test split ({reason}): not promoted; publish again when it can",
-            )
-        basis = "after re-evaluating the champion on this run's test split"
-        if flagged:
-            return verdict(
-                True,
-                f"the champion ({current.get('backbone')}) is degenerate on this "
-                f"run's test split: {flagged}",
-                current_value,
-            )
-    if value > current_value:
+    if predictions is None:
+        return verdict(
+            False,
+            f"this run's report holds no per-image predictions ({PREDICTIONS_DIR}/): "
+            "no evidence to promote on; run evaluate and compare again",
+        )
+    shortfall = skill_shortfall(predictions, metric, policy)
+    if shortfall:
+        return verdict(False, f"{candidate['backbone']} is {shortfall}")
+    if current is None:
         return verdict(
             True,
-            f"{label} {value:.4f} beats the champion's {current_value:.4f} {basis}",
-            current_value,
+            f"the first champion of dataset {dataset['name']} ({dataset['key']}): "
+            f"{above_no_skill(predictions, metric, policy)}",
         )
-    return verdict(
-        False,
-        f"{label} {value:.4f} does not beat the champion's {current_value:.4f} {basis}",
-        current_value,
-    )
+    try:
+        found = rescore(current)
+    except Exception as exc:  # an unreadable champion is never "no champion"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return verdict(
+            False,
+            f"the current champion ({current.get('run_id')}, "
+            f"{current.get('backbone')}) could not be re-evaluated on this run's "
+            f"test split ({reason}): not promoted; publish again when it can",
+        )
+    if found.flagged:
+        return verdict(
+            True,
+            f"the champion ({current.get('backbone')}) is degenerate on this "
+            f"run's test split: {found.flagged}",
+            found.value,
+        )
+    try:
+        promoted, evidence, _ = challenge(predictions, found.predictions, metric, policy)
+    except PolicyError as exc:
+        return verdict(False, f"{exc}: not promoted", found.value)
+    return verdict(promoted, f"{evidence} ({found.basis})", found.value)
 
 
 # ------------------------------------------------------------------- publishing
@@ -404,7 +465,7 @@ def publish_run(
         )
         subject = candidate["backbone"] if candidate else "no model of this run"
         artifacts = Artifacts(report_dir, tmp, base, subject)
-        decider = Decider(candidate, data_dir, cfg) if candidate else None
+        decider = Decider(candidate, data_dir, cfg, report_dir) if candidate else None
         promotion, rounds = _promote(decider, comparison, bucket, dataset, artifacts, cfg)
         if artifacts.published is not promotion:
             artifacts(promotion)
