@@ -33,7 +33,8 @@ OBJECTIVES = {
     "top1": ("val_accuracy", "maximize"),
     "top3": ("val_top3_accuracy", "maximize"),
     "roc_auc": ("val_auc", "maximize"),
-    "neg_loss": ("val_loss", "minimize"),
+    "loss": ("val_loss", "minimize"),
+    "neg_loss": ("val_loss", "minimize"),  # the deprecated name of loss
 }
 CONTAINER = "training-container"
 ALGORITHMS = ("random", "tpe", "bayesianoptimization", "grid", "cmaes")
@@ -133,7 +134,7 @@ def experiment(sweep: Sweep, cfg: Config) -> dict[str, Any]:
             f"compare.champion_metric={cfg.compare.champion_metric} has no validation "
             f"counterpart during training: sweep one of {', '.join(OBJECTIVES)}"
         )
-    others = [m for m, _ in OBJECTIVES.values() if m != metric]
+    others = list(dict.fromkeys(m for m, _ in OBJECTIVES.values() if m != metric))
     spec: dict[str, Any] = {
         "objective": {
             "type": goal,
