@@ -48,7 +48,7 @@ def train(
         epochs=epochs or None,
         checkpoint_uri=checkpoint_uri,
     )
-    final = result.final
+    final = result.kept  # the epoch whose weights the model holds
     model.metadata.update(
         {
             "backbone": result.backbone,

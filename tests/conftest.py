@@ -10,6 +10,20 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture
+def deterministic_ops() -> Iterator[None]:
+    """TensorFlow op determinism for a learning test: every run on one machine gives the
+    same numbers (CPUs still differ: thresholds keep a margin, docs/training.md)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    yield
+    if not was:
+        tf_config.disable_op_determinism()
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """The embedded S3 server (moto) on 127.0.0.1: the same HTTP code paths as MinIO."""

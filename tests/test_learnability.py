@@ -81,7 +81,7 @@ def plain_keras_top1(model_file: Path, data: Path) -> float:
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_learns_real_digits_from_scratch_in_15_epochs(
-    backbone: str, digits: dict[int, Path], tmp_path: Path
+    backbone: str, digits: dict[int, Path], tmp_path: Path, deterministic_ops: None
 ) -> None:
     from fauna.cli import main
 

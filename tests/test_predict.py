@@ -210,3 +210,40 @@ def test_not_a_model_folder_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     Image.new("RGB", (40, 40)).save(image)
     assert main(["predict", "--model", str(tmp_path), str(image)]) == 2
     assert "not a trained model folder (no model.keras)" in capsys.readouterr().err
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("broken", ["nan", "constant"])
+def test_a_model_that_diverged_or_collapsed_is_named_before_the_answers(
+    broken: str, model_dir: Path, images: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """A NaN model (what lr 1000 left) or one answering the same for everything: one
+    warning line on stderr before the answers; a healthy model gets none."""
+    from fauna.artifact import load_model
+    from fauna.cli import main
+
+    copy = tmp_path / broken
+    shutil.copytree(model_dir, copy)
+    model = load_model(copy)
+    layer = model.get_layer("predictions")
+    kernel, bias = layer.get_weights()
+    if broken == "nan":
+        kernel[0, 0] = np.nan
+    else:  # what a collapsed head does: the input no longer matters
+        kernel[:] = 0.0
+        bias[:] = [0.0, 9.0, 0.0, 0.0]
+    layer.set_weights([kernel, bias])
+    model.save(copy / "model.keras")
+
+    code = main(["predict", "--model", str(copy), str(images["class0.jpg"])])
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert code == 0 and len(warnings) == 1, captured.err
+    expected = (
+        "not finite (NaN): it diverged" if broken == "nan" else "answers german shepherd (99.9"
+    )
+    assert expected in warnings[0] and "these answers mean nothing" in warnings[0]
+    assert captured.out.splitlines()[0] == str(images["class0.jpg"])  # the answers follow
+
+    assert main(["predict", "--model", str(model_dir), str(images["class0.jpg"])]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -366,12 +367,15 @@ def test_component_wraps_the_step_and_sets_metadata(
     from kfp import dsl
 
     from fauna.components.train import train
+    from fauna.knobs import TRAIN_KNOBS
 
+    cfg = tiny_config()
     model = dsl.Model(uri=str(paper_models["resnet50"]))
     train.python_func(
         backbone="resnet50",
         epochs=1,
-        train_config=tiny_config().to_dict()["train"],
+        train_config=cfg.to_dict()["train"],
+        **{knob.name: knob.default_in(cfg) for knob in TRAIN_KNOBS},  # the run parameters
         run_id="run-1",
         checkpoint_root="",
         data=dsl.Dataset(uri=str(paper_data)),
@@ -457,18 +461,22 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.training
-def test_learns_separable_classes_through_a_mid_run_resume(tmp_path: Path) -> None:
-    """>= 0.9 test accuracy from scratch: labels, splits, metrics and resume are wired right.
+def test_learns_separable_classes_through_a_mid_run_resume(
+    tmp_path: Path, deterministic_ops: None
+) -> None:
+    """>= 0.85 test accuracy from scratch: labels, splits, metrics and resume are wired right.
 
     Killed after epoch 4 of 8 and run again, it continues at epoch 5 with the
-    checkpointed weights, optimizer state and schedule.
+    checkpointed weights, optimizer state and schedule. Measured (docs/training.md):
+    0.95-0.975 with oneDNN on and off; with 25 images per class it was 0.80-0.90 and
+    failed on AMD EPYC (0.825), so 40 per class, and a threshold below the spread.
     """
     from fauna.artifact import load_model
     from fauna.steps.train import train_backbone
 
     classes, size = 4, 32
     data = make_split_dataset(
-        tmp_path / "data", classes, {"train": 25, "val": 5, "test": 10}, size=size, seed=1
+        tmp_path / "data", classes, {"train": 40, "val": 5, "test": 10}, size=size, seed=1
     )
     cfg = tiny_config(batch_size=8, dense_units=[32], dropout=0.2).train
     out = tmp_path / "model"
@@ -489,7 +497,8 @@ def test_learns_separable_classes_through_a_mid_run_resume(tmp_path: Path) -> No
 
     accuracy = top1_on_test_split(load_model(out), data, size, classes)
     curve = [round(h["val_accuracy"], 2) for h in history]
-    assert accuracy >= 0.9, f"test accuracy {accuracy:.2f}, validation {curve}"
+    print(f"\nmobilenetv3small resume: test top-1 {accuracy:.3f}, validation {curve}")
+    assert accuracy >= 0.85, f"test accuracy {accuracy:.2f}, validation {curve}"
 
 
 def test_generated_classes_keep_their_hue_and_pattern_through_the_crop() -> None:
@@ -549,3 +558,108 @@ def test_callback_counters_survive_a_checkpoint_round_trip(name: str) -> None:
     fresh.set_model(model)
     fresh.on_train_begin()
     assert fresh.state() != saved
+
+
+# ------------------------------------------------------------ divergence, named
+
+
+@pytest.mark.training
+def test_a_huge_learning_rate_stops_with_one_line_and_leaves_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    """lr 1000 from scratch: one line naming the epoch, the step and the setting, exit 2,
+    no model folder and no checkpoints (a rerun with a lower rate starts afresh)."""
+    from fauna.cli import main
+
+    data = make_split_dataset(tmp_path / "data", size=32)
+    out = tmp_path / "model"
+    args = ["train", "--data", str(data), "--backbone", "mobilenetv3small", "--out", str(out)]
+    settings = ["--set", "train.weights=none", "--set", "train.batch_size=4"]
+    settings += ["--set", "train.scratch_learning_rate=1000", "--epochs", "3"]
+    code = main([*args, *settings])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    last = err[-1]
+    print(f"\n{last}")
+    assert re.fullmatch(
+        r"fauna train: error: diverged at (epoch \d, step \d+: loss|the end of epoch \d: \S+"
+        r"|after epoch \d: .+) is (NaN|inf|not finite) — lower the learning rate "
+        r"\(train\.scratch_learning_rate=1000\)",
+        last,
+    ), last
+    assert not any("Traceback" in line for line in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no model, no checkpoints
+
+
+# ----------------------------------------------- settings precedence, offline weights
+
+
+def test_a_general_setting_applies_to_every_backbone_unless_set_for_one() -> None:
+    """`--set train.X` beats params.yaml's per-backbone X; `train.overrides.<b>.X` set by the
+    user too still wins for that backbone; a profile's general setting beats the defaults'."""
+    from fauna.config import load_config
+
+    cfg = load_config(overrides={"train.batch_size": 16, "train.learning_rate": 5e-4}).train
+    resnet = cfg.for_backbone("resnet50")
+    assert (resnet.batch_size, resnet.learning_rate) == (16, 5e-4)  # params.yaml: 32, 1e-3
+    assert cfg.for_backbone("inceptionv3").batch_size == 16
+    assert resnet.fine_tune_epochs == 40 and resnet.dropout == 0.2  # the other paper settings
+    both = {"train.batch_size": 16, "train.overrides.ResNet50.batch_size": 8}
+    cfg = load_config(overrides=both).train
+    assert (
+        cfg.for_backbone("resnet50").batch_size == 8 and cfg.for_backbone("vgg16").batch_size == 16
+    )
+    smoke = load_config(profile="smoke", overrides={"train.scratch_learning_rate": 3e-3}).train
+    assert smoke.for_backbone("vgg16").scratch_learning_rate == 3e-3  # default override: 1e-4
+    assert load_config(profile="smoke").train.for_backbone("vgg16").scratch_learning_rate == 1e-4
+
+
+@pytest.mark.training
+def test_a_general_set_trains_a_backbone_whose_earlier_layer_set_its_own(
+    tmp_path: Path, capsys
+) -> None:
+    """The `fauna --help` example (`--set train.batch_size=…` with resnet50, issue 17) on a
+    cheaper backbone: a config file gives it its own batch size, as params.yaml does for
+    resnet50; the general `--set` is used, and train's first line says so."""
+    from fauna.cli import main
+
+    data = make_split_dataset(tmp_path / "data", size=32, per_class={"train": 3, "val": 1})
+    config = tmp_path / "params.yaml"
+    config.write_text("train:\n  overrides:\n    mobilenetv3small: {batch_size: 3, dropout: 0.3}\n")
+    out = tmp_path / "model"
+    args = ["train", "--data", str(data), "--backbone", "mobilenetv3small", "--out", str(out)]
+    sets = ["--set", "train.batch_size=6", "--set", "train.weights=none", "--epochs", "1"]
+    assert main([*args, "--config", str(config), *sets]) == 0
+    info = json.loads((out / "train_info.json").read_text())
+    assert (info["config"]["batch_size"], info["config"]["dropout"]) == (6, 0.3)
+    lines = capsys.readouterr().err.splitlines()
+    [line] = [x for x in lines if "mobilenetv3small settings:" in x]
+    assert " batch_size=6 " in line and " dropout=0.3* " in line and " weights=none " in line
+    assert line.endswith("(* from train.overrides.mobilenetv3small)")
+
+
+def test_imagenet_weights_offline_are_one_line(tmp_path: Path) -> None:
+    """No internet (every download goes to a closed local port): exit 2, one line, the
+    way out named, nothing left behind. A subprocess: Keras reads KERAS_HOME at import."""
+    import os
+
+    data = make_split_dataset(tmp_path / "data", size=32, per_class={"train": 2})
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy",)}
+    closed = "http://127.0.0.1:9"
+    env.update(HTTPS_PROXY=closed, HTTP_PROXY=closed, https_proxy=closed, http_proxy=closed)
+    env.update(KERAS_HOME=str(tmp_path / "keras"), FAUNA_CACHE_DIR=str(tmp_path / "cache"))
+    out = tmp_path / "model"
+    done = subprocess.run(
+        [sys.executable, "-m", "fauna.cli", "train", "--data", str(data), "--backbone",
+         "ResNet50", "--out", str(out), "--set", "train.weights=imagenet", "--epochs", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "fauna train: error: cannot download ImageNet weights for resnet50 (no internet?): "
+        "use --set train.weights=none, a weights file or an s3:// URI"
+    )
+    assert "Traceback" not in done.stderr
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "keras"] or not out.exists()
+    )

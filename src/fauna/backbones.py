@@ -87,8 +87,25 @@ class Backbone:
                 f"cannot build {self.name} at {image_size} px with weights={weights!r}: "
                 f"{first[:300]}"
             ) from None
+        except Exception as exc:
+            if not _is_download_failure(exc):
+                raise
+            raise BackboneError(
+                f"cannot download ImageNet weights for {self.name} (no internet?): "
+                "use --set train.weights=none, a weights file or an s3:// URI"
+            ) from None
         base.name = "backbone"
         return base
+
+
+def _is_download_failure(exc: Exception) -> bool:
+    """Keras' `get_file` turns a failed download into a bare `Exception("URL fetch failure
+    on …")` raised while handling urllib's URLError (keras/src/utils/file_utils.py)."""
+    import urllib.error
+
+    return isinstance(exc.__context__, urllib.error.URLError) and str(exc).startswith(
+        "URL fetch failure"
+    )
 
 
 @cache

@@ -140,6 +140,12 @@ def _check_store():
     return store_check.add_arguments, store_check.run
 
 
+def _sweep():
+    from fauna import sweep
+
+    return sweep.add_arguments, sweep.run
+
+
 def _config():
     from fauna import config
 
@@ -164,6 +170,7 @@ COMMANDS: dict[str, Command] = {
     "submit": Command("submit the pipeline to a Kubeflow cluster", _submit),
     "schedule": Command("schedule recurring retraining on a Kubeflow cluster", _schedule),
     "local-run": Command("run the whole pipeline on this machine", _local_run, "smoke"),
+    "sweep": Command("render a Katib Experiment that tunes one backbone's training", _sweep),
     "synth": Command("generate a synthetic sample dataset (not real animals)", _synth),
     "check-store": Command("check that a store enforces conditional writes", _check_store),
     "config": Command("print the effective configuration as YAML", _config),
@@ -176,7 +183,8 @@ then --config FILE, then --profile NAME, then each --set section.key=value.
 examples:
   fauna ingest --source ./photos --out work/raw
   fauna preprocess --raw work/raw --out work/pre --set preprocess.image_size=224
-  fauna train --data work/balanced --backbone resnet50 --out work/models/resnet50
+  fauna train --data work/balanced --backbone resnet50 --out work/models/resnet50 \
+              --set train.weights=none   # offline: from random weights
   fauna local-run                     # the whole study on this machine
 """
 

@@ -405,11 +405,11 @@ def _undot(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any], where: str = "") -> dict[str, Any]:
+    out = _general_beats_earlier_overrides(base, overlay) if where == "train" else dict(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
-            out[key] = _deep_merge(out[key], value)
+            out[key] = _deep_merge(out[key], value, key)
         elif key == "overrides" and isinstance(value, dict) and isinstance(out.get(key), dict):
             merged = dict(out[key])
             for name, settings in value.items():
@@ -419,6 +419,22 @@ def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
+
+
+def _general_beats_earlier_overrides(train: dict[str, Any], overlay: dict[str, Any]) -> dict:
+    """A general `train.X` of a later layer applies to every backbone: it clears the
+    per-backbone `train.overrides.<b>.X` of the layers before it (params.yaml's defaults,
+    a --config file, a profile), so `--set train.batch_size=16` trains resnet50 with 16.
+    A per-backbone setting given in the same layer, or a later one, still wins."""
+    general = set(overlay) & {f.name for f in dataclasses.fields(BackboneTrainConfig)}
+    overrides = train.get("overrides")
+    if not general or not isinstance(overrides, dict):
+        return dict(train)
+    kept = {
+        name: {k: v for k, v in (settings or {}).items() if k not in general}
+        for name, settings in overrides.items()
+    }
+    return {**train, "overrides": kept}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -122,9 +122,41 @@ def prepare_image(path: Path, size: int, mode: str, quality: int):
     return decode_image(preprocess_image(Path(path), size, mode, quality), size)
 
 
+class Predictions(list):
+    """The predictions in the order asked, and a warning when the model cannot be trusted."""
+
+    warning: str | None = None
+
+
+def model_warning(model: Any, outputs: Any, size: int, classes: Sequence[str]) -> str | None:
+    """One line when the model's answers mean nothing: non-finite outputs (it diverged in
+    training), or the same probabilities for the images and for blank and noise probes
+    alike (a collapsed model: one class for everything)."""
+    import numpy as np
+
+    shape = (size, size, 3)
+    noise = np.random.default_rng(0).uniform(0, 255, shape)
+    probes = np.stack([np.zeros(shape), np.full(shape, 255.0), noise]).astype("float32")
+    answers = np.concatenate(
+        [np.asarray(outputs).reshape(-1, len(classes)), np.asarray(model(probes, training=False))]
+    )
+    if not np.isfinite(answers).all():
+        return (
+            "the model's outputs are not finite (NaN): it diverged in training, "
+            "so these answers mean nothing — retrain it with a lower learning rate"
+        )
+    if np.ptp(answers, axis=0).max() < 1e-3:
+        name = display_name(classes[int(np.argmax(answers[0]))])
+        return (
+            f"the model answers {name} ({answers[0].max():.2%}) for every image, blank and "
+            "noise probes included: it learned nothing, so these answers mean nothing"
+        )
+    return None
+
+
 def predict_images(
     model_dir: str | Path, images: Sequence[str | Path], top_k: int = 3
-) -> list[Prediction]:
+) -> Predictions:
     """Top-k (class, probability) per image; unreadable images get an error instead."""
     import numpy as np
     import tensorflow as tf
@@ -139,7 +171,8 @@ def predict_images(
     model = load_model(model_dir)
     k = max(1, min(top_k, len(classes)))
 
-    results = [Prediction(Path(p)) for p in images]
+    results = Predictions(Prediction(Path(p)) for p in images)
+    outputs = []
     for start in range(0, len(results), BATCH_SIZE):
         batch = results[start : start + BATCH_SIZE]
         pixels, ready = [], []
@@ -152,9 +185,13 @@ def predict_images(
         if not ready:
             continue
         probabilities = np.asarray(model(tf.stack(pixels), training=False))
+        outputs.append(probabilities)
         for item, probs in zip(ready, probabilities, strict=True):
             best = np.argsort(probs)[::-1][:k]
             item.top = [(classes[i], float(probs[i])) for i in best]
+    results.warning = model_warning(
+        model, np.concatenate(outputs or [np.zeros((0, len(classes)))]), size, classes
+    )
     return results
 
 
@@ -181,6 +218,8 @@ def add_arguments(parser: Any) -> None:
 def run(args: Any, cfg: Config) -> int:
     model_dir = resolve_model_uri(args.model, cfg)
     predictions = predict_images(model_dir, args.images, top_k=args.top_k)
+    if predictions.warning:
+        print(f"fauna predict: warning: {predictions.warning}", file=sys.stderr, flush=True)
     for pred in predictions:
         if args.json:
             print(json.dumps(pred.to_dict()))

@@ -28,7 +28,7 @@ from fauna.artifact import model_info
 from fauna.config import BackboneTrainConfig, Config, TrainConfig
 from fauna.dataset import SOURCE, read_json
 from fauna.outputs import read_marker, require_output, step_output
-from fauna.training import TrainError
+from fauna.training import Diverged, TrainError
 from fauna.training.checkpoints import CheckpointStore
 from fauna.training.data import TrainingData, load_training_data
 from fauna.training.deliverables import TrainResult, write_outputs
@@ -83,6 +83,7 @@ def train_backbone(
     check_preprocessing(spec)
     dataset = load_training_data(data)
     check_input_size(spec, dataset.image_size)
+    log.info(effective_settings(spec.name, cfg, bcfg))  # once every check has passed
     policy = _policy(cfg)
     fingerprint = _fingerprint(spec.name, bcfg, cfg, dataset, policy, data)
     if _already_trained(out, fingerprint):
@@ -96,11 +97,53 @@ def train_backbone(
         from fauna.training.loop import Job, run_training
 
         job = Job(spec.name, bcfg, cfg, dataset, recipe, store, fingerprint, policy)
-        model, history = run_training(job, store.latest(), extra_callbacks)
-        write_outputs(job, model, history, data, folder, export)
+        try:
+            model, history = run_training(job, store.latest(), extra_callbacks)
+            write_outputs(job, model, history, data, folder, export)
+        except Diverged:
+            store.discard()
+            raise
     store.finish()
     log.info(f"{spec.name} -> {out}")
     return TrainResult.from_folder(out)
+
+
+def effective_settings(name: str, cfg: TrainConfig, bcfg: BackboneTrainConfig) -> str:
+    """One line: every setting this backbone trains with; `*` marks a per-backbone one."""
+    own = cfg.overrides.get(name, {})
+    pairs = " ".join(
+        f"{key}={_show(value)}{'*' if key in own else ''}"
+        for key, value in dataclasses.asdict(bcfg).items()
+    )
+    note = f" (* from train.overrides.{name})" if own else ""
+    return f"{name} settings: {pairs}{note}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def fetch_data(uri: str) -> Path:
+    """An s3:// split or augment output, downloaded once into the cache (a Katib trial)."""
+    import shutil
+    import tempfile
+
+    from fauna import storage
+    from fauna.backbones import cache_dir
+
+    target = cache_dir("data") / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if read_marker(target) is not None:
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        storage.download_dir(uri, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _already_trained(out: Path, fingerprint: str) -> bool:
@@ -168,7 +211,9 @@ def _precision(policy: str) -> Iterator[None]:
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="split or augment output folder")
+    parser.add_argument(
+        "--data", required=True, help="split or augment output folder, or an s3:// prefix of one"
+    )
     parser.add_argument(
         "--backbone",
         required=True,
@@ -197,8 +242,9 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any, cfg: Config) -> int:
+    data = fetch_data(args.data) if args.data.startswith("s3://") else Path(args.data)
     result = train_backbone(
-        args.data,
+        data,
         args.out,
         args.backbone,
         cfg.train,
@@ -206,12 +252,13 @@ def run(args: Any, cfg: Config) -> int:
         checkpoint_uri=args.checkpoint_uri,
         checkpoint_dir=args.checkpoint_dir,
     )
-    final = result.final
-    shown = ", ".join(
-        f"{k}={final[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_macro_f1") if k in final
+    kept = result.kept
+    shown = " ".join(
+        f"{k}={kept[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_macro_f1") if k in kept
     )
     print(
         f"{result.backbone}: {result.epochs_run} epochs, {result.train_seconds:.1f} s, "
-        f"{result.images_per_second:.1f} images/s; last epoch {shown} -> {result.model_dir}"
+        f"{result.images_per_second:.1f} images/s; the weights kept (epoch "
+        f"{kept.get('epoch', -1) + 1}): {shown} -> {result.model_dir}"
     )
     return 0

@@ -16,3 +16,7 @@ from fauna.errors import FaunaError
 
 class TrainError(FaunaError):
     """Training cannot start or continue (one clear line)."""
+
+
+class Diverged(TrainError):
+    """Training produced a non-finite loss, weight or output: its checkpoints are worthless."""

@@ -6,6 +6,7 @@ so a resumed run continues with the same counters as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -13,8 +14,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import keras
+import numpy as np
 
+from fauna.training import Diverged
 from fauna.training.recipe import warmup_cosine
+
+# The per-epoch line reads as the train step's ("[train] epoch 3/10: ...").
+progress = logging.getLogger("fauna.steps.train")
+
+# The metrics of the per-epoch line, in this order (then the same with `val_`).
+EPOCH_METRICS = ("loss", "accuracy", "top3_accuracy", "auc", "macro_f1")
 
 
 def current_lr(model: keras.Model) -> float:
@@ -55,6 +64,89 @@ class EpochRecorder(keras.callbacks.Callback):
         }
         entry.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
         self.history.append(entry)
+
+
+def _not_finite(value: Any) -> str | None:
+    """'NaN' or 'inf' when `value` (a number or an array) holds one, else None."""
+    array = np.asarray(value, dtype="float64")
+    if np.isnan(array).any():
+        return "NaN"
+    return "inf" if np.isinf(array).any() else None
+
+
+def first_non_finite_weight(model: keras.Model) -> str | None:
+    """'<weight path> is NaN' for the first model weight that is not finite, else None."""
+    for weight in model.weights:
+        bad = _not_finite(keras.ops.convert_to_numpy(weight))
+        if bad:
+            return f"weight {weight.path} is {bad}"
+    return None
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss (every step) or weight (every epoch).
+
+    First in the callback list: a diverged epoch is never checkpointed. `hint` names
+    the setting to lower (e.g. `train.scratch_learning_rate=1000`).
+    """
+
+    def __init__(self, hint: str) -> None:
+        super().__init__()
+        self.hint, self.epoch = hint, 0
+
+    def _stop(self, where: str, what: str) -> None:
+        raise Diverged(f"diverged at {where}: {what} — lower the learning rate ({self.hint})")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = _not_finite((logs or {}).get("loss", 0.0))
+        if bad:
+            self._stop(f"epoch {self.epoch + 1}, step {batch + 1}", f"loss is {bad}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            bad = _not_finite((logs or {}).get(key, 0.0))
+            if bad:
+                self._stop(f"the end of epoch {epoch + 1}", f"{key} is {bad}")
+        weight = first_non_finite_weight(self.model)
+        if weight:
+            self._stop(f"the end of epoch {epoch + 1}", weight)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One log line per epoch, `name=value` pairs (what Katib's stdout collector parses,
+    docs/training.md) and the time left for the remaining epochs at this run's pace."""
+
+    def __init__(self, total_epochs: int) -> None:
+        super().__init__()
+        self.total, self.seconds, self.epochs = total_epochs, 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        took = time.perf_counter() - self._start
+        self.seconds, self.epochs = self.seconds + took, self.epochs + 1
+        logs = logs or {}
+        names = [*EPOCH_METRICS, *(f"val_{m}" for m in EPOCH_METRICS)]
+        pairs = " ".join(f"{k}={float(logs[k]):.4g}" for k in names if k in logs)
+        left = max(0, self.total - epoch - 1) * self.seconds / self.epochs
+        progress.info(
+            f"epoch {epoch + 1}/{self.total}: {pairs} lr={current_lr(self.model):.3g} "
+            f"({took:.1f} s; ETA {_duration(left)})"
+        )
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `12 min 5 s`, `3 h 20 min`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 class _ResumableCounters:

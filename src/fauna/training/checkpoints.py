@@ -164,6 +164,18 @@ class CheckpointStore:
         if self.remote:
             self._prune_remote(keep=1)
 
+    def discard(self) -> None:
+        """After divergence every checkpoint goes: resuming would diverge again, and a rerun
+        with a lower learning rate is another run (its fingerprint would refuse them)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.remote:
+            from fauna import storage
+
+            try:
+                storage.delete_prefix(self.remote)
+            except storage.StorageError as exc:
+                log.warning(f"could not remove the checkpoints under {self.remote}: {exc}")
+
     # ----------------------------------------------------------------- loading
 
     def _local_epochs(self) -> set[str]:

@@ -49,10 +49,18 @@ class TrainResult:
     history: list[dict[str, Any]] = field(repr=False)
     # How many separate runs (first start + resumptions) produced the history.
     runs: int = 1
+    # The epoch whose weights the model holds (EarlyStopping's best, or the last).
+    weights_from_epoch: int | None = None
 
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+    @property
+    def kept(self) -> dict[str, Any]:
+        """The history entry of the epoch whose weights were saved (else the last)."""
+        found = [h for h in self.history if h["epoch"] == self.weights_from_epoch]
+        return found[-1] if found else self.final
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -70,6 +78,7 @@ class TrainResult:
             images_per_second=info["images_per_second"],
             history=read_json(out / HISTORY_JSON),
             runs=info.get("runs", 1),
+            weights_from_epoch=info.get("weights_from_epoch"),
         )
 
 
@@ -100,6 +109,29 @@ def inference_model(job: Any, model: Any) -> tuple[Any, int]:
     return final, batches
 
 
+def check_finite(job: Any, model: Any, epochs: int) -> None:
+    """Diverged unless every weight (BatchNorm statistics included, after recalibration)
+    and the outputs for a batch of training images are finite: a huge but finite loss
+    can still leave a model that answers NaN."""
+    import numpy as np
+
+    from fauna.training import Diverged
+    from fauna.training.callbacks import first_non_finite_weight
+    from fauna.training.data import calibration_batches
+    from fauna.training.recipe import rate_setting
+
+    problem = first_non_finite_weight(model)
+    if problem is None:
+        for images, _ in calibration_batches(job.data, job.bcfg.batch_size).take(1):
+            if not np.isfinite(np.asarray(model(images, training=False))).all():
+                problem = "the model's outputs are not finite"
+    if problem:
+        hint = rate_setting(job.recipe.phases[-1], job.bcfg)
+        raise Diverged(
+            f"diverged after epoch {epochs}: {problem} — lower the learning rate ({hint})"
+        )
+
+
 @timing.timed("data_out")
 def write_outputs(
     job: Any, model: Any, history: list[dict], data_dir: Path, folder: Path, export: bool
@@ -108,6 +140,7 @@ def write_outputs(
     from fauna.plots import plot_history
 
     final, calibrated = inference_model(job, model)
+    check_finite(job, final, len(history))
     final.save(folder / MODEL_FILE)
     if export:
         serving = folder / EXPORT_DIR / SERVING_VERSION

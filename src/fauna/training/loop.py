@@ -18,7 +18,7 @@ from fauna.model import build_model, limit_batchnorm_momentum
 from fauna.training import callbacks as cb
 from fauna.training.checkpoints import Checkpoint, CheckpointStore, TrainingState
 from fauna.training.data import TrainingData, balanced_class_weights, training_datasets
-from fauna.training.recipe import COSINE, Phase, Recipe, compile_for_phase
+from fauna.training.recipe import COSINE, Phase, Recipe, compile_for_phase, rate_setting
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class PhaseRun:
         cfg = job.cfg
         self.monitor = "val_loss" if job.data.val_dir is not None else "loss"
         self.recorder = cb.EpochRecorder(history, phase.name, run_id, job.data.train_images)
+        self.guard = cb.DivergenceGuard(rate_setting(phase, job.bcfg))
+        self.line = cb.EpochLine(job.recipe.phases[-1].end)
         self.stopper = cb.ResumableEarlyStopping(
             monitor=self.monitor,
             patience=cfg.early_stopping_patience,
@@ -148,8 +150,10 @@ class PhaseRun:
         return self.model.get_weights() if same_epoch else None
 
     def callbacks(self, extra: Sequence[Any]) -> list[Any]:
-        """Order matters: the schedule before the batches, the checkpoint after the rest."""
-        chosen = [self.recorder, self.decay, self.cosine, self.stopper, self.plateau]
+        """Order matters: the divergence guard first (a diverged epoch is never saved), the
+        schedule before the batches, the checkpoint after the rest."""
+        chosen = [self.guard, self.recorder, self.decay, self.cosine, self.stopper, self.plateau]
+        chosen.append(self.line)
         return [c for c in chosen if c is not None] + [cb.Checkpointer(self.save), *extra]
 
     def state(self, epoch: int) -> TrainingState:
@@ -188,5 +192,5 @@ class PhaseRun:
             class_weight=balanced_class_weights(counts) if self.job.cfg.class_weights else None,
             callbacks=self.callbacks(extra),
             shuffle=False,  # the tf.data pipeline shuffles
-            verbose=2,
+            verbose=0,  # one line per epoch instead (cb.EpochLine)
         )

@@ -143,6 +143,14 @@ def plan_recipe(cfg: BackboneTrainConfig, steps_per_epoch: int) -> Recipe:
     )
 
 
+def rate_setting(phase: Phase, cfg: BackboneTrainConfig) -> str:
+    """The setting behind `phase`'s learning rate, with its value (`train.learning_rate=0.001`)."""
+    key = {"head": "learning_rate", "fine_tune": "fine_tune_learning_rate"}.get(
+        phase.name, "scratch_learning_rate"
+    )
+    return f"train.{key}={getattr(cfg, key):g}"
+
+
 def warmup_cosine(step: int, total_steps: int, peak: float) -> float:
     """Linear warm-up over ~10% of the steps (at most 1,000), then a cosine down to zero."""
     warmup = max(1, min(1000, total_steps // 10))
