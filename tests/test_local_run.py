@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_local_run_end_to_end_then_predict_with_the_champion(s3, tmp_path, monkeypatch, capsys):
     classes = PAPER_CLASSES[:4]
-    data = generate(tmp_path / "photos", classes, per_class=10, size_range=(70, 100), seed=3)
+    data = generate(tmp_path / "photos", classes, per_class=25, size_range=(70, 100), seed=3)
     monkeypatch.chdir(tmp_path)
     rc = main(
         [
@@ -32,7 +32,7 @@ def test_local_run_end_to_end_then_predict_with_the_champion(s3, tmp_path, monke
             "--backbones",
             "vgg16,resnet50",
             "--epochs",
-            "2",
+            "4",
             "--image-size",
             "64",
             "--set",
