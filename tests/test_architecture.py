@@ -128,3 +128,19 @@ def test_importing_a_step_or_component_loads_no_tensorflow():
     assert result.returncode == 0, result.stderr
     assert len(modules) > 15
     assert result.stdout.rsplit("LOADED", 1)[1].split() == []
+
+
+def test_every_package_folder_is_in_the_distribution():
+    """pyproject lists packages by hand; a folder missing there installs in editable mode
+    (tests pass) but is absent from the image (fauna.sources was, and CI caught it)."""
+    import tomllib
+
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    on_disk = {
+        "fauna." + ".".join(init.parent.relative_to(ROOT / "src" / "fauna").parts)
+        for init in (ROOT / "src" / "fauna").rglob("__init__.py")
+        if init.parent != ROOT / "src" / "fauna"
+    } | {"fauna", "fauna.components", "fauna.pipelines"}
+    assert on_disk - declared == set(), "add these to [tool.setuptools] packages in pyproject.toml"
