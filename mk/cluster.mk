@@ -52,7 +52,7 @@ DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build --file docker/Dockerfile --plat
 	--build-arg REVISION=$(REVISION) $(if $(SOURCE_URL),--build-arg SOURCE=$(SOURCE_URL))
 
 .PHONY: chart image image-cpu image-gpu image-serve image-ref-cpu image-source-url image-test \
-	image-test-gpu buildkit-check push push-check lock-images local-run-kind local-down
+	image-test-gpu image-test-serve buildkit-check push push-check lock-images local-run-kind local-down
 
 image: image-cpu image-gpu image-serve ## build the images: $REGISTRY/fauna-{cpu,gpu,serve}:<git sha> (BuildKit)
 
@@ -83,6 +83,12 @@ image-test: $(STAMP) image-cpu ## build the CPU image and run every step check i
 image-test-gpu: $(STAMP) image-gpu ## build the GPU image and check it (TensorFlow, CUDA libraries, CPU fallback)
 	FAUNA_GPU_IMAGE=$(IMAGE_GPU) DOCKER=$(DOCKER) \
 	  $(BIN)/python -m pytest -m docker -p no:cacheprovider tests/test_image_gpu.py $(PYTEST_ARGS)
+
+# The serving image: `fauna serve` answers a V1 request from a model trained in it
+# (tests/test_image_serve.py; a few minutes, most of them training; not in CI).
+image-test-serve: $(STAMP) image-serve ## build the serving image and serve a model trained inside it
+	FAUNA_SERVE_IMAGE=$(IMAGE_SERVE) DOCKER=$(DOCKER) \
+	  $(BIN)/python -m pytest -m docker -p no:cacheprovider tests/test_image_serve.py $(PYTEST_ARGS)
 
 image-ref-cpu:
 	@echo $(IMAGE_CPU)
