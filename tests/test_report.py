@@ -345,3 +345,20 @@ def test_policy_numbers_in_their_shapes(tmp_path: Path) -> None:
     assert "top-1 accuracy: the 95% interval compare measured" in page.text
     assert "top-3: 95% exact" not in page.text  # 3 classes: top-3 is trivial
     assert "Champion: resnet50, best by top-1 accuracy: 0.7200 (95% interval" in page.text
+
+
+def test_the_tie_break_reads_the_metric_specs_validation_counterpart(tmp_path: Path) -> None:
+    """history.json's score at the kept epoch: the spec's validation metric, a loss negated,
+    minus val_loss for a metric training does not measure (weighted-F1)."""
+    from fauna.report.gather import validation_score
+
+    history = [
+        {"epoch": e, "val_loss": 1.0 / e, "val_accuracy": 0.2 * e, "val_top3_accuracy": 0.3 * e}
+        | {"val_macro_f1": 0.1 * e, "val_auc": 0.5 + 0.1 * e}
+        for e in (1, 2, 3)
+    ]
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    (tmp_path / "train_info.json").write_text(json.dumps({"weights_from_epoch": 1}))
+    expected = {"top1": 0.4, "top3": 0.6, "macro_f1": 0.2, "roc_auc": 0.7, "loss": -0.5}
+    for metric, value in (expected | {"weighted_f1": -0.5, "neg_loss": -0.5}).items():
+        assert validation_score(tmp_path, metric) == pytest.approx(value), metric
