@@ -488,37 +488,18 @@ def test_the_next_move_records_a_move_nobody_recorded(
 @pytest.mark.training
 def test_kill_9_while_the_pointer_write_stalls(faulty_s3, data, models, reports, tmp_path):
     """`fauna publish` killed while its pointer write hangs: nothing claims a promotion."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from faults import STALL
+    from stepkill import kill_when
 
     faulty_s3.proxy.only(r"^PUT .*/champion\.json").always(STALL)
-    code = "import sys; from fauna.cli import main; sys.exit(main(sys.argv[1:]))"
     argv = _publish_args(reports, models, "strong", data, "r1", tmp_path / "out", faulty_s3.bucket)
-    env = {**os.environ, storage.TIMEOUT_ENV: "120", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        started = time.monotonic()
-        while not any(a == STALL for _m, _p, a in faulty_s3.proxy.history):
-            assert child.poll() is None, "publish ended before writing the pointer"
-            assert time.monotonic() - started < 180, "publish never wrote the pointer"
-            time.sleep(0.05)
-        time.sleep(0.5)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+
+    def stalled() -> bool:
+        return any(a == STALL for _m, _p, a in faulty_s3.proxy.history)
+
+    env = {storage.TIMEOUT_ENV: "120"}
+    killed = kill_when(argv, stalled, 0.5, preload=(), env=env, wait_s=180)
+    assert killed, "publish ended before writing the pointer"
     faulty_s3.proxy.reset()
     assert champion.read_pointer(faulty_s3.bucket, _key(data)) is None
     saved = _saved(faulty_s3, "r1")
