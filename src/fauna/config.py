@@ -1,14 +1,10 @@
-"""The one configuration model, on pydantic v2.
+"""The one configuration model: every default lives here, and the CLI, the KFP components
+and the pipeline all read a `Config`. `params.yaml` is its defaults written out (a test keeps
+them equal): the paper's settings. Profiles (`profiles/*.yaml`) are partial overlays on it.
 
-Every default lives here and nowhere else: the CLI, the KFP components and the
-pipeline all read a `Config`. `params.yaml` in the repository is this model's
-defaults written out (a test keeps them equal), i.e. the paper's settings.
-Profiles (`src/fauna/profiles/*.yaml`) are partial overlays on top of it.
-
-The sections are pydantic dataclasses: `dataclasses.fields/asdict/replace` keep working,
-pydantic checks types, ranges and choices (`Field`, `Literal`), and any invalid value,
-however the section is built, is one `ConfigError` line naming the setting.
-"""
+The sections are pydantic v2 dataclasses (`dataclasses.fields/asdict/replace` keep working):
+pydantic checks types, ranges and choices, and an invalid value, however the section is
+built, is one `ConfigError` line naming the setting."""
 
 from __future__ import annotations
 
@@ -430,10 +426,9 @@ def load_config(
     """Defaults <- YAML file <- profile overlay <- explicit overrides (dotted keys allowed)."""
     cfg = Config()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        cfg = _merged_file(cfg, p)
+        if not Path(path).is_file():
+            raise ConfigError(f"config file not found: {path}")
+        cfg = _merged_file(cfg, Path(path))
     if profile:
         prof = PROFILES_DIR / f"{profile}.yaml"
         if not prof.is_file():
@@ -494,10 +489,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def section(name: str, values: dict[str, Any]) -> Any:
-    """One validated config section from a plain dict (what a KFP component receives).
-
-    Built inside a whole default config, so every check that applies to the section runs.
-    """
+    """One validated section from a plain dict (what a KFP component receives), built
+    inside a whole default config so that every check on the section runs."""
     if name not in {f.name for f in dataclasses.fields(Config)}:
         raise ConfigError(f"unknown config section {name!r}")
     return getattr(Config.from_dict({name: values}), name)
@@ -526,18 +519,13 @@ def undot(flat: dict[str, Any]) -> dict[str, Any]:
 def _deep_merge(base: dict[str, Any], overlay: dict[str, Any], where: str = "") -> dict[str, Any]:
     out = _general_beats_earlier_overrides(base, overlay) if where == "train" else dict(base)
     for key, value in overlay.items():
-        if value is None and isinstance(out.get(key), dict):
-            continue  # an empty `train:` in a file changes nothing
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
-            out[key] = _deep_merge(out[key], value, key)
-        elif key == "overrides" and isinstance(value, dict) and isinstance(out.get(key), dict):
-            merged = dict(out[key])
-            for name, settings in value.items():
-                name = normalize_name(str(name))  # `ResNet50:` overlays resnet50
-                merged[name] = {**merged.get(name, {}), **(settings or {})}
-            out[key] = merged
-        else:
-            out[key] = value
+        if where == "train" and key == "overrides" and isinstance(value, dict):
+            value = {normalize_name(str(n)): v for n, v in value.items()}  # `ResNet50:` = resnet50
+        before = out.get(key)
+        if value is None and isinstance(before, dict):
+            continue  # an empty `train:` or `resnet50:` changes nothing
+        both = isinstance(value, dict) and isinstance(before, dict)
+        out[key] = _deep_merge(before, value, key) if both else value
     return out
 
 
@@ -581,13 +569,10 @@ def run(args: Any, cfg: Config) -> int:
 
 
 def params_json_schema() -> dict[str, Any]:
-    """The config model as a JSON schema (the chart's `params`: values.schema.json).
-
-    pydantic's schema with its `$defs` inlined (the chart nests it under `params`, where
-    `#/$defs/...` would not resolve) and without titles and defaults; `train.overrides`
-    entries are partial per-backbone settings (`for_backbone`). Cross-field rules stay
-    with the validators. tests/test_chart.py keeps the chart's copy equal to this.
-    """
+    """The config model as a JSON schema (the chart's `params`: values.schema.json, kept
+    equal by tests/test_chart.py): pydantic's, with its `$defs` inlined (under `params`,
+    `#/$defs/...` would not resolve), without titles, defaults and descriptions (no setting
+    has those names); `train.overrides` entries are partial per-backbone settings."""
     raw = TypeAdapter(Config).json_schema()
     defs = raw.pop("$defs", {})
 
@@ -598,11 +583,7 @@ def params_json_schema() -> dict[str, Any]:
             return node
         if "$ref" in node:
             return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
-        out = {k: inline(v) for k, v in node.items() if k not in _SCHEMA_NOISE}
-        if "properties" in node:  # field names, not schema keywords
-            out["properties"] = {k: inline(v) for k, v in node["properties"].items()}
-            out["additionalProperties"] = False
-        return out
+        return {k: inline(v) for k, v in node.items() if k not in _SCHEMA_NOISE}
 
     schema = inline(raw)
     backbone = inline(TypeAdapter(BackboneTrainConfig).json_schema())
