@@ -71,7 +71,7 @@ def _section(name: str):
     constructor (also `dataclasses.replace`) raises one-line `ConfigError`s."""
 
     def wrap(cls: type) -> type:
-        cls = pydantic_dataclass(cls, config=ConfigDict(extra="forbid", defer_build=True))
+        cls = pydantic_dataclass(cls, config=ConfigDict(extra="forbid"))
         init = cls.__init__
 
         @functools.wraps(init)
