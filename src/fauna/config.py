@@ -68,7 +68,8 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  #
 
 def _section(name: str):
     """A config section: a pydantic dataclass that refuses unknown keys and whose
-    constructor (also `dataclasses.replace`) raises one-line `ConfigError`s."""
+    constructor (also `dataclasses.replace`) raises one-line `ConfigError`s (built at once:
+    with `defer_build`, pydantic would replace the wrapped `__init__` when it builds)."""
 
     def wrap(cls: type) -> type:
         cls = pydantic_dataclass(cls, config=ConfigDict(extra="forbid"))
