@@ -137,6 +137,20 @@ def test_intervals_narrow_with_more_images() -> None:
     assert resolution(30, POLICY) == pytest.approx(5 / 30)  # 0.5^5 < 5%: five images at best
 
 
+def test_the_report_shows_the_top1_interval_the_policy_decides_with() -> None:
+    """One interval of a proportion: the report's top-1 range is the policy's exact bounds."""
+    from fauna.report.uncertainty import interval as report_interval
+
+    for n, accuracy, seed in [(30, 0.8, 0), (108, 0.95, 1), (12, 1.0, 2)]:
+        pred = smoke_like(seed, accuracy, n=n)
+        decided = interval(pred, "top1", POLICY)
+        assert decided is not None
+        row = {"backbone": "b", "top1": decided.value, "n_test": n, "interval": None}
+        data = {"metric": "macro_f1", "dataset": {"num_classes": 30}, "backbones": [row]}
+        shown = report_interval(row, "top1", data)
+        assert shown == {"low": decided.low, "high": decided.high, "confidence": 0.95}
+
+
 # ------------------------------------------------------------- challenger vs champion
 
 
