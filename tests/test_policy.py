@@ -78,10 +78,16 @@ def test_config_section_checks_and_the_alias() -> None:
         {"compare": {"champion_metric": "neg_loss"}}
     ).compare.champion_metric == ("loss")
     for bad, match in (
-        ({"confidence": 1.0}, "compare.confidence must be in"),
-        ({"eligibility_confidence": 0.3}, "compare.eligibility_confidence must be in"),
-        ({"min_gain": -0.1}, "compare.min_gain must be >= 0"),
-        ({"bootstrap_resamples": 10}, "compare.bootstrap_resamples must be >= 100"),
+        ({"confidence": 1.0}, "compare.confidence: Input should be less than 1"),
+        (
+            {"eligibility_confidence": 0.3},
+            "compare.eligibility_confidence: Input should be greater",
+        ),
+        ({"min_gain": -0.1}, "compare.min_gain: Input should be greater than or equal to 0"),
+        (
+            {"bootstrap_resamples": 10},
+            "compare.bootstrap_resamples: Input should be greater than or equal to 100",
+        ),
     ):
         with pytest.raises(ConfigError, match=match):
             Config().merged({"compare": bad})

@@ -212,8 +212,8 @@ def test_the_objective_is_the_metric_specs_validation_counterpart(
         ("train.batchsize=16,32", "with X one of batch_size"),
         ("train.learning_rate=0.1", "a range MIN:MAX[:log] needs a numeric setting"),
         ("train.learning_rate=1e-2:1e-5", "MIN must be below MAX"),
-        ("train.dropout=0.1:1.5", "train.dropout must be in [0, 1)"),
-        ("train.batch_size=0,16", "train.batch_size must be >= 1"),
+        ("train.dropout=0.1:1.5", "train.dropout: Input should be less than 1"),
+        ("train.batch_size=0,16", "train.batch_size: Input should be greater than or equal to 1"),
     ],
 )
 def test_a_bad_sweep_is_one_line(param: str, message: str, tmp_path: Path, capsys) -> None:
