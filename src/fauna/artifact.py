@@ -10,15 +10,15 @@ Every step that reads a model (evaluate, t-SNE, publish, predict) goes through h
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from fauna import timing
+from fauna.contracts import TRAIN_INFO as TRAIN_INFO
+from fauna.contracts import TrainInfo, load_document
 from fauna.errors import FaunaError
 
 MODEL_FILE = "model.keras"
-TRAIN_INFO = "train_info.json"
 EXPORT_DIR = "export"
 SERVING_VERSION = "1"
 HISTORY_JSON = "history.json"
@@ -39,11 +39,15 @@ def model_path(model_dir: Path) -> Path:
 
 
 def model_info(model_dir: Path) -> dict[str, Any]:
-    """train_info.json (backbone, timings), or a minimal stand-in named after the folder."""
+    """train_info.json (backbone, timings), or a minimal stand-in named after the folder.
+
+    A train_info.json that is there is checked (fauna.contracts.TrainInfo): a damaged one
+    is one line naming the key, not a KeyError later.
+    """
     path = Path(model_dir) / TRAIN_INFO
-    info = json.loads(path.read_text()) if path.is_file() else {}
-    info.setdefault("backbone", Path(model_dir).name)
-    return info
+    if not path.is_file():
+        return {"backbone": Path(model_dir).name}
+    return TrainInfo.from_json(load_document(path), str(path)).to_json()
 
 
 @timing.timed("data_in")

@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 # Inference batch: only memory depends on it, never a result.
 INFERENCE_BATCH = 64
-# The evaluate step's output file that every later step reads.
-METRICS = "metrics.json"
 # Its penultimate-layer features of every test image (ids, labels, classes): t-SNE reads them.
 FEATURES = "features.npz"
 
