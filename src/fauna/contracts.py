@@ -35,8 +35,8 @@ PUBLISH_STEP = "publish"
 DATA_STEPS = (SPLIT_STEP, AUGMENT_STEP)
 
 # How preprocess makes an image square (fauna.imaging.transform); the first is the default.
-PREPROCESS_MODES = ("crop", "stretch")
-DEFAULT_PREPROCESS_MODE = PREPROCESS_MODES[0]
+CROP, STRETCH = PREPROCESS_MODES = ("crop", "stretch")
+DEFAULT_PREPROCESS_MODE = CROP
 
 # The documents' file names. Two are called metrics.json (in different step outputs).
 EVAL_METRICS = "metrics.json"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
+from fauna.contracts import DEFAULT_PREPROCESS_MODE
 from fauna.dataset import PREPROCESS_INFO, read_classes, read_json
 from fauna.errors import FaunaError
 
@@ -143,7 +144,7 @@ class ServedModel:
             model_dir=model_dir,
             classes=read_classes(model_dir),
             image_size=size,
-            mode=info.get("mode", "crop"),
+            mode=info.get("mode", DEFAULT_PREPROCESS_MODE),
             quality=int(info.get("jpeg_quality", 95)),
             model=load_model(model_dir),
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 from fauna.artifact import MODEL_FILE
 from fauna.config import Config
+from fauna.contracts import DEFAULT_PREPROCESS_MODE
 from fauna.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
 from fauna.errors import FaunaError
 
@@ -166,7 +167,7 @@ def predict_images(
     model_dir = Path(model_dir)
     classes = read_classes(model_dir)
     info = read_json(model_dir / PREPROCESS_INFO)
-    size, mode = int(info["image_size"]), info.get("mode", "crop")
+    size, mode = int(info["image_size"]), info.get("mode", DEFAULT_PREPROCESS_MODE)
     quality = int(info.get("jpeg_quality", 95))
     model = load_model(model_dir)
     k = max(1, min(top_k, len(classes)))
