@@ -2,6 +2,7 @@
 byte for byte, a damaged one is one line naming the file and the key, names live once."""
 
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,12 @@ def test_a_document_written_by_the_previous_code_reads_and_writes_back_byte_for_
     after = tmp_path / "after" / contract.FILE
     write_json(after, doc.to_json())
     assert after.read_bytes() == before.read_bytes()
+
+
+@pytest.mark.parametrize("contract", [EvalMetrics, TrainInfo, Comparison])
+def test_each_typed_key_is_a_field_in_the_written_order(contract):
+    names = [f.name for f in dataclasses.fields(contract) if f.name != "rest"]
+    assert list(contract.TYPES) == names
 
 
 def test_typed_fields_of_an_old_document():

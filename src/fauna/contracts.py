@@ -15,7 +15,7 @@ in their order. Only the standard library is imported here: every layer may use 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -88,18 +88,19 @@ class _Document:
     """The shared read/write of a document: typed fields first, then `rest` in order."""
 
     FILE: ClassVar[str]
-    # Field name -> the JSON types it accepts (checked by from_json).
+    # Field name -> the JSON types it accepts (checked by from_json), in the written order.
     TYPES: ClassVar[dict[str, tuple[type, ...]]]
 
     def to_json(self) -> dict[str, Any]:
-        typed = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rest"}  # type: ignore[arg-type]
+        typed = {name: getattr(self, name) for name in self.TYPES}
         return {**typed, **getattr(self, "rest", {})}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], where: str = "") -> Any:
         where = where or cls.FILE
         typed = {k: _check(doc, k, t, where) for k, t in cls.TYPES.items()}
-        return cls(**typed, rest={k: v for k, v in doc.items() if k not in typed})  # type: ignore[call-arg]
+        rest = {k: v for k, v in doc.items() if k not in typed}
+        return cls(**typed, rest=rest)  # type: ignore[call-arg]
 
     @classmethod
     def read(cls, folder: Path) -> Any:
@@ -232,7 +233,7 @@ class PublishResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    to_dict = to_json
+    to_dict = to_json  # the name publish and its tests used before this module
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], where: str = PUBLISH_JSON) -> PublishResult:
