@@ -182,9 +182,12 @@ def test_compare_refuses_an_evaluation_without_its_backbone_in_one_line(tmp_path
 
 
 def test_model_info_checks_a_damaged_train_info(tmp_path):
-    from fauna.artifact import model_info
+    from fauna.artifact import model_backbone, model_info
 
     assert model_info(tmp_path / "resnet50") == {"backbone": "resnet50"}  # none: a stand-in
+    assert model_backbone(tmp_path / "resnet50") == "resnet50"
+    write_json(tmp_path / "train_info.json", OLD_TRAIN_INFO)
+    assert model_backbone(tmp_path) == "vgg16"
     write_json(tmp_path / "train_info.json", OLD_TRAIN_INFO | {"backbone": 16})
     with pytest.raises(ContractError, match="train_info.json: 'backbone' must be a string"):
         model_info(tmp_path)

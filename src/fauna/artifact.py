@@ -60,6 +60,11 @@ def model_info(model_dir: Path) -> dict[str, Any]:
     return TrainInfo.from_json(load_document(path), str(path)).to_json()
 
 
+def model_backbone(model_dir: Path) -> str:
+    """The backbone a train step output holds (train_info.json; else the folder's name)."""
+    return str(model_info(model_dir)["backbone"])
+
+
 @timing.timed("data_in")
 def load_model(model_dir: Path, *, compile: bool = False) -> Any:
     """The saved Keras model of a train step output (inference needs no optimizer)."""

@@ -448,12 +448,12 @@ def score_model(
     `policy` (the `compare` config section; defaults when None) names the champion
     metric and the confidence the learned-nothing guard uses.
     """
-    from fauna.artifact import load_model, model_info
+    from fauna.artifact import load_model, model_backbone
     from fauna.config import CompareConfig
 
     policy = policy or CompareConfig()
     classes, image_size = check_inputs(model_dir, data_dir)
-    backbone = str(model_info(model_dir)["backbone"])
+    backbone = model_backbone(model_dir)
     model = load_model(model_dir)
     try:
         model = with_features(model)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_info
+from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_backbone, model_info
 from fauna.contracts import EVALUATE_STEP, TRAIN_STEP, TSNE_STEP, EvalMetrics
 from fauna.dataset import MANIFEST, read_json, read_manifest
 from fauna.errors import FaunaError
@@ -82,7 +82,7 @@ def gather(
         for d in dirs:
             require_output(d, step, role=role)
     evals = _index(eval_dirs, "evaluate", lambda d: EvalMetrics.read(d).backbone)
-    models = _index(model_dirs, "train", lambda d: model_info(d)["backbone"])
+    models = _index(model_dirs, "train", model_backbone)
     tsnes = _index(tsne_dirs, "t-SNE", _recorded_backbone(TSNE_INFO))
     for kind, found in (("train", models), ("t-SNE", tsnes)):
         extra = sorted(set(found) - set(evals))

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna import champion, registry, storage
-from fauna.artifact import model_info
+from fauna.artifact import model_backbone
 from fauna.champion import ChampionError, DatasetId
 from fauna.champion import summary as _summary
 from fauna.config import Config
@@ -437,7 +437,7 @@ def publish_run(
     with step_output(Path(out), STEP) as tmp:
         model_uris = {}
         for model_dir in model_dirs:
-            backbone = str(model_info(model_dir)["backbone"])
+            backbone = model_backbone(model_dir)
             model_uris[backbone] = f"{run_uri}/models/{backbone}"
             _upload_model(model_dir, model_uris[backbone], champion_uri)
         candidate = _candidate(comparison, model_uris, run_id, data_dir, dataset, cfg)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fauna import timing
-from fauna.artifact import load_model, model_info
+from fauna.artifact import load_model, model_backbone
 from fauna.config import Config, TsneConfig
 from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, TSNE_STEP
 from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
@@ -120,7 +120,7 @@ def _embed_from_evaluation(eval_dir: Path, data_dir: Path, cfg: TsneConfig) -> E
 def _embed(model_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
     """Penultimate features of a stratified test sample, computed by running the model."""
     classes, image_size = check_inputs(model_dir, data_dir)
-    backbone = str(model_info(model_dir)["backbone"])
+    backbone = model_backbone(model_dir)
     all_ids, all_labels = split_labels(data_dir)
     keep = {all_ids[i] for i in pick_sample(all_ids, all_labels, cfg)}
     log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
