@@ -266,3 +266,15 @@ def test_document_file_names_are_spelled_only_in_contracts():
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert found == []
+
+
+def test_the_config_accepts_exactly_the_preprocess_modes():
+    """pydantic's Literal spells the modes for the schema; they must be contracts' list."""
+    import typing
+
+    from fauna.config import PreprocessConfig
+    from fauna.contracts import DEFAULT_PREPROCESS_MODE, PREPROCESS_MODES
+
+    mode = typing.get_type_hints(PreprocessConfig)["mode"]
+    assert typing.get_args(mode) == PREPROCESS_MODES
+    assert PreprocessConfig().mode == DEFAULT_PREPROCESS_MODE
