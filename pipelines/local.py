@@ -31,6 +31,7 @@ from typing import Any
 
 from fauna import knobs, storage, timing
 from fauna.config import Config
+from fauna.contracts import PublishResult
 from fauna.errors import FaunaError
 from fauna.sources import kaggle_credentials_found
 
@@ -163,7 +164,7 @@ def run_pipeline_locally(cfg: Config, arguments: dict[str, Any], run_dir: Path) 
     finally:
         builtins.print = original_print
     published = Path(task.output.path)
-    return json.loads((published / "publish.json").read_text()) | {"local_dir": str(published)}
+    return PublishResult.read(published).to_json() | {"local_dir": str(published)}
 
 
 def verify_published(result: dict[str, Any]) -> None:

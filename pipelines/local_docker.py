@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
+from fauna.contracts import PublishResult
 from fauna.errors import FaunaError
 from fauna.sources import secret_env_keys
 
@@ -164,7 +165,7 @@ def run_pipeline_in_docker(
     spec = json_format.MessageToDict(pipeline.pipeline_spec)
     verify_task_outputs(pipeline_root, spec, expected_tasks(spec, arguments))
     published = Path(task.output.path)
-    return json.loads((published / "publish.json").read_text()) | {"local_dir": str(published)}
+    return PublishResult.read(published).to_json() | {"local_dir": str(published)}
 
 
 def expected_tasks(spec: dict[str, Any], arguments: dict[str, Any], dag: dict | None = None) -> int:

@@ -20,8 +20,8 @@ def test_registry_names_sizes_and_families() -> None:
     from fauna.backbones import PAPER_BACKBONES, BackboneError, check_input_size, get_backbone
 
     assert get_backbone("VGG16").name == "vgg16"
-    assert get_backbone("ResNet50").family == "resnet"
-    assert get_backbone("efficientnet_v2_b0").family == "efficientnet_v2"
+    assert get_backbone("ResNet50").module.rsplit(".", 1)[-1] == "resnet"
+    assert get_backbone("efficientnet_v2_b0").module.rsplit(".", 1)[-1] == "efficientnet_v2"
     assert get_backbone("inceptionv3").min_input_size == 75
     assert get_backbone("resnet50").min_input_size == 32
     assert [get_backbone(b).preprocessing for b in PAPER_BACKBONES] == ["caffe", "caffe", "tf"]

@@ -88,8 +88,11 @@ def make_run(
     ]
     (model / "history.json").write_text(json.dumps(history))
     _png(model / "history.png", (10, 200, 10))
-    metrics = {
+    metrics = {  # evaluate's metrics.json shape (fauna.contracts.EvalMetrics)
         "backbone": backbone,
+        "weights": "imagenet",
+        "image_size": 128,
+        "synthetic": synthetic,
         **METRICS[backbone],
         "roc_auc": 0.9,
         "n_test": 30,

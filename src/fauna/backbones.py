@@ -62,11 +62,6 @@ class Backbone:
     min_input_size: int
     preprocessing: str  # caffe | tf | torch | builtin (see PREPROCESSING); "" = unknown
 
-    @property
-    def family(self) -> str:
-        """The keras.applications module name: `resnet`, `efficientnet_v2`, ..."""
-        return self.module.rsplit(".", 1)[-1]
-
     def build(self, image_size: int, weights: str) -> Any:
         """The convolutional base (include_top=False) for square RGB inputs of `image_size`.
 

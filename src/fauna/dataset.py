@@ -25,15 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fauna.contracts import AUGMENT_STEP as AUGMENT_STEP
+from fauna.contracts import INGEST_STEP as INGEST_STEP
+from fauna.contracts import PREPROCESS_STEP as PREPROCESS_STEP
+from fauna.contracts import SPLIT_STEP as SPLIT_STEP
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
-
-# The data steps, as their completion markers name them (`fauna.outputs`).
-INGEST_STEP = "ingest"
-PREPROCESS_STEP = "preprocess"
-SPLIT_STEP = "split"
-AUGMENT_STEP = "augment"
 
 MANIFEST = "manifest.csv"
 CLASSES = "classes.json"

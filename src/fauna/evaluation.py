@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 # Inference batch: only memory depends on it, never a result.
 INFERENCE_BATCH = 64
-# The evaluate step's output file that every later step reads.
-METRICS = "metrics.json"
 # Its penultimate-layer features of every test image (ids, labels, classes): t-SNE reads them.
 FEATURES = "features.npz"
 
@@ -450,12 +448,12 @@ def score_model(
     `policy` (the `compare` config section; defaults when None) names the champion
     metric and the confidence the learned-nothing guard uses.
     """
-    from fauna.artifact import load_model, model_info
+    from fauna.artifact import load_model, model_backbone
     from fauna.config import CompareConfig
 
     policy = policy or CompareConfig()
     classes, image_size = check_inputs(model_dir, data_dir)
-    backbone = str(model_info(model_dir)["backbone"])
+    backbone = model_backbone(model_dir)
     model = load_model(model_dir)
     try:
         model = with_features(model)

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 from PIL import ExifTags, Image
 
+from fauna.contracts import CROP
+
 if TYPE_CHECKING:
     import numpy as np
 
-MODES = ("crop", "stretch")
 RESAMPLE = Image.Resampling.LANCZOS
 FILTER_NAME = "lanczos"
 # Non-JPEGs (no DCT shortcut) are first shrunk by an integer factor with `reduce`,
@@ -93,7 +94,7 @@ def transform(image: Image.Image, size: int, mode: str) -> Image.Image:
     orientation = exif_orientation(image)
     # A reduced JPEG decode rounds its size up; `box` is the true image area in it.
     width, height = drafted[1][2:] if drafted else image.size
-    if mode == "crop":
+    if mode == CROP:
         side = min(width, height)
         box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
     else:

@@ -41,13 +41,6 @@ def features() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    """`FEATURES` stays importable (built on first use, so importing this module is light)."""
-    if name == "FEATURES":
-        return features()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class Record:
     encoded: bytes  # JPEG bytes

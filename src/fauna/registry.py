@@ -29,8 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fauna import champion, storage
-from fauna.artifact import EXPORT_DIR, TRAIN_INFO
+from fauna.artifact import EXPORT_DIR
 from fauna.config import Config
+from fauna.contracts import (
+    COMPARISON,
+    PUBLISH_JSON,
+    TRAIN_INFO,
+    Comparison,
+    PublishResult,
+    TrainInfo,
+    parse_document,
+)
 from fauna.dataset import CLASSES
 from fauna.errors import FaunaError
 from fauna.metrics import METRIC_KEYS
@@ -39,7 +48,6 @@ log = logging.getLogger(__name__)
 
 URL_ENV = "MODEL_REGISTRY_URL"
 GIT_SHA_ENV = "FAUNA_GIT_SHA"
-PUBLISH_JSON = "publish.json"
 MODEL_FORMAT = "tensorflow"
 MODEL_FORMAT_VERSION = "2"
 CHAMPION = "champion"
@@ -84,12 +92,14 @@ def git_sha(train_info: dict[str, Any]) -> str:
 def version_specs(published: dict[str, Any], test_split: str | None = None) -> list[VersionSpec]:
     """The versions of a published run (publish.json's content), read from the bucket."""
     run_id, dataset = published["run_id"], published["dataset"]
-    comparison = json.loads(storage.read_text(f"{published['report_uri']}/metrics.json"))
+    where = f"{published['report_uri']}/{COMPARISON}"
+    comparison = Comparison.from_json(parse_document(storage.read_text(where), where))
     specs = []
     for backbone, model_uri in sorted(published["model_uris"].items()):
         classes = json.loads(storage.read_text(f"{model_uri}/{CLASSES}"))
-        info = json.loads(storage.read_text(f"{model_uri}/{TRAIN_INFO}"))
-        scores = comparison.get("backbones", {}).get(backbone, {})
+        where = f"{model_uri}/{TRAIN_INFO}"
+        info = TrainInfo.from_json(parse_document(storage.read_text(where), where))
+        scores = comparison.backbones.get(backbone, {})
         metrics = {
             f"metric.{k}": float(scores[k])
             for k in METRIC_KEYS
@@ -102,11 +112,11 @@ def version_specs(published: dict[str, Any], test_split: str | None = None) -> l
             "data_version": dataset["key"] + (f"/test-{test_split}" if test_split else ""),
             "classes": json.dumps(classes),
             "num_classes": len(classes),
-            "git_sha": git_sha(info),
+            "git_sha": git_sha(info.to_json()),
             "kfp_run_id": run_id,
             "run_uri": published["run_uri"],
             "model_uri": model_uri,
-            "image_size": int(info.get("image_size") or 0),
+            "image_size": info.image_size,
             "degenerate": str(bool(scores.get("degenerate", False))).lower(),
             CHAMPION: "false",
             **metrics,
@@ -339,6 +349,6 @@ def run(args: Any, cfg: Config) -> int:
     found = storage.read_text_with_etag(uri)
     if found is None:
         raise RegistryError(f"{uri} not found: publish the run first")
-    published = json.loads(found[0])
+    published = PublishResult.from_json(parse_document(found[0], uri), uri).to_json()
     print(json.dumps(register_run(published, cfg), indent=2))
     return 0

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_info
+from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_backbone, model_info
+from fauna.contracts import EVALUATE_STEP, TRAIN_STEP, TSNE_STEP, EvalMetrics
 from fauna.dataset import MANIFEST, read_json, read_manifest
 from fauna.errors import FaunaError
-from fauna.evaluation import METRICS
 from fauna.metrics import METRIC_KEYS, metric_spec
 from fauna.outputs import require_output
 from fauna.paper import paper_reference
@@ -75,14 +75,14 @@ def gather(
     if not eval_dirs:
         raise CompareError("nothing to compare: no evaluation outputs given")
     for dirs, step, role in (
-        (model_dirs, "train", "--models"),
-        (eval_dirs, "evaluate", "--evaluations"),
-        (tsne_dirs, "tsne", "--tsnes"),
+        (model_dirs, TRAIN_STEP, "--models"),
+        (eval_dirs, EVALUATE_STEP, "--evaluations"),
+        (tsne_dirs, TSNE_STEP, "--tsnes"),
     ):
         for d in dirs:
             require_output(d, step, role=role)
-    evals = _index(eval_dirs, "evaluate", _recorded_backbone(METRICS))
-    models = _index(model_dirs, "train", lambda d: model_info(d)["backbone"])
+    evals = _index(eval_dirs, "evaluate", lambda d: EvalMetrics.read(d).backbone)
+    models = _index(model_dirs, "train", model_backbone)
     tsnes = _index(tsne_dirs, "t-SNE", _recorded_backbone(TSNE_INFO))
     for kind, found in (("train", models), ("t-SNE", tsnes)):
         extra = sorted(set(found) - set(evals))
@@ -130,7 +130,8 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
     """Everything the report shows of one backbone; its images copied into `images`."""
     ev = inputs.evals[backbone]
     model_dir = inputs.models.get(backbone)
-    m = read_json(ev / METRICS)
+    evaluated = EvalMetrics.read(ev)
+    m = evaluated.to_json()
     info = model_info(model_dir) if model_dir is not None else {}
     ref = paper_reference(backbone)
     figures = {
@@ -141,14 +142,14 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
     return {
         "backbone": backbone,
         **{k: m.get(k) for k in METRIC_KEYS},
-        "n_test": m.get("n_test"),
+        "n_test": evaluated.n_test,
         "averaging_note": m.get("averaging_note", ""),
         "most_confused": m.get("most_confused", []),
-        "degenerate": bool(m.get("degenerate", False)),
-        "degenerate_reason": m.get("degenerate_reason"),
+        "degenerate": evaluated.degenerate,
+        "degenerate_reason": evaluated.degenerate_reason,
         "prediction_diversity": m.get("prediction_diversity"),
-        "weights": info.get("weights", m.get("weights")),
-        "image_size": info.get("image_size", m.get("image_size")),
+        "weights": info.get("weights", evaluated.weights),
+        "image_size": info.get("image_size", evaluated.image_size),
         "epochs_run": info.get("epochs_run"),
         "params": info.get("params"),
         "train_seconds": info.get("train_seconds"),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
+from fauna.contracts import DEFAULT_PREPROCESS_MODE
 from fauna.dataset import PREPROCESS_INFO, read_classes, read_json
 from fauna.errors import FaunaError
 
@@ -132,8 +133,7 @@ class ServedModel:
         does not pay for tracing."""
         import numpy as np
 
-        from fauna.artifact import load_model
-        from fauna.steps.predict import resolve_model_uri
+        from fauna.artifact import load_model, resolve_model_uri
 
         model_dir = resolve_model_uri(source, cfg)
         info = read_json(model_dir / PREPROCESS_INFO)
@@ -143,7 +143,7 @@ class ServedModel:
             model_dir=model_dir,
             classes=read_classes(model_dir),
             image_size=size,
-            mode=info.get("mode", "crop"),
+            mode=info.get("mode", DEFAULT_PREPROCESS_MODE),
             quality=int(info.get("jpeg_quality", 95)),
             model=load_model(model_dir),
         )
@@ -191,7 +191,7 @@ class ServedModel:
 
 def champion_source(spec: str) -> str | None:
     """The dataset part of `champion[:<dataset>]` ("" for any), or None for a model URI."""
-    from fauna.steps.predict import CHAMPION
+    from fauna.artifact import CHAMPION
 
     if spec == CHAMPION or spec.startswith(CHAMPION + ":"):
         return spec.partition(":")[2]
@@ -200,7 +200,7 @@ def champion_source(spec: str) -> str | None:
 
 def load_served(spec: str, cfg: Config) -> ServedModel:
     """The model `spec` names, the champion resolved through `fauna.champion.find_champion`."""
-    from fauna.steps.predict import champion_model_uri
+    from fauna.artifact import champion_model_uri
 
     dataset = champion_source(spec)
     return ServedModel.load(spec if dataset is None else champion_model_uri(cfg, dataset), cfg)

@@ -17,6 +17,7 @@ from typing import Any
 
 from fauna import timing
 from fauna.config import Config
+from fauna.contracts import COMPARE_STEP, DATA_STEPS, Comparison
 from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.evaluation import read_source
 from fauna.metrics import metric_spec
@@ -37,9 +38,7 @@ from fauna.report.render import render_report
 
 log = logging.getLogger(__name__)
 
-STEP = "compare"
-METRICS = "metrics.json"
-DATA_STEPS = ("split", "augment")
+STEP = COMPARE_STEP
 
 __all__ = ["CompareError", "compare_backbones"]
 
@@ -109,8 +108,8 @@ def compare_backbones(
     with timing.phase("data_out"), step_output(Path(out), STEP) as tmp:
         data = _report_data(inputs, tmp, cfg, Path(data_dir) if data_dir else None)
         render_report(data, tmp, notes or [])
-        machine = machine_metrics(data)
-        write_json(tmp / METRICS, machine)
+        machine = Comparison.from_json(machine_metrics(data)).to_json()
+        write_json(tmp / Comparison.FILE, machine)
         carry_forward((CLASSES, SOURCE), inputs.evals.values(), tmp)
     champion = machine["champion"]
     if champion is None:

@@ -34,10 +34,10 @@ import numpy as np
 from fauna import timing
 from fauna.artifact import model_info
 from fauna.config import CompareConfig, Config, EvaluateConfig
+from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, EvalMetrics
 from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
 from fauna.evaluation import (
     FEATURES,
-    METRICS,
     EvaluationError,
     Scored,
     read_source,
@@ -50,8 +50,7 @@ from fauna.report.extras import MISCLASSIFIED
 
 log = logging.getLogger(__name__)
 
-STEP = "evaluate"
-DATA_STEPS = ("split", "augment")
+STEP = EVALUATE_STEP
 THUMBNAIL_PX = 64  # the longer side; small enough to inline dozens in one HTML file
 THUMBNAILS_PER_PAIR = 4
 
@@ -152,7 +151,7 @@ def evaluate_model(
     from fauna.plots import plot_confusion
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    require_output(model_dir, "train", role="--model")
+    require_output(model_dir, TRAIN_STEP, role="--model")
     require_output(data_dir, DATA_STEPS, role="--data")
     scored = score_model(model_dir, data_dir, cfg.top_confused_pairs, policy=policy)
     timing.note(backbone=scored.backbone)
@@ -161,13 +160,13 @@ def evaluate_model(
     m = dict(scored.metrics)
     cm = np.array(m.pop("confusion_matrix"))
     per_class = m.pop("per_class")
-    metrics = {
-        "backbone": scored.backbone,
-        "weights": info.get("weights"),
-        "image_size": scored.image_size,
-        "synthetic": bool(source.get("synthetic", True)),
-        **m,
-    }
+    metrics = EvalMetrics(
+        backbone=scored.backbone,
+        weights=info.get("weights"),
+        image_size=scored.image_size,
+        synthetic=bool(source.get("synthetic", True)),
+        rest=m,
+    ).to_json()
     with timing.phase("data_out"), step_output(out, STEP) as tmp:
         write_json(tmp / "confusion_matrix.json", {"labels": scored.classes, "counts": cm.tolist()})
         plot_confusion(
@@ -180,7 +179,7 @@ def evaluate_model(
         scored.predictions().save(tmp / PREDICTIONS)
         _write_features(tmp, scored)
         _write_misclassified(tmp, data_dir, scored, m["most_confused"])
-        write_json(tmp / METRICS, metrics)
+        write_json(tmp / EvalMetrics.FILE, metrics)
         carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
     shown = "  ".join(f"{s.label} {s.format(m[s.key])}" for s in SPECS)
     log.info(

@@ -14,27 +14,21 @@ have one) or `champion:<dataset>` (a dataset's name or key, e.g. animals30-3f2a9
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import MODEL_FILE
+from fauna.artifact import CHAMPION as CHAMPION
+from fauna.artifact import champion_model_uri as champion_model_uri
+from fauna.artifact import resolve_model_uri
 from fauna.config import Config
+from fauna.contracts import DEFAULT_PREPROCESS_MODE
 from fauna.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
-from fauna.errors import FaunaError
 
 BATCH_SIZE = 32
-CHAMPION = "champion"
-
-
-class PredictError(FaunaError):
-    """The model cannot be found or loaded."""
 
 
 @dataclass
@@ -54,61 +48,6 @@ class Prediction:
             "top": [{"label": label, "probability": p} for label, p in self.top],
             "error": self.error,
         }
-
-
-# ------------------------------------------------------------------ model location
-
-
-def resolve_model_uri(text: str, cfg: Config) -> Path:
-    """A local model folder for `text`: a folder, an s3:// prefix, `champion[:<dataset>]`."""
-    if text == CHAMPION or text.startswith(CHAMPION + ":"):
-        return resolve_model_uri(champion_model_uri(cfg, text.partition(":")[2]), cfg)
-    if text.startswith("s3://"):
-        return download_model(text)
-    path = Path(text).expanduser()
-    if path.is_file() and path.name == MODEL_FILE:
-        path = path.parent
-    if not (path / MODEL_FILE).is_file():
-        raise PredictError(f"not a trained model folder (no {MODEL_FILE}): {text}")
-    return path
-
-
-def champion_model_uri(cfg: Config, dataset: str = "") -> str:
-    """The model URI of a dataset's champion in the pipeline bucket (see fauna.champion)."""
-    from fauna.champion import ChampionError, find_champion
-
-    pointer = find_champion(cfg.pipeline.bucket, dataset, cfg.data.name)
-    if not pointer.get("model_uri"):
-        raise ChampionError(f"the champion pointer of {dataset or 'the dataset'} names no model")
-    return str(pointer["model_uri"])
-
-
-def download_model(uri: str) -> Path:
-    """Download an s3:// model folder into the cache; reused while the objects are unchanged."""
-    from fauna import storage
-    from fauna.backbones import cache_dir
-
-    listing = sorted(storage.list_keys(uri))
-    if not listing:
-        raise PredictError(f"nothing found under {uri}")
-    signature = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    target = cache_dir("models") / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    marker = target / ".fauna-download.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("signature") == signature:
-        return target
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-    try:
-        storage.download_dir(uri, staging)
-        if not (staging / MODEL_FILE).is_file():
-            raise PredictError(f"not a trained model (no {MODEL_FILE}) under {uri}")
-        (staging / marker.name).write_text(json.dumps({"uri": uri, "signature": signature}))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.replace(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 # ---------------------------------------------------------------------- prediction
@@ -166,7 +105,7 @@ def predict_images(
     model_dir = Path(model_dir)
     classes = read_classes(model_dir)
     info = read_json(model_dir / PREPROCESS_INFO)
-    size, mode = int(info["image_size"]), info.get("mode", "crop")
+    size, mode = int(info["image_size"]), info.get("mode", DEFAULT_PREPROCESS_MODE)
     quality = int(info.get("jpeg_quality", 95))
     model = load_model(model_dir)
     k = max(1, min(top_k, len(classes)))

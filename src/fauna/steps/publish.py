@@ -38,23 +38,35 @@ How it stays safe (fail closed: when in doubt, do not promote):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from fauna import champion, registry, storage
-from fauna.artifact import TRAIN_INFO, model_info
+from fauna.artifact import model_backbone
 from fauna.champion import ChampionError, DatasetId
 from fauna.champion import summary as _summary
 from fauna.config import Config
-from fauna.dataset import MANIFEST, read_json, read_manifest, write_json
+from fauna.contracts import (
+    COMPARE_STEP,
+    DATA_STEPS,
+    PUBLISH_JSON,
+    PUBLISH_STEP,
+    TRAIN_INFO,
+    TRAIN_STEP,
+    Comparison,
+    Promotion,
+    PublishResult,
+)
+from fauna.dataset import MANIFEST, read_manifest, write_json
 from fauna.errors import FaunaError, TransientError
-from fauna.evaluation import METRICS, score_model
+from fauna.evaluation import score_model
 from fauna.metrics import champion_value
 from fauna.outputs import require_output, step_output
 from fauna.policy import (
@@ -69,9 +81,7 @@ from fauna.report.render import rerender_with_notes
 
 log = logging.getLogger(__name__)
 
-STEP = "publish"
-DATA_STEPS = ("split", "augment")
-PUBLISH_JSON = "publish.json"
+STEP = PUBLISH_STEP
 # How records name a promotion decided on but not yet made (the pointer has not moved).
 PENDING = "not promoted yet"
 # Checkpoints are for resuming training, not for using the model.
@@ -80,31 +90,6 @@ SKIP_ON_UPLOAD = ("checkpoints",)
 
 class PublishError(FaunaError):
     """The run cannot be published as given (one line naming what does not fit)."""
-
-
-@dataclass
-class Promotion:
-    promoted: bool
-    reason: str
-    metric: str
-    candidate_value: float | None
-    champion_value: float | None
-    # True when this run already was the champion (a retried publish): nothing moved.
-    already_champion: bool = False
-
-
-@dataclass
-class PublishResult:
-    run_id: str
-    run_uri: str
-    report_uri: str
-    model_uris: dict[str, str]
-    champion_uri: str
-    dataset: dict[str, Any]
-    promotion: Promotion
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def signature_of_test_split(data_dir: Path) -> str:
@@ -337,7 +322,7 @@ def decide(
 
 
 def _candidate(
-    comparison: dict[str, Any],
+    comparison: Comparison,
     model_uris: dict[str, str],
     run_id: str,
     data_dir: Path,
@@ -345,7 +330,7 @@ def _candidate(
     cfg: Config,
 ) -> dict[str, Any] | None:
     """This run's champion as a pointer would name it; None when compare crowned no model."""
-    best = comparison.get("champion")
+    best = comparison.champion
     if best is None:
         return None
     backbone = best["backbone"]
@@ -354,7 +339,7 @@ def _candidate(
             f"the comparison's champion {backbone!r} has no model among {sorted(model_uris)}"
         )
     metric = cfg.compare.champion_metric
-    value = champion_value(comparison["backbones"][backbone], metric)
+    value = champion_value(comparison.backbones[backbone], metric)
     if value is None:
         raise PublishError(f"the comparison has no {metric!r} for {backbone}")
     return {
@@ -364,7 +349,7 @@ def _candidate(
         "value": value,
         "model_uri": model_uris[backbone],
         "test_split_signature": signature_of_test_split(data_dir),
-        "synthetic": bool(comparison.get("synthetic", False)),
+        "synthetic": comparison.synthetic,
         "dataset": dataset.to_dict(),
     }
 
@@ -418,12 +403,12 @@ class Artifacts:
 
 def _inputs(report_dir: Path, model_dirs: list[Path], data_dir: Path) -> DatasetId:
     """Check the inputs are the right step outputs, of one dataset; returns the dataset."""
-    require_output(report_dir, "compare", role="--report")
+    require_output(report_dir, COMPARE_STEP, role="--report")
     for model_dir in model_dirs:
-        require_output(model_dir, "train", role="--models")
+        require_output(model_dir, TRAIN_STEP, role="--models")
     require_output(data_dir, DATA_STEPS, role="--data")
     dataset = DatasetId.from_folder(data_dir)
-    reported = read_json(Path(report_dir) / METRICS).get("dataset", {}).get("key")
+    reported = Comparison.read(report_dir).dataset.get("key")
     if reported != dataset.key:
         raise PublishError(
             f"the report is of dataset {reported} but --data is {dataset.key}: "
@@ -446,13 +431,13 @@ def publish_run(
     bucket = cfg.pipeline.bucket
     storage.check_bucket(f"s3://{bucket}")
     run_uri = f"s3://{bucket}/runs/{run_id}"
-    comparison = read_json(report_dir / METRICS)
+    comparison = Comparison.read(report_dir)
     current = champion.read_pointer(bucket, dataset.key)
     champion_uri = current[0].get("model_uri") if current else None
     with step_output(Path(out), STEP) as tmp:
         model_uris = {}
         for model_dir in model_dirs:
-            backbone = str(model_info(model_dir)["backbone"])
+            backbone = model_backbone(model_dir)
             model_uris[backbone] = f"{run_uri}/models/{backbone}"
             _upload_model(model_dir, model_uris[backbone], champion_uri)
         candidate = _candidate(comparison, model_uris, run_id, data_dir, dataset, cfg)
@@ -481,7 +466,7 @@ def publish_run(
 
 def _promote(
     decider: Decider | None,
-    comparison: dict[str, Any],
+    comparison: Comparison,
     bucket: str,
     dataset: DatasetId,
     artifacts: Artifacts,
@@ -490,7 +475,7 @@ def _promote(
     """The final verdict, and how many compare-and-swap rounds it took (0: none tried)."""
     metric = cfg.compare.champion_metric
     if decider is None:
-        flagged = "; ".join(f"{b}: {r}" for b, r in (comparison.get("flagged") or {}).items())
+        flagged = "; ".join(f"{b}: {r}" for b, r in comparison.flagged.items())
         reason = f"every model of this run is flagged as degenerate ({flagged})"
         return Promotion(False, reason, metric, None, None), 0
     try:
@@ -521,7 +506,7 @@ def _record(
     new = decider.pointer if decider is not None and moved else None
     current = None if decider is None else decider.current
     candidate = None if decider is None else _summary(decider.candidate)
-    decision = asdict(promotion)
+    decision = dataclasses.asdict(promotion)
     uri = champion.record_decision(
         bucket, dataset.key, run_id, decision, rounds, candidate, new, current
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 from fauna.artifact import model_info
 from fauna.config import BackboneTrainConfig, Config, TrainConfig
+from fauna.contracts import DATA_STEPS, TRAIN_STEP
 from fauna.dataset import SOURCE, read_json
 from fauna.outputs import read_marker, require_output, step_output
 from fauna.training import Diverged, TrainError
@@ -36,8 +37,7 @@ from fauna.training.recipe import plan_recipe, with_total_epochs
 
 log = logging.getLogger(__name__)
 
-STEP = "train"
-DATA_STEPS = ("split", "augment")
+STEP = TRAIN_STEP
 
 __all__ = ["TrainError", "TrainResult", "default_checkpoint_dir", "train_backbone"]
 

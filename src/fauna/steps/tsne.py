@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from fauna import timing
-from fauna.artifact import load_model, model_info
+from fauna.artifact import load_model, model_backbone
 from fauna.config import Config, TsneConfig
+from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, TSNE_STEP
 from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.evaluation import (
     FEATURES,
@@ -40,9 +41,8 @@ from fauna.outputs import read_marker, require_output, step_output
 
 log = logging.getLogger(__name__)
 
-STEP = "tsne"
-DATA_STEPS = ("split", "augment")
-SOURCE_STEPS = ("train", "evaluate")
+STEP = TSNE_STEP
+SOURCE_STEPS = (TRAIN_STEP, EVALUATE_STEP)
 MIN_SAMPLES = 5
 
 
@@ -120,7 +120,7 @@ def _embed_from_evaluation(eval_dir: Path, data_dir: Path, cfg: TsneConfig) -> E
 def _embed(model_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
     """Penultimate features of a stratified test sample, computed by running the model."""
     classes, image_size = check_inputs(model_dir, data_dir)
-    backbone = str(model_info(model_dir)["backbone"])
+    backbone = model_backbone(model_dir)
     all_ids, all_labels = split_labels(data_dir)
     keep = {all_ids[i] for i in pick_sample(all_ids, all_labels, cfg)}
     log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
@@ -140,7 +140,7 @@ def embed_sample(source_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
     source_dir, data_dir = Path(source_dir), Path(data_dir)
     require_output(source_dir, SOURCE_STEPS, role="--model/--evaluation")
     require_output(data_dir, DATA_STEPS, role="--data")
-    if (read_marker(source_dir) or {}).get("step") == "evaluate":
+    if (read_marker(source_dir) or {}).get("step") == EVALUATE_STEP:
         embedded = _embed_from_evaluation(source_dir, data_dir, cfg)
     else:
         embedded = _embed(source_dir, data_dir, cfg)

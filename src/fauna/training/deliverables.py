@@ -26,6 +26,7 @@ from fauna.artifact import (
     SERVING_VERSION,
     TRAIN_INFO,
 )
+from fauna.contracts import TrainInfo
 from fauna.dataset import (
     AUGMENT_INFO,
     CLASSES,
@@ -148,7 +149,7 @@ def write_outputs(
     carry_forward((CLASSES, PREPROCESS_INFO, SOURCE, AUGMENT_INFO), [data_dir], folder)
     write_history(folder, history)
     plot_history(history, folder / HISTORY_PNG, f"{job.name}: training history")
-    info = train_info(job, final, history, data_dir, calibrated)
+    info = TrainInfo.from_json(train_info(job, final, history, data_dir, calibrated)).to_json()
     write_json(folder / TRAIN_INFO, info)
     log.info(
         f"{job.name}: {len(history)} epochs in {info['train_seconds']:.1f} s "
