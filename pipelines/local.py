@@ -141,6 +141,16 @@ def _environment(**values: str):
                 os.environ[key] = value
 
 
+def registry_line(cfg: Config) -> str:
+    """Where publish registers the run: MODEL_REGISTRY_URL reaches its task by inheritance
+    (kfp.local's subprocesses, local_docker's forwarded variables), model_registry.url as
+    the compiled pipeline's variable for publish."""
+    from fauna.registry import URL_ENV, registry_url
+
+    url = registry_url(cfg)
+    return url if url else f"off (set {URL_ENV} or model_registry.url to register the run)"
+
+
 def run_pipeline_locally(cfg: Config, arguments: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Run the pipeline under kfp.local with these run parameters; returns publish.json."""
     from kfp import local
@@ -242,6 +252,7 @@ def run(args: Any, cfg: Config) -> int:
     started = time.monotonic()
     with s3_endpoint(cfg.pipeline.bucket) as (endpoint, embedded):
         log.info("S3: %s%s", "embedded server at " if embedded else "", endpoint)
+        log.info("model registry: %s", registry_line(cfg))
         if backend == "docker":  # every task in the image of this checkout
             from fauna.pipelines.local_docker import run_pipeline_in_docker
 

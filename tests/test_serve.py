@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -142,31 +143,39 @@ def server(s3_server: str, models: tuple[Path, Path], tmp_path_factory) -> Itera
         storage.upload_dir(models[0], uri)
         key = champion.DatasetId.from_folder(models[0]).key
         storage.write_text(champion.pointer_uri(bucket, key), json.dumps({"model_uri": uri}))
-        port = _free_port()
         log = tmp / "serve.log"
-        command = [sys.executable, "-m", "fauna.cli", "serve", "--name", NAME]
-        command += ["--http-port", str(port), "--poll-seconds", "0.5"]
-        command += ["--max-image-bytes", str(MAX_BYTES), "--max-images", "8"]
-        command += ["--set", f"pipeline.bucket={bucket}"]
-        command += ["--set", f"data.max_image_pixels={MAX_PIXELS}"]
-        with log.open("w") as out:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                assert process.poll() is None, log.read_text()
-                try:
-                    if request(f"{url}/v1/models/{NAME}")[0] == 200:
-                        break
-                except OSError:  # not listening yet: the model loads first
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
+        args = ["--max-image-bytes", str(MAX_BYTES), "--max-images", "8"]
+        args += ["--set", f"data.max_image_pixels={MAX_PIXELS}"]
+        with serving(env, bucket, log, *args) as (url, process):
             yield Server(url, bucket, process, log, env)
-        finally:
-            process.terminate()
-            process.wait(30)
+
+
+@contextmanager
+def serving(env: dict[str, str], bucket: str, log: Path, *args: str) -> Iterator[tuple]:
+    """`fauna serve` of the bucket's champion (polled every 0.5 s) on a free port, until it
+    answers ready: yields (its URL, the process); stops it afterwards."""
+    port = _free_port()
+    command = [sys.executable, "-m", "fauna.cli", "serve", "--name", NAME]
+    command += ["--http-port", str(port), "--poll-seconds", "0.5"]
+    command += ["--set", f"pipeline.bucket={bucket}", *args]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if request(f"{url}/v1/models/{NAME}")[0] == 200:
+                    break
+            except OSError:  # not listening yet: the model loads first
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 @pytest.mark.training
