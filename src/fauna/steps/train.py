@@ -167,7 +167,9 @@ def _fingerprint(
     common = {
         f.name: getattr(cfg, f.name)
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in per_backbone and f.name not in ("backbones", "overrides")
+        # head_features_once: the same model either way (a resumed run may switch it)
+        if f.name not in per_backbone
+        and f.name not in ("backbones", "overrides", "head_features_once")
     }
     source = read_json(data / SOURCE) if (data / SOURCE).is_file() else {}
     blob = json.dumps(
