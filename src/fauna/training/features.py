@@ -115,7 +115,7 @@ def extract(
     labels = np.empty(count, dtype=np.int32)
     done = 0
     for images, onehot in make_dataset(directory, data.image_size, len(data.classes), batch_size):
-        batch = keras.ops.convert_to_numpy(features(images, training=False))
+        batch = np.asarray(features.predict_on_batch(images))  # compiled once, inference mode
         values[done : done + len(batch)] = batch.astype(np.float32)
         labels[done : done + len(batch)] = np.argmax(onehot, axis=1)
         done += len(batch)
