@@ -54,8 +54,9 @@ bench-preprocess: $(STAMP) ## preprocess images/s vs naive Pillow, 1 vs all core
 bench-ingest: $(STAMP) ## ingest peak RSS vs input size: folders, zip bombs, huge members, endless download
 	$(BIN)/python bench/bench_ingest.py
 
-bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensors
+bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensors; head phase: backbone every epoch vs features once
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_train.py --head-epochs 3 --images 256 --image-size 75
 
 bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
 	$(BIN)/python bench/bench_serve.py

@@ -105,6 +105,8 @@ def extract(
     model: keras.Model, directory: Path, data: TrainingData, batch_size: int, spill: Path | None
 ) -> Features:
     """One pass of the frozen backbone over a shard directory, in file order, streamed."""
+    import tensorflow as tf
+
     from fauna.inputs import make_dataset
     from fauna.training.data import class_counts
 
@@ -113,9 +115,12 @@ def extract(
     width = int(features.outputs[0].shape[-1])
     values = _allocate(count, width, spill)
     labels = np.empty(count, dtype=np.int32)
+    # One compiled function, called directly: under a MirroredStrategy scope too (there
+    # `predict_on_batch` would split the batch over the replicas and concatenate).
+    forward = tf.function(lambda x: features(x, training=False), reduce_retracing=True)
     done = 0
     for images, onehot in make_dataset(directory, data.image_size, len(data.classes), batch_size):
-        batch = np.asarray(features.predict_on_batch(images))  # compiled once, inference mode
+        batch = forward(images).numpy()
         values[done : done + len(batch)] = batch.astype(np.float32)
         labels[done : done + len(batch)] = np.argmax(onehot, axis=1)
         done += len(batch)
