@@ -8,9 +8,10 @@ file stands in for ImageNet: the pretrained recipe keeps BatchNorm in inference 
 (per-replica batch statistics would otherwise differ from one device's) and dropout is
 off; what remains is the order of float sums, hence the tolerance.
 
-Known limit (TensorFlow 2.21): a last batch smaller than the number of replicas leaves a
-replica an empty batch, and BatchNorm then fails on it (`Incompatible shapes: [0,...]`);
-the data here avoids it, docs/training.md says what a user does.
+Known limit (TensorFlow 2.21, Keras 3.15): with a partial last batch (18 train images at
+global batch 4, 9 validation images) a replica got an empty batch in the fine-tuning
+phase and BatchNorm failed on it (`Incompatible shapes: [0,32,32,3] vs. [32]`); the data
+here are whole batches, docs/training.md says what a user does.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def curve(out: Path) -> list[tuple[str, float, float]]:
 def test_two_replicas_follow_one_device_at_the_same_global_batch_and_resume(tmp_path) -> None:
     from fauna.backbones import get_backbone
 
-    # 18 train and 12 validation images: no replica is left an empty last batch (below)
-    data = make_split_dataset(tmp_path / "data", size=SIZE, per_class={"train": 6, "val": 4})
+    # 12 train and 12 validation images: whole global batches (partial ones: see above)
+    data = make_split_dataset(tmp_path / "data", size=SIZE, per_class={"train": 4, "val": 4})
     weights = tmp_path / "mobilenetv2.weights.h5"
     get_backbone("mobilenetv2").build(SIZE, "none").save_weights(weights)
 
