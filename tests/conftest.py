@@ -1,9 +1,11 @@
-"""Shared fixtures: a real S3 HTTP endpoint (moto's server) and generated images."""
+"""Shared fixtures: a real S3 HTTP endpoint (moto's server), generated images, and the
+tiny real Keras model of the steps after train (test_evaluate's, used by test_tsne too)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +109,20 @@ def bare_path(tmp_path_factory: pytest.TempPathFactory) -> str:
         assert found, f"{tool} is needed to run the dry run"
         (bindir / tool).symlink_to(found)
     return str(bindir)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated split dataset in the train step's contracts (test_evaluate.make_dataset_dir)."""
+    from test_evaluate import make_dataset_dir
+
+    return make_dataset_dir(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """A tiny model trained 8 epochs on `dataset`, saved like train's output (a test file
+    may define its own `model_dir`, as test_predict does)."""
+    from test_evaluate import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("m") / "tiny", dataset, "tiny", 8, 1e-2)

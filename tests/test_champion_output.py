@@ -6,42 +6,16 @@ fixtures) and the embedded S3, and checked in the compiled pipeline YAML.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 from test_publish import data, models, reports  # noqa: F401 - fixtures
+from test_publish import publish_component as _publish
 
 from fauna import storage
 from fauna.config import Config
-
-
-def _publish(bucket: str, name: str, run_id: str, models, reports, data, tmp: Path):  # noqa: F811
-    from kfp import dsl
-
-    from fauna.components.publish import publish
-
-    out = tmp / run_id
-    out.mkdir()
-    champion = dsl.Model(uri=str(out / "champion"))
-    published = dsl.Dataset(uri=str(out / "published"))
-    publish.python_func(
-        champion_metric="macro_f1",
-        compare_config={},
-        bucket=bucket,
-        evaluate_config=dataclasses.asdict(Config().evaluate),
-        run_id=run_id,
-        report=dsl.Dataset(uri=str(reports[name][0])),
-        models=[dsl.Model(uri=str(models[name]))],
-        data=dsl.Dataset(uri=str(data)),
-        published=published,
-        champion=champion,
-        champion_uri=str(out / "champion_uri"),
-        git_sha="abc123def456",
-    )
-    return champion, (out / "champion_uri").read_text(), published
 
 
 @pytest.mark.training
@@ -52,7 +26,9 @@ def test_champion_output_names_the_export_after_each_decision(
     reports,  # noqa: F811
     tmp_path,
 ):
-    champion, uri, published = _publish(s3, "medium", "run-1", models, reports, data, tmp_path)
+    champion, uri, published = _publish(
+        s3, "medium", "run-1", models, reports, data, tmp_path, git_sha="abc123def456"
+    )
     export = f"s3://{s3}/runs/run-1/models/medium/export"
     assert uri == export
     meta = champion.metadata

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from fake_docker import install_fake_docker
 
 ROOT = Path(__file__).resolve().parent.parent
 HADOLINT = ROOT / ".venv" / "bin" / "hadolint"
@@ -189,16 +190,6 @@ def test_the_source_label_is_a_clean_https_url_or_nothing(remote, label):
     assert done.stdout.strip() == label
 
 
-FAKE_DOCKER = """#!/bin/sh
-case "$*" in
-  "version --format {{.Server.Version}}") [ -n "$SERVER" ] && echo "$SERVER" || exit 1 ;;
-  "version --format {{.Client.Version}}") echo "$CLIENT" ;;
-  "buildx version") [ -n "$BUILDX" ] || exit 1; echo "github.com/docker/buildx v0.20.0" ;;
-  *) exit 3 ;;
-esac
-"""
-
-
 @pytest.mark.parametrize(
     ("client", "server", "buildx", "ok", "says"),
     [
@@ -209,9 +200,7 @@ esac
     ],
 )
 def test_image_targets_check_for_buildkit_first(tmp_path, client, server, buildx, ok, says):
-    fake = tmp_path / "docker"
-    fake.write_text(FAKE_DOCKER)
-    fake.chmod(0o755)
+    fake = install_fake_docker(tmp_path / "docker")
     env = {**os.environ, "DOCKER": str(fake), "CLIENT": client, "SERVER": server, "BUILDX": buildx}
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "docker-buildkit-check.sh")],

@@ -156,16 +156,6 @@ def make_constant_model(trained: Path, out: Path, backbone: str, favoured: int =
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset_dir(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("m") / "tiny", dataset, "tiny", 8, 1e-2)
-
-
-@pytest.fixture(scope="module")
 def constant_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("constant")
     return make_constant_model(model_dir, root / "constant", "constant", favoured=3)

@@ -1198,10 +1198,14 @@ def test_s3_connection_cut_mid_download_accepts_nothing(
 def test_limits_and_classes_are_checked_in_the_config():
     from fauna.config import Config, ConfigError
 
-    with pytest.raises(ConfigError, match="data.classes must list at least two classes"):
+    with pytest.raises(ConfigError, match="data.classes: must list at least two classes"):
         Config().merged({"data": {"classes": ["cat"]}})
-    with pytest.raises(ConfigError, match="data.max_files must be >= 1"):
+    with pytest.raises(
+        ConfigError, match="data.max_files: Input should be greater than or equal to 1"
+    ):
         Config().merged({"data": {"max_files": 0}})
-    with pytest.raises(ConfigError, match="data.max_compression_ratio must be >= 1"):
+    with pytest.raises(
+        ConfigError, match="data.max_compression_ratio: Input should be greater than or equal to 1"
+    ):
         Config().merged({"data": {"max_compression_ratio": 0.5}})
     assert Config().data.name == ""  # named after the source unless set

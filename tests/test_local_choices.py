@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from fake_docker import install_fake_docker
 
 from fauna.cli import build_parser, main
 from fauna.config import load_config
@@ -15,25 +16,13 @@ from fauna.errors import FaunaError
 from fauna.pipelines import local
 from fauna.synthetic import SYNTHETIC_MARKER
 
-# A docker CLI stand-in (the same as tests/test_docker.py's): engine version, CLI version and
-# whether the buildx plugin answers come from the environment.
-FAKE_DOCKER = """#!/bin/sh
-case "$*" in
-  "version --format {{.Server.Version}}") [ -n "$SERVER" ] && echo "$SERVER" || exit 1 ;;
-  "version --format {{.Client.Version}}") echo "$CLIENT" ;;
-  "buildx version") [ -n "$BUILDX" ] || exit 1; echo "github.com/docker/buildx v0.20.0" ;;
-  *) echo "docker $* must not run while choosing a route" >&2; exit 3 ;;
-esac
-"""
-
 
 def _fake_path(tmp_path: Path, bare_path: str, *, docker: bool, kind: bool) -> str:
     """A PATH with the basic tools, a docker stand-in and a kind stand-in, as asked."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     if docker:
-        (bindir / "docker").write_text(FAKE_DOCKER)
-        (bindir / "docker").chmod(0o755)
+        install_fake_docker(bindir / "docker")
     if kind:
         (bindir / "kind").write_text("#!/bin/sh\nexit 0\n")
         (bindir / "kind").chmod(0o755)

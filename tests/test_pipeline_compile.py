@@ -244,7 +244,9 @@ def test_parallelism_is_compiled_into_the_loop(tmp_path):
     _, docs = _compile(tmp_path, parallelism=1)
     loop = next(t for t in _spec(docs)["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
     assert loop["iteratorPolicy"] == {"parallelismLimit": 1}
-    with pytest.raises(ConfigError, match="pipeline.parallelism must be >= 0"):
+    with pytest.raises(
+        ConfigError, match="pipeline.parallelism: Input should be greater than or equal to 0"
+    ):
         Config().merged({"pipeline": {"parallelism": -1}})
 
 
@@ -301,9 +303,9 @@ def test_the_overrides_knob_can_drop_a_backbones_entry_and_bad_values_are_one_li
     values = {k.name: run_arguments(Config())[k.name] for k in TRAIN_KNOBS}
     values["backbone_overrides"] = {}
     assert train_settings(section, values).for_backbone("vgg16").scratch_learning_rate == 1e-3
-    with pytest.raises(ConfigError, match="train.learning_rate must be a number > 0"):
+    with pytest.raises(ConfigError, match="train.learning_rate: Input should be greater than 0"):
         train_settings(section, {**values, "learning_rate": -1.0})
-    with pytest.raises(ConfigError, match="expected a JSON object"):
+    with pytest.raises(ConfigError, match="train.overrides: expected a JSON object"):
         train_settings(section, {**values, "backbone_overrides": [1]})
 
 

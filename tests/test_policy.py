@@ -78,10 +78,16 @@ def test_config_section_checks_and_the_alias() -> None:
         {"compare": {"champion_metric": "neg_loss"}}
     ).compare.champion_metric == ("loss")
     for bad, match in (
-        ({"confidence": 1.0}, "compare.confidence must be in"),
-        ({"eligibility_confidence": 0.3}, "compare.eligibility_confidence must be in"),
-        ({"min_gain": -0.1}, "compare.min_gain must be >= 0"),
-        ({"bootstrap_resamples": 10}, "compare.bootstrap_resamples must be >= 100"),
+        ({"confidence": 1.0}, "compare.confidence: Input should be less than 1"),
+        (
+            {"eligibility_confidence": 0.3},
+            "compare.eligibility_confidence: Input should be greater",
+        ),
+        ({"min_gain": -0.1}, "compare.min_gain: Input should be greater than or equal to 0"),
+        (
+            {"bootstrap_resamples": 10},
+            "compare.bootstrap_resamples: Input should be greater than or equal to 100",
+        ),
     ):
         with pytest.raises(ConfigError, match=match):
             Config().merged({"compare": bad})
@@ -129,6 +135,20 @@ def test_intervals_narrow_with_more_images() -> None:
     f1 = interval(smoke_like(0, 0.8, n=200), "macro_f1", POLICY)
     assert f1 is not None and f1.low < f1.value < f1.high and f1.confidence == 0.95
     assert resolution(30, POLICY) == pytest.approx(5 / 30)  # 0.5^5 < 5%: five images at best
+
+
+def test_the_report_shows_the_top1_interval_the_policy_decides_with() -> None:
+    """One interval of a proportion: the report's top-1 range is the policy's exact bounds."""
+    from fauna.report.uncertainty import interval as report_interval
+
+    for n, accuracy, seed in [(30, 0.8, 0), (108, 0.95, 1), (12, 1.0, 2)]:
+        pred = smoke_like(seed, accuracy, n=n)
+        decided = interval(pred, "top1", POLICY)
+        assert decided is not None
+        row = {"backbone": "b", "top1": decided.value, "n_test": n, "interval": None}
+        data = {"metric": "macro_f1", "dataset": {"num_classes": 30}, "backbones": [row]}
+        shown = report_interval(row, "top1", data)
+        assert shown == {"low": decided.low, "high": decided.high, "confidence": 0.95}
 
 
 # ------------------------------------------------------------- challenger vs champion

@@ -108,6 +108,55 @@ def _publish(reports, models, name, data, run_id, cfg, tmp_path):
     )
 
 
+def publish_component(bucket, name, run_id, models, reports, data, tmp: Path, git_sha=""):
+    """The KFP publish component's function on `name`'s report and model, its outputs in
+    tmp/run_id: (the `champion` Model, the `champion_uri` it wrote, the `published` Dataset)."""
+    import dataclasses
+
+    from kfp import dsl
+
+    from fauna.components.publish import publish
+
+    out = tmp / run_id
+    out.mkdir()
+    champion = dsl.Model(uri=str(out / "champion"))
+    published = dsl.Dataset(uri=str(out / "published"))
+    publish.python_func(
+        champion_metric="macro_f1",
+        compare_config={},
+        bucket=bucket,
+        evaluate_config=dataclasses.asdict(Config().evaluate),
+        run_id=run_id,
+        report=dsl.Dataset(uri=str(reports[name][0])),
+        models=[dsl.Model(uri=str(models[name]))],
+        data=dsl.Dataset(uri=str(data)),
+        published=published,
+        champion=champion,
+        champion_uri=str(out / "champion_uri"),
+        git_sha=git_sha,
+    )
+    return champion, (out / "champion_uri").read_text(), published
+
+
+def _publish_losing_the_pointer_reply(
+    faulty_s3, monkeypatch, reports, models, name, data, tmp_path
+):
+    """Publish `name` as r1 while its pointer write lands but the reply is lost, and the
+    store is unreachable after it: the publish fails (transient); the faults are reset.
+    Returns the config, for the publishes that follow."""
+    from faults import DROP, LOST_REPLY
+
+    from fauna.errors import TransientError
+
+    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
+    cfg = _cfg(faulty_s3.bucket)
+    faulty_s3.proxy.only(r"^PUT .*/champion\.json").fail_next(1, LOST_REPLY).then(DROP)
+    with pytest.raises(TransientError):
+        _publish(reports, models, name, data, "r1", cfg, tmp_path)
+    faulty_s3.proxy.reset()
+    return cfg
+
+
 @pytest.mark.training
 def test_champion_moves_only_for_a_better_unflagged_model(s3, data, models, reports, tmp_path):
     cfg = _cfg(s3)
@@ -255,31 +304,13 @@ def test_champion_of_another_dataset_is_never_replaced(s3, data, models, reports
 @pytest.mark.training
 def test_component_and_cli(s3, data, models, reports, tmp_path, capsys):
     """The KFP component and `fauna publish` write their own output folder."""
-    import dataclasses
-
-    from kfp import dsl
-
     from fauna.cli import main
-    from fauna.components.publish import publish
 
-    published = dsl.Dataset(uri=str(tmp_path / "published"))
-    publish.python_func(
-        champion_metric="macro_f1",
-        compare_config={},
-        bucket=s3,
-        evaluate_config=dataclasses.asdict(Config().evaluate),
-        run_id="kfp-run",
-        report=dsl.Dataset(uri=str(reports["medium"][0])),
-        models=[dsl.Model(uri=str(models["medium"]))],
-        data=dsl.Dataset(uri=str(data)),
-        published=published,
-        champion=dsl.Model(uri=str(tmp_path / "champion.json")),
-        champion_uri=str(tmp_path / "champion_uri"),
-    )
+    _, _, published = publish_component(s3, "medium", "kfp-run", models, reports, data, tmp_path)
     assert published.metadata["promoted"] is True
-    saved = json.loads((tmp_path / "published" / "publish.json").read_text())
+    saved = json.loads(Path(published.path, "publish.json").read_text())
     assert saved["run_id"] == "kfp-run" and saved["promotion"]["promoted"] is True
-    assert "promoted to champion" in (tmp_path / "published/report/report.html").read_text()
+    assert "promoted to champion" in Path(published.path, "report/report.html").read_text()
 
     args = ["publish", "--report", str(reports["strong"][0]), "--models", str(models["strong"])]
     args += ["--data", str(data), "--run-id", "cli-run", "--out", str(tmp_path / "cli")]
@@ -424,16 +455,9 @@ def test_retry_after_a_cut_connection_says_this_run_is_champion(
     """The pointer write lands, then the store is unreachable: the publish fails; its
     records say "not promoted yet", never "promoted"; the retried publish tells the truth
     and writes the history entry of the move, once."""
-    from faults import DROP, LOST_REPLY
-
-    from fauna.errors import TransientError
-
-    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
-    cfg = _cfg(faulty_s3.bucket)
-    faulty_s3.proxy.only(r"^PUT .*/champion\.json").fail_next(1, LOST_REPLY).then(DROP)
-    with pytest.raises(TransientError):
-        _publish(reports, models, "strong", data, "r1", cfg, tmp_path)
-    faulty_s3.proxy.reset()
+    cfg = _publish_losing_the_pointer_reply(
+        faulty_s3, monkeypatch, reports, models, "strong", data, tmp_path
+    )
     assert not (tmp_path / "out-r1").exists()  # the failed step left no output
     pointer = _pointer(faulty_s3.bucket, data)
     assert pointer["run_id"] == "r1"  # the write landed ...
@@ -466,16 +490,9 @@ def test_the_next_move_records_a_move_nobody_recorded(
 ):
     """r1's pointer write lands but its publish dies before recording; r1 is never retried.
     The next publish that moves the pointer writes r1's entry as well, once."""
-    from faults import DROP, LOST_REPLY
-
-    from fauna.errors import TransientError
-
-    monkeypatch.setenv(storage.TIMEOUT_ENV, "2")
-    cfg = _cfg(faulty_s3.bucket)
-    faulty_s3.proxy.only(r"^PUT .*/champion\.json").fail_next(1, LOST_REPLY).then(DROP)
-    with pytest.raises(TransientError):
-        _publish(reports, models, "medium", data, "r1", cfg, tmp_path)
-    faulty_s3.proxy.reset()
+    cfg = _publish_losing_the_pointer_reply(
+        faulty_s3, monkeypatch, reports, models, "medium", data, tmp_path
+    )
     assert _pointer(faulty_s3.bucket, data)["run_id"] == "r1"
     assert _history(faulty_s3.bucket, data) == []
 
@@ -488,37 +505,18 @@ def test_the_next_move_records_a_move_nobody_recorded(
 @pytest.mark.training
 def test_kill_9_while_the_pointer_write_stalls(faulty_s3, data, models, reports, tmp_path):
     """`fauna publish` killed while its pointer write hangs: nothing claims a promotion."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from faults import STALL
+    from stepkill import kill_when
 
     faulty_s3.proxy.only(r"^PUT .*/champion\.json").always(STALL)
-    code = "import sys; from fauna.cli import main; sys.exit(main(sys.argv[1:]))"
     argv = _publish_args(reports, models, "strong", data, "r1", tmp_path / "out", faulty_s3.bucket)
-    env = {**os.environ, storage.TIMEOUT_ENV: "120", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        started = time.monotonic()
-        while not any(a == STALL for _m, _p, a in faulty_s3.proxy.history):
-            assert child.poll() is None, "publish ended before writing the pointer"
-            assert time.monotonic() - started < 180, "publish never wrote the pointer"
-            time.sleep(0.05)
-        time.sleep(0.5)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+
+    def stalled() -> bool:
+        return any(a == STALL for _m, _p, a in faulty_s3.proxy.history)
+
+    env = {storage.TIMEOUT_ENV: "120"}
+    killed = kill_when(argv, stalled, 0.5, preload=(), env=env, wait_s=180)
+    assert killed, "publish ended before writing the pointer"
     faulty_s3.proxy.reset()
     assert champion.read_pointer(faulty_s3.bucket, _key(data)) is None
     saved = _saved(faulty_s3, "r1")

@@ -78,11 +78,13 @@ class Page(HTMLParser):
         raise AssertionError(f"no table with a {header!r} column")
 
 
-def _wilson(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Written out again here, so the test does not check the code against itself."""
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return centre - half, centre + half
+def _exact(p: float, n: int) -> tuple[float, float]:
+    """The 95% Clopper-Pearson interval by SciPy's binomial test, not by fauna.policy's
+    own code, so the test does not check the code against itself."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(p * n), n).proportion_ci(0.95, method="exact")
+    return ci.low, ci.high
 
 
 # ------------------------------------------------------------ making a comparison
@@ -146,7 +148,7 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
     for backbone, m in METRICS.items():
         row = rows[backbone]
         assert row["top-1"]["text"] == f"{100 * m['top1']:.2f}%"
-        low, high = _wilson(m["top1"], 30)
+        low, high = _exact(m["top1"], 30)
         assert row["top-1"]["note"] == f"{100 * low:.1f}–{100 * high:.1f}%"
         assert row["test images"]["text"] == "30"
         # The champion metric: the interval compare's policy measured (metrics.json).
@@ -154,8 +156,9 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
         assert row["macro-F1"]["note"] == f"{iv['low']:.3f}–{iv['high']:.3f}"
         assert row["weighted-F1"]["note"] == ""  # no interval measured for it: none invented
     assert rows["resnet50"]["top-1"]["bold"] and not rows["vgg16"]["top-1"]["bold"]
+    assert "top-1: 95% exact binomial (Clopper-Pearson) interval on the test images" in page.text
     md = (out / "report.md").read_text()
-    low, high = _wilson(0.72, 30)
+    low, high = _exact(0.72, 30)
     assert f"**72.00%** [{100 * low:.1f}–{100 * high:.1f}%]" in md
 
 
@@ -338,7 +341,24 @@ def test_policy_numbers_in_their_shapes(tmp_path: Path) -> None:
     page = _page(out)
     assert "30 test images can separate differences of about 17% at best." in page.text
     rows = {r["backbone"]["text"]: r for r in page.table_with("top-1")}
-    assert rows["resnet50"]["top-1"]["note"] == "55.0–86.0%"  # the policy's, not Wilson's
+    assert rows["resnet50"]["top-1"]["note"] == "55.0–86.0%"  # measured, not computed
     assert "top-1 accuracy: the 95% interval compare measured" in page.text
-    assert "top-3: 95% Wilson" not in page.text  # 3 classes: top-3 is trivial
+    assert "top-3: 95% exact" not in page.text  # 3 classes: top-3 is trivial
     assert "Champion: resnet50, best by top-1 accuracy: 0.7200 (95% interval" in page.text
+
+
+def test_the_tie_break_reads_the_metric_specs_validation_counterpart(tmp_path: Path) -> None:
+    """history.json's score at the kept epoch: the spec's validation metric, a loss negated,
+    minus val_loss for a metric training does not measure (weighted-F1)."""
+    from fauna.report.gather import validation_score
+
+    history = [
+        {"epoch": e, "val_loss": 1.0 / e, "val_accuracy": 0.2 * e, "val_top3_accuracy": 0.3 * e}
+        | {"val_macro_f1": 0.1 * e, "val_auc": 0.5 + 0.1 * e}
+        for e in (1, 2, 3)
+    ]
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    (tmp_path / "train_info.json").write_text(json.dumps({"weights_from_epoch": 1}))
+    expected = {"top1": 0.4, "top3": 0.6, "macro_f1": 0.2, "roc_auc": 0.7, "loss": -0.5}
+    for metric, value in (expected | {"weighted_f1": -0.5, "neg_loss": -0.5}).items():
+        assert validation_score(tmp_path, metric) == pytest.approx(value), metric

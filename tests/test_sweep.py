@@ -168,14 +168,52 @@ def test_the_checks_catch_what_katib_would_refuse(tmp_path: Path) -> None:
     assert (objective["objectiveMetricName"], objective["type"]) == ("val_loss", "minimize")
 
 
+def _epoch_metrics() -> tuple[str, ...]:
+    """The metrics train logs each epoch (fauna.training.callbacks.EPOCH_METRICS), read
+    from the source so this test does not import Keras."""
+    import ast
+
+    import fauna.training
+
+    source = Path(fauna.training.__file__).with_name("callbacks.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EPOCH_METRICS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("EPOCH_METRICS not found in fauna/training/callbacks.py")
+
+
+@pytest.mark.parametrize("metric", ["top1", "top3", "macro_f1", "weighted_f1", "roc_auc", "loss"])
+def test_the_objective_is_the_metric_specs_validation_counterpart(
+    metric: str, tmp_path: Path, capsys
+) -> None:
+    """The metric spec names each champion metric's validation metric and direction; the
+    sweep takes both from it, and they are metrics train really logs."""
+    from fauna.cli import main
+    from fauna.metrics import metric_spec
+
+    spec = metric_spec(metric)
+    logged = {f"val_{m}" for m in _epoch_metrics()}
+    if spec.validation is None:  # weighted-F1: training measures none
+        args = ["sweep", "--backbone", "resnet50", "--data", "s3://b/p"]
+        assert main([*args, "--set", f"compare.champion_metric={metric}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "has no validation counterpart" in err and "\n" not in err, err
+        return
+    experiment, _ = render(tmp_path, "--set", f"compare.champion_metric={metric}")
+    objective = experiment["spec"]["objective"]
+    assert objective["objectiveMetricName"] == spec.validation in logged
+    assert objective["type"] == ("maximize" if spec.higher_is_better else "minimize")
+    assert set(objective["additionalMetricNames"]) <= logged - {spec.validation}
+
+
 @pytest.mark.parametrize(
     ("param", "message"),
     [
         ("train.batchsize=16,32", "with X one of batch_size"),
         ("train.learning_rate=0.1", "a range MIN:MAX[:log] needs a numeric setting"),
         ("train.learning_rate=1e-2:1e-5", "MIN must be below MAX"),
-        ("train.dropout=0.1:1.5", "train.dropout must be in [0, 1)"),
-        ("train.batch_size=0,16", "train.batch_size must be >= 1"),
+        ("train.dropout=0.1:1.5", "train.dropout: Input should be less than 1"),
+        ("train.batch_size=0,16", "train.batch_size: Input should be greater than or equal to 1"),
     ],
 )
 def test_a_bad_sweep_is_one_line(param: str, message: str, tmp_path: Path, capsys) -> None:

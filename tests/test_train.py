@@ -119,22 +119,50 @@ def top1_on_test_split(model, data: Path, size: int, classes: int) -> float:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("head_epochs", -1, "train.head_epochs must be >= 0, got -1"),
-        ("fine_tune_epochs", -1, "train.fine_tune_epochs must be >= 0, got -1"),
-        ("learning_rate", -1, "train.learning_rate must be a number > 0, got -1.0"),
-        ("fine_tune_learning_rate", 0, "train.fine_tune_learning_rate must be a number > 0"),
-        ("scratch_learning_rate", "nan", "train.scratch_learning_rate must be a number > 0"),
-        ("batch_size", 0, "train.batch_size must be >= 1, got 0"),
-        ("dropout", 1.5, "train.dropout must be in [0, 1), got 1.5"),
-        ("dropout", 1, "train.dropout must be in [0, 1), got 1.0"),
-        ("l1", -0.1, "train.l1 must be a number >= 0, got -0.1"),
-        ("l2", -1, "train.l2 must be a number >= 0"),
-        ("decay", -1e-7, "train.decay must be a number >= 0"),
-        ("fine_tune_layers", -2, "train.fine_tune_layers must be >= -1 (-1 = all layers), got -2"),
-        ("dense_units", [64, 0], "train.dense_units must be a list of sizes >= 1, got [64, 0]"),
-        ("early_stopping_patience", -1, "train.early_stopping_patience must be >= 0"),
-        ("reduce_lr_factor", 1.0, "train.reduce_lr_factor must be in (0, 1), got 1.0"),
-        ("backbones", [], "train.backbones must name at least one backbone"),
+        (
+            "head_epochs",
+            -1,
+            "train.head_epochs: Input should be greater than or equal to 0, got -1",
+        ),
+        (
+            "fine_tune_epochs",
+            -1,
+            "train.fine_tune_epochs: Input should be greater than or equal to 0",
+        ),
+        ("learning_rate", -1, "train.learning_rate: Input should be greater than 0, got -1"),
+        (
+            "fine_tune_learning_rate",
+            0,
+            "train.fine_tune_learning_rate: Input should be greater than 0",
+        ),
+        (
+            "scratch_learning_rate",
+            "nan",
+            "train.scratch_learning_rate: Input should be a finite number",
+        ),
+        ("batch_size", 0, "train.batch_size: Input should be greater than or equal to 1, got 0"),
+        ("dropout", 1.5, "train.dropout: Input should be less than 1, got 1.5"),
+        ("dropout", 1, "train.dropout: Input should be less than 1, got 1"),
+        ("l1", -0.1, "train.l1: Input should be greater than or equal to 0, got -0.1"),
+        ("l2", -1, "train.l2: Input should be greater than or equal to 0"),
+        ("decay", -1e-7, "train.decay: Input should be greater than or equal to 0"),
+        (
+            "fine_tune_layers",
+            -2,
+            "train.fine_tune_layers: Input should be greater than or equal to -1",
+        ),
+        (
+            "dense_units",
+            [64, 0],
+            "train.dense_units[1]: Input should be greater than or equal to 1",
+        ),
+        (
+            "early_stopping_patience",
+            -1,
+            "train.early_stopping_patience: Input should be greater than",
+        ),
+        ("reduce_lr_factor", 1.0, "train.reduce_lr_factor: Input should be less than 1, got 1.0"),
+        ("backbones", [], "train.backbones: List should have at least 1 item"),
     ],
 )
 def test_every_training_setting_is_checked_in_one_line(key, value, message) -> None:
@@ -146,7 +174,10 @@ def test_every_training_setting_is_checked_in_one_line(key, value, message) -> N
 def test_epochs_need_one_in_all_and_overrides_are_checked_too() -> None:
     with pytest.raises(ConfigError, match=r"head_epochs \+ fine_tune_epochs must be at least 1"):
         Config.from_dict({"train": {"head_epochs": 0, "fine_tune_epochs": 0}})
-    with pytest.raises(ConfigError, match="train.overrides.resnet50.batch_size must be >= 1"):
+    with pytest.raises(
+        ConfigError,
+        match="train.overrides.resnet50.batch_size: Input should be greater than or equal to 1",
+    ):
         Config.from_dict({"train": {"overrides": {"resnet50": {"batch_size": 0}}}})
     with pytest.raises(ConfigError, match="unknown key.*train.overrides.vgg16: batchsize"):
         Config.from_dict({"train": {"overrides": {"vgg16": {"batchsize": 8}}}})

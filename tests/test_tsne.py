@@ -1,6 +1,7 @@
 """t-SNE from evaluate's features: the same as from the model, with no TensorFlow; task timings.
 
-The dataset and the tiny model are test_evaluate's (the train step's contracts).
+The dataset and the tiny model are the shared fixtures of conftest.py (test_evaluate's,
+in the train step's contracts).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_evaluate import CLASSES, PER_SPLIT, make_dataset_dir, make_model_dir
+from test_evaluate import CLASSES, PER_SPLIT
 
 from fauna import timing
 from fauna.config import EvaluateConfig, TsneConfig
@@ -30,16 +31,6 @@ def _loaded(tag: str) -> str:
 def _reported(stdout: str, tag: str) -> list[str]:
     line = next(x for x in stdout.splitlines() if x.startswith(tag))
     return line.removeprefix(tag).split()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset_dir(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("m") / "tiny", dataset, "tiny", 8, 1e-2)
 
 
 @pytest.fixture(scope="module")

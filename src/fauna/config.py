@@ -1,21 +1,33 @@
-"""The one configuration model.
+"""The one configuration model: every default lives here, and the CLI, the KFP components
+and the pipeline all read a `Config`. `params.yaml` is its defaults written out (a test keeps
+them equal): the paper's settings. Profiles (`profiles/*.yaml`) are partial overlays on it.
 
-Every default lives here and nowhere else: the CLI, the KFP components and the
-pipeline all read a `Config`. `params.yaml` in the repository is this model's
-defaults written out (a test keeps them equal), i.e. the paper's settings.
-Profiles (`src/fauna/profiles/*.yaml`) are partial overlays on top of it.
-"""
+The sections are pydantic v2 dataclasses (`dataclasses.fields/asdict/replace` keep working):
+pydantic checks types, ranges and choices, and an invalid value, however the section is
+built, is one `ConfigError` line naming the setting."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from fauna.backbones import normalize_name
 from fauna.errors import FaunaError
@@ -33,74 +45,116 @@ PAPER_CLASSES = (
 
 
 AUGMENT_MODES = ("none", "augment", "oversample")
+AUGMENT_LAYER_SETTINGS = ("horizontal_flip", "rotation", "zoom", "translation", "contrast")
 
 
 class ConfigError(FaunaError, ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
-@dataclass
+def _text(value: Any) -> Any:
+    """YAML reads `name:` as null and `train_cpu: 4` as a number; both are meant as text."""
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# Text settings: a number or null in a file is taken as its text (as the chart's schema says).
+Text = Annotated[
+    str, BeforeValidator(_text), WithJsonSchema({"type": ["string", "number", "null"]})
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  # not blank
+
+
+def _section(name: str):
+    """A config section: a pydantic dataclass that refuses unknown keys and whose
+    constructor (also `dataclasses.replace`) raises one-line `ConfigError`s (built at once:
+    with `defer_build`, pydantic would replace the wrapped `__init__` when it builds)."""
+
+    def wrap(cls: type) -> type:
+        cls = pydantic_dataclass(cls, config=ConfigDict(extra="forbid"))
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise ConfigError(_one_line(exc, cls, name)) from None
+
+        cls.__init__ = __init__
+        return cls
+
+    return wrap
+
+
+@_section("data")
 class DataConfig:
     # Kaggle handle, local folder/archive/label CSV, s3://bucket/prefix or http(s) URL.
-    source: str = "kaggle:sanjeetbeniwal/animal-classification-30-classes"
+    source: Text = "kaggle:sanjeetbeniwal/animal-classification-30-classes"
     # The dataset's name in reports and the cache; "" = from the source (the Kaggle dataset,
     # the folder's name, the archive's stem, the S3 prefix's last part, the URL's file stem).
-    name: str = ""
-    # auto | folders | csv
-    layout: str = "auto"
+    name: Text = ""
+    layout: Literal["auto", "folders", "csv"] = "auto"
     # csv layout: the columns naming the image and its label; "" = detected from common names
     # (file, filename, path, image, image_id, id / label, class, species, animal, category).
-    csv_id_column: str = ""
-    csv_label_column: str = ""
+    csv_id_column: Text = ""
+    csv_label_column: Text = ""
     # The label CSV to use when the source holds several (a name inside the source, or a
     # path); "" = the only CSV with an image and a label column.
-    labels_csv: str = ""
+    labels_csv: Text = ""
     # Allowed class names (labels outside are quarantined as unknown); [] = any label found.
-    classes: list[str] = field(default_factory=list)
-    min_images_per_class: int = 2
+    classes: list[Text] = Field(default_factory=list)
+    min_images_per_class: int = Field(2, ge=1)
     # Pillow's decompression-bomb guard: images above this many pixels are quarantined.
-    max_image_pixels: int = 89_478_485
+    max_image_pixels: int = Field(89_478_485, ge=1)
     # Ingest limits, enforced while streaming (a zip bomb or an endless download stops as soon
     # as one is crossed). One image file or archive member: larger ones are quarantined.
-    max_file_bytes: int = 100_000_000
+    max_file_bytes: int = Field(100_000_000, ge=1)
     # A whole download, or all the files an archive unpacks to.
-    max_dataset_bytes: int = 20_000_000_000
+    max_dataset_bytes: int = Field(20_000_000_000, ge=1)
     # Files in a folder, objects under an S3 prefix, or members of an archive.
-    max_files: int = 1_000_000
+    max_files: int = Field(1_000_000, ge=1)
     # Archives: unpacked bytes per compressed byte (a photo dataset is ~1; a bomb is 1000s).
-    max_compression_ratio: float = 100.0
+    max_compression_ratio: float = Field(100.0, ge=1)
     # http(s) downloads: the whole transfer's deadline (seconds); the slowest rate tolerated
     # (bytes/s, 0 = any), judged over each window of `download_rate_window_s` seconds, which
     # is also the longest silence tolerated.
-    download_timeout_s: float = 21_600.0
-    min_download_bytes_per_s: int = 10_000
-    download_rate_window_s: float = 30.0
+    download_timeout_s: float = Field(21_600.0, gt=0)
+    min_download_bytes_per_s: int = Field(10_000, ge=0)
+    download_rate_window_s: float = Field(30.0, gt=0)
     # s3://bucket/prefix to keep a content-addressed copy of the raw data ("" = off).
-    cache_uri: str = ""
+    cache_uri: Text = ""
+
+    @field_validator("classes")
+    @classmethod
+    def _not_one_class(cls, classes: list[str]) -> list[str]:
+        if len(classes) == 1:
+            raise ValueError(f"must list at least two classes (or none: any label), got {classes}")
+        return classes
 
 
-@dataclass
+@_section("preprocess")
 class PreprocessConfig:
-    image_size: int = 128
+    image_size: int = Field(128, ge=16, le=1024)
     # crop = the paper's version 2 (shorter side + centre crop); stretch = version 1.
-    mode: str = "crop"
-    jpeg_quality: int = 95
-    images_per_shard: int = 1024
+    mode: Literal["crop", "stretch"] = "crop"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    images_per_shard: int = Field(1024, ge=1)
     # 0 = all cores.
     workers: int = 0
 
 
-@dataclass
+@_section("split")
 class SplitConfig:
-    test_fraction: float = 0.15
-    val_fraction: float = 0.10
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    val_fraction: float = Field(0.10, ge=0, lt=1)
     seed: int = 42
 
 
-@dataclass
+@_section("augment")
 class AugmentConfig:
-    # none | augment | oversample
-    mode: str = "augment"
+    mode: Literal[AUGMENT_MODES] = "augment"
     horizontal_flip: bool = True
     rotation: float = 0.1
     zoom: float = 0.1
@@ -110,8 +164,13 @@ class AugmentConfig:
     target_count: int = 0
     seed: int = 42
 
+    @model_validator(mode="after")
+    def _checked(self) -> AugmentConfig:
+        check_augment(self)
+        return self
 
-@dataclass
+
+@_section("train")
 class BackboneTrainConfig:
     """Training settings that may differ per backbone (see `TrainConfig.overrides`).
 
@@ -121,31 +180,44 @@ class BackboneTrainConfig:
     every layer, warm-up then cosine decay from `scratch_learning_rate`.
     """
 
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    fine_tune_learning_rate: float = 1e-5
-    head_epochs: int = 10
-    fine_tune_epochs: int = 90
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-4, gt=0, allow_inf_nan=False)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0, allow_inf_nan=False)
+    head_epochs: int = Field(10, ge=0)
+    fine_tune_epochs: int = Field(90, ge=0)
     # Layers unfrozen for fine-tuning, counted from the top; -1 = all.
-    fine_tune_layers: int = 30
-    dense_units: list[int] = field(default_factory=lambda: [512, 256])
-    dropout: float = 0.5
-    l1: float = 0.0
-    l2: float = 1e-4
+    fine_tune_layers: int = Field(30, ge=-1)
+    dense_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [512, 256])
+    dropout: float = Field(0.5, ge=0, lt=1)
+    l1: float = Field(0.0, ge=0, allow_inf_nan=False)
+    l2: float = Field(1e-4, ge=0, allow_inf_nan=False)
     # Inverse-time decay of the learning rate per step (the paper's Keras `decay`), 0 = off.
-    decay: float = 0.0
+    decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     # imagenet | none | path or s3:// URI of a weights file (per backbone via overrides).
-    weights: str = "imagenet"
+    weights: Text = "imagenet"
     # Peak learning rate when training from random weights (weights: none).
-    scratch_learning_rate: float = 1e-3
+    scratch_learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _some_epochs(self) -> BackboneTrainConfig:
+        if self.head_epochs + self.fine_tune_epochs < 1:
+            raise ValueError(
+                f"head_epochs + fine_tune_epochs must be at least 1, "
+                f"got {self.head_epochs} + {self.fine_tune_epochs}"
+            )
+        return self
 
 
-@dataclass
+@_section("train")
 class TrainConfig(BackboneTrainConfig):
-    backbones: list[str] = field(default_factory=lambda: ["vgg16", "resnet50", "inceptionv3"])
-    early_stopping_patience: int = 10
-    reduce_lr_factor: float = 0.5
-    reduce_lr_patience: int = 2
+    # Registry names; checked against the registry where training starts
+    # (`fauna.backbones.check_names`): listing them here would import Keras.
+    backbones: list[Name] = Field(
+        default_factory=lambda: ["vgg16", "resnet50", "inceptionv3"], min_length=1
+    )
+    early_stopping_patience: int = Field(10, ge=0)
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
+    reduce_lr_patience: int = Field(2, ge=0)
     class_weights: bool = False
     mixed_precision: bool = True
     # Head phase (backbone frozen, no train-time augmentation): backbone features computed
@@ -153,7 +225,7 @@ class TrainConfig(BackboneTrainConfig):
     head_features_once: bool = True
     seed: int = 42
     # Per-backbone settings by registry name (case-insensitive: `ResNet50` is resnet50).
-    overrides: dict[str, dict[str, Any]] = field(
+    overrides: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
             # The paper: smaller batch, no regularisation, fewer epochs, LR 10x VGG's.
             "resnet50": {
@@ -181,120 +253,122 @@ class TrainConfig(BackboneTrainConfig):
         }
     )
 
-    def __post_init__(self) -> None:
-        self.overrides = _normalized_overrides(self.overrides)
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _registry_names(cls, overrides: Any) -> Any:
+        """Override keys as registry names (`ResNet50` -> resnet50); two spellings refused."""
+        if not isinstance(overrides, dict):
+            return overrides  # pydantic says what is wrong
+        normalized: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for name, settings in overrides.items():
+            key = normalize_name(str(name))
+            if key in normalized:
+                raise ValueError(f"names {key} twice ({spelled[key]!r} and {name!r}): keep one")
+            normalized[key], spelled[key] = {} if settings is None else settings, str(name)
+        return normalized
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> TrainConfig:
+        for name in self.overrides:
+            self.for_backbone(name)
+        return self
 
     def for_backbone(self, name: str) -> BackboneTrainConfig:
         """The base settings with this backbone's overrides applied."""
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(BackboneTrainConfig)}
         key = normalize_name(name)
-        return _build(
+        return _validated(
             BackboneTrainConfig, {**base, **self.overrides.get(key, {})}, f"train.overrides.{key}"
         )
 
 
-def _normalized_overrides(overrides: Any) -> dict[str, dict[str, Any]]:
-    """Override keys as registry names (`ResNet50` -> resnet50); two spellings of one refused."""
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"train.overrides: expected a mapping, got {overrides!r}")
-    normalized: dict[str, dict[str, Any]] = {}
-    spelled: dict[str, str] = {}
-    for name, settings in overrides.items():
-        key = normalize_name(str(name))
-        if key in normalized:
-            raise ConfigError(
-                f"train.overrides names {key} twice ({spelled[key]!r} and {name!r}): keep one"
-            )
-        if not isinstance(settings, dict):
-            raise ConfigError(f"train.overrides.{name}: expected a mapping, got {settings!r}")
-        normalized[key], spelled[key] = dict(settings), str(name)
-    return normalized
-
-
-@dataclass
+@_section("evaluate")
 class EvaluateConfig:
     top_confused_pairs: int = 10
 
 
-@dataclass
+@_section("tsne")
 class TsneConfig:
     perplexity: float = 30.0
     max_samples: int = 2000
     seed: int = 42
 
 
-@dataclass
+@_section("compare")
 class CompareConfig:
     """The champion policy (fauna.policy), for compare's choice and publish's decision."""
 
-    # macro_f1 | top1 | top3 | weighted_f1 | roc_auc | loss (neg_loss: deprecated, = loss)
-    champion_metric: str = "macro_f1"
+    # neg_loss: deprecated, = loss
+    champion_metric: Literal[CHAMPION_METRICS] = "macro_f1"
     # A model must beat the no-skill baselines (chance, majority class) with this
     # confidence (one-sided) to be champion at all.
-    eligibility_confidence: float = 0.99
+    eligibility_confidence: float = Field(0.99, ge=0.5, lt=1)
     # A challenger must be better than the champion (or the next backbone) by more than
     # min_gain with this confidence (one-sided, paired on the same test images).
-    confidence: float = 0.95
-    min_gain: float = 0.0
-    bootstrap_resamples: int = 2000
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    min_gain: float = Field(0.0, ge=0)
+    bootstrap_resamples: int = Field(2000, ge=100)
     seed: int = 0
 
+    @field_validator("champion_metric")
+    @classmethod
+    def _canonical(cls, metric: str) -> str:
+        return canonical(metric)
 
-@dataclass
+
+@_section("pipeline")
 class PipelineConfig:
-    bucket: str = "fauna"
-    image_cpu: str = "ghcr.io/fauna-ml/fauna-cpu:latest"
-    image_gpu: str = "ghcr.io/fauna-ml/fauna-gpu:latest"
+    bucket: Text = "fauna"
+    image_cpu: Text = "ghcr.io/fauna-ml/fauna-cpu:latest"
+    image_gpu: Text = "ghcr.io/fauna-ml/fauna-gpu:latest"
     use_gpu: bool = True
-    gpu_count: int = 1
+    gpu_count: int = Field(1, ge=1)
     # Empty: the `nvidia.com/gpu` limit alone places the train pod, on any cluster; a
     # cluster-specific label (GKE, EKS, AKS, OpenShift: docs/cluster.md) is opt-in.
-    gpu_node_selector: dict[str, str] = field(default_factory=dict)
-    gpu_toleration_key: str = "nvidia.com/gpu"
+    gpu_node_selector: dict[str, Text] = Field(default_factory=dict)
+    gpu_toleration_key: Text = "nvidia.com/gpu"
     # docker-registry Secrets (in the run's namespace) that every task pod pulls with.
-    image_pull_secrets: list[str] = field(default_factory=list)
-    train_cpu: str = "4"
-    train_memory: str = "16Gi"
-    step_cpu: str = "2"
-    step_memory: str = "4Gi"
-    step_timeout_seconds: int = 4 * 3600
-    train_timeout_seconds: int = 24 * 3600
+    image_pull_secrets: list[Name] = Field(default_factory=list)
+    train_cpu: Text = "4"
+    train_memory: Text = "16Gi"
+    step_cpu: Text = "2"
+    step_memory: Text = "4Gi"
+    step_timeout_seconds: int = Field(4 * 3600, ge=1)
+    train_timeout_seconds: int = Field(24 * 3600, ge=1)
     # Backbones trained at once (`dsl.ParallelFor` parallelism; 0 = all at once).
-    parallelism: int = 0
+    parallelism: int = Field(0, ge=0)
     # `fauna submit --wait` (and the chart's CronJob) retries a failed run this many
     # times through KFP's retry API: same run id, finished tasks kept, training resumes
     # from its run-scoped checkpoints (docs/cluster.md, "when a GPU node is preempted").
-    run_retries: int = 2
+    run_retries: int = Field(2, ge=0)
     # `fauna submit --wait` stops with the scheduler's reason when a task stays Pending
     # this long (no GPU node, a failing image pull): a Pending pod never fails. 0 = never.
-    pending_timeout_seconds: int = 1800
-    s3_secret: str = "fauna-s3"
-    kaggle_secret: str = "fauna-kaggle"
+    pending_timeout_seconds: int = Field(1800, ge=0)
+    s3_secret: Text = "fauna-s3"
+    kaggle_secret: Text = "fauna-kaggle"
 
 
-@dataclass
+@_section("model_registry")
 class ModelRegistryConfig:
     # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides (fauna.registry)
-    url: str = ""
-    author: str = "fauna"
+    url: Text = ""
+    author: Text = "fauna"
     timeout_seconds: float = 30.0  # per call: a silent registry never holds publish up
 
 
-@dataclass
+@_section("")
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    tsne: TsneConfig = field(default_factory=TsneConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    model_registry: ModelRegistryConfig = field(default_factory=ModelRegistryConfig)
-
-    def __post_init__(self) -> None:
-        _check(self)
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tsne: TsneConfig = Field(default_factory=TsneConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    model_registry: ModelRegistryConfig = Field(default_factory=ModelRegistryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -304,11 +378,46 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Config:
-        return _build(cls, data or {}, "")
+        return _validated(cls, data or {}, "")
 
     def merged(self, overlay: dict[str, Any]) -> Config:
         """A copy with `overlay` (a partial nested dict) applied on top."""
         return Config.from_dict(_deep_merge(self.to_dict(), overlay))
+
+
+def _validated(cls: type, data: Any, where: str) -> Any:
+    """`cls` built from a plain mapping; any problem is one `ConfigError` line."""
+    try:
+        return cls.__pydantic_validator__.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, cls, where)) from None
+
+
+def _one_line(exc: ValidationError, cls: type, where: str) -> str:
+    """pydantic's first error as one line: the dotted setting, its message, the value."""
+    error = exc.errors(include_url=False)[0]
+    loc = [f"[{p}]" if isinstance(p, int) else str(p) for p in error["loc"]]
+    dotted = ".".join(filter(None, [where, *loc])).replace(".[", "[")
+    if error["type"] == "value_error":  # our own rules; a nested ConfigError is a whole line
+        cause = error["ctx"]["error"]
+        return str(cause) if isinstance(cause, ConfigError) else f"{dotted or 'config'}: {cause}"
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        *parent, key = dotted.split(".")
+        known = _known_keys(cls, loc[:-1])
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+        return f"unknown key in {'.'.join(parent) or 'config'}: {key} ({hint})"
+    return f"{dotted or 'config'}: {error['msg']}, got {error['input']!r}"
+
+
+def _known_keys(cls: type, loc: list[str]) -> list[str]:
+    """The setting names of the section at `loc` under `cls` (for "did you mean")."""
+    for part in loc:
+        field = getattr(cls, "__pydantic_fields__", {}).get(part)
+        if field is None:
+            return []
+        cls = field.annotation
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
 
 
 def load_config(
@@ -319,10 +428,9 @@ def load_config(
     """Defaults <- YAML file <- profile overlay <- explicit overrides (dotted keys allowed)."""
     cfg = Config()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        cfg = _merged_file(cfg, p)
+        if not Path(path).is_file():
+            raise ConfigError(f"config file not found: {path}")
+        cfg = _merged_file(cfg, Path(path))
     if profile:
         prof = PROFILES_DIR / f"{profile}.yaml"
         if not prof.is_file():
@@ -330,7 +438,7 @@ def load_config(
             raise ConfigError(f"unknown profile {profile!r} (known: {known})")
         cfg = _merged_file(cfg, prof)
     if overrides:
-        cfg = cfg.merged(_undot(overrides))
+        cfg = cfg.merged(undot(overrides))
     return cfg
 
 
@@ -383,12 +491,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def section(name: str, values: dict[str, Any]) -> Any:
-    """One validated config section from a plain dict (what a KFP component receives).
-
-    Built inside a whole default config, so every check that applies to the section runs.
-    """
-    if name not in {f.name for f in dataclasses.fields(Config)}:
-        raise ConfigError(f"unknown config section {name!r}")
+    """One validated section from a plain dict (what a KFP component receives), built
+    inside a whole default config so that every check on the section runs."""
     return getattr(Config.from_dict({name: values}), name)
 
 
@@ -397,30 +501,31 @@ def section_dict(cfg: Config, name: str) -> dict[str, Any]:
     return dataclasses.asdict(getattr(cfg, name))
 
 
-def _undot(flat: dict[str, Any]) -> dict[str, Any]:
+def undot(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted overrides as a nested overlay: {"train.seed": 1} -> {"train": {"seed": 1}}."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
+        *parents, last = key.split(".")
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
-        node[parts[-1]] = value
+            if not isinstance(node, dict):
+                set_as = ".".join(parents[: i + 1])
+                raise ConfigError(f"--set {key}: {set_as} is also set to a value, not a section")
+        node[last] = value
     return out
 
 
 def _deep_merge(base: dict[str, Any], overlay: dict[str, Any], where: str = "") -> dict[str, Any]:
     out = _general_beats_earlier_overrides(base, overlay) if where == "train" else dict(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
-            out[key] = _deep_merge(out[key], value, key)
-        elif key == "overrides" and isinstance(value, dict) and isinstance(out.get(key), dict):
-            merged = dict(out[key])
-            for name, settings in value.items():
-                name = normalize_name(str(name))  # `ResNet50:` overlays resnet50
-                merged[name] = {**merged.get(name, {}), **(settings or {})}
-            out[key] = merged
-        else:
-            out[key] = value
+        if where == "train" and key == "overrides" and isinstance(value, dict):
+            value = {normalize_name(str(n)): v for n, v in value.items()}  # `ResNet50:` = resnet50
+        before = out.get(key)
+        if value is None and isinstance(before, dict):
+            continue  # an empty `train:` or `resnet50:` changes nothing
+        both = isinstance(value, dict) and isinstance(before, dict)
+        out[key] = _deep_merge(before, value, key) if both else value
     return out
 
 
@@ -440,67 +545,8 @@ def _general_beats_earlier_overrides(train: dict[str, Any], overlay: dict[str, A
     return {**train, "overrides": kept}
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) in {where or 'config'}: {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(names))})"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        hint = hints[name]
-        dotted = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, dotted)
-        else:
-            kwargs[name] = _coerce(value, hint, dotted)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = getattr(hint, "__origin__", None)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is float and isinstance(value, str):
-        value = _float_text(value, where)  # YAML 1.1 reads `1e-4` as text
-    if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if hint is int and float(value) != int(value):
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        return hint(value)
-    if hint is str:
-        if value is None:
-            return ""
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected text, got {value!r}")
-        return str(value)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = hint.__args__
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    return value
-
-
-AUGMENT_LAYER_SETTINGS = ("horizontal_flip", "rotation", "zoom", "translation", "contrast")
-
-
 def check_augment(cfg: AugmentConfig) -> None:
     """The augment section's rules, in one place (the config and the augment step use it)."""
-    if cfg.mode not in AUGMENT_MODES:
-        raise ConfigError(f"augment.mode must be {'|'.join(AUGMENT_MODES)}, got {cfg.mode!r}")
     if cfg.mode != "none" and not any(getattr(cfg, k) for k in AUGMENT_LAYER_SETTINGS):
         raise ConfigError(
             f"augment.mode={cfg.mode} needs at least one of {', '.join(AUGMENT_LAYER_SETTINGS)} "
@@ -508,150 +554,46 @@ def check_augment(cfg: AugmentConfig) -> None:
         )
 
 
-def _float_text(text: str, where: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
-
-
-def _check(cfg: Config) -> None:
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
-
-    need(cfg.data.layout in ("auto", "folders", "csv"), "data.layout must be auto|folders|csv")
-    need(cfg.data.min_images_per_class >= 1, "data.min_images_per_class must be >= 1")
-    need(
-        len(cfg.data.classes) != 1,
-        "data.classes must list at least two classes (or none: any label found)",
-    )
-    for key in ("max_image_pixels", "max_file_bytes", "max_dataset_bytes", "max_files"):
-        need(getattr(cfg.data, key) >= 1, f"data.{key} must be >= 1")
-    need(cfg.data.max_compression_ratio >= 1, "data.max_compression_ratio must be >= 1")
-    need(cfg.data.download_timeout_s > 0, "data.download_timeout_s must be > 0")
-    need(cfg.data.min_download_bytes_per_s >= 0, "data.min_download_bytes_per_s must be >= 0")
-    need(cfg.data.download_rate_window_s > 0, "data.download_rate_window_s must be > 0")
-    need(cfg.preprocess.mode in ("crop", "stretch"), "preprocess.mode must be crop|stretch")
-    need(16 <= cfg.preprocess.image_size <= 1024, "preprocess.image_size must be in 16..1024")
-    need(1 <= cfg.preprocess.jpeg_quality <= 100, "preprocess.jpeg_quality must be in 1..100")
-    need(cfg.preprocess.images_per_shard >= 1, "preprocess.images_per_shard must be >= 1")
-    need(0 < cfg.split.test_fraction < 1, "split.test_fraction must be in (0, 1)")
-    need(0 <= cfg.split.val_fraction < 1, "split.val_fraction must be in [0, 1)")
-    check_augment(cfg.augment)
-    need(
-        cfg.compare.champion_metric in CHAMPION_METRICS,
-        f"compare.champion_metric must be {'|'.join(CHAMPION_METRICS)}, "
-        f"got {cfg.compare.champion_metric!r}",
-    )
-    cfg.compare.champion_metric = canonical(cfg.compare.champion_metric)
-    for key in ("confidence", "eligibility_confidence"):
-        need(0.5 <= getattr(cfg.compare, key) < 1, f"compare.{key} must be in [0.5, 1)")
-    need(cfg.compare.min_gain >= 0, "compare.min_gain must be >= 0")
-    need(cfg.compare.bootstrap_resamples >= 100, "compare.bootstrap_resamples must be >= 100")
-    need(cfg.pipeline.parallelism >= 0, "pipeline.parallelism must be >= 0 (0 = all at once)")
-    _check_train(cfg.train)
-    _check_pipeline(cfg.pipeline)
-
-
-def _check_pipeline(p: PipelineConfig) -> None:
-    for key in ("gpu_count", "step_timeout_seconds", "train_timeout_seconds"):
-        _need(p, "pipeline", key, getattr(p, key) >= 1, ">= 1")
-    for key in ("run_retries", "pending_timeout_seconds"):
-        _need(p, "pipeline", key, getattr(p, key) >= 0, ">= 0")
-    names = p.image_pull_secrets
-    _need(p, "pipeline", "image_pull_secrets", all(str(n).strip() for n in names), "Secret names")
-
-
-def _check_train(train: TrainConfig) -> None:
-    """Every training setting, for the base and each backbone's overrides (one line each).
-
-    Backbone names are checked against the registry where training starts
-    (`fauna.backbones.check_names`): listing them here would import Keras.
-    """
-    if not train.backbones or not all(str(b).strip() for b in train.backbones):
-        raise ConfigError(f"train.backbones must name at least one backbone, got {train.backbones}")
-    _need(train, "train", "early_stopping_patience", train.early_stopping_patience >= 0, ">= 0")
-    _need(train, "train", "reduce_lr_factor", 0 < train.reduce_lr_factor < 1, "in (0, 1)")
-    _need(train, "train", "reduce_lr_patience", train.reduce_lr_patience >= 0, ">= 0")
-    _check_backbone_settings(train, "train")
-    for name in train.overrides:
-        _check_backbone_settings(train.for_backbone(name), f"train.overrides.{name}")
-
-
-def _need(settings: Any, where: str, key: str, ok: bool, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{where}.{key} must be {rule}, got {getattr(settings, key)!r}")
-
-
-def _check_backbone_settings(b: BackboneTrainConfig, where: str) -> None:
-    _need(b, where, "head_epochs", b.head_epochs >= 0, ">= 0")
-    _need(b, where, "fine_tune_epochs", b.fine_tune_epochs >= 0, ">= 0")
-    if b.head_epochs + b.fine_tune_epochs < 1:
-        raise ConfigError(
-            f"{where}: head_epochs + fine_tune_epochs must be at least 1, "
-            f"got {b.head_epochs} + {b.fine_tune_epochs}"
-        )
-    for key in ("learning_rate", "fine_tune_learning_rate", "scratch_learning_rate"):
-        value = getattr(b, key)
-        _need(b, where, key, math.isfinite(value) and value > 0, "a number > 0")
-    _need(b, where, "batch_size", b.batch_size >= 1, ">= 1")
-    _need(b, where, "dropout", 0 <= b.dropout < 1, "in [0, 1)")
-    for key in ("l1", "l2", "decay"):
-        value = getattr(b, key)
-        _need(b, where, key, math.isfinite(value) and value >= 0, "a number >= 0")
-    _need(b, where, "fine_tune_layers", b.fine_tune_layers >= -1, ">= -1 (-1 = all layers)")
-    _need(b, where, "dense_units", all(u >= 1 for u in b.dense_units), "a list of sizes >= 1")
-
-
 def add_arguments(parser: Any) -> None:
     """`fauna config`: show the configuration every other command would use."""
     parser.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    parser.add_argument("--schema", action="store_true", help="print the model's JSON schema")
 
 
 def run(args: Any, cfg: Config) -> int:
-    print(json.dumps(cfg.to_dict(), indent=2) if args.json else cfg.to_yaml(), end="")
+    if args.schema:
+        print(json.dumps(params_json_schema(), indent=2))
+    else:
+        print(json.dumps(cfg.to_dict(), indent=2) if args.json else cfg.to_yaml(), end="")
     return 0
 
 
 def params_json_schema() -> dict[str, Any]:
-    """The config model as a JSON schema (the chart's `params`: values.schema.json).
+    """The config model as a JSON schema (the chart's `params`: values.schema.json, kept
+    equal by tests/test_chart.py): pydantic's, with its `$defs` inlined (under `params`,
+    `#/$defs/...` would not resolve), without titles, defaults and descriptions (no setting
+    has those names); `train.overrides` entries are partial per-backbone settings."""
+    raw = TypeAdapter(Config).json_schema()
+    defs = raw.pop("$defs", {})
 
-    Checks what `Config.from_dict` checks by type: known sections and keys, booleans,
-    numbers, lists, and the enumerated choices that have constants; ranges and
-    cross-field rules stay with `_check`. tests/test_chart.py keeps the chart's copy
-    equal to this.
-    """
-    choices = {("augment", "mode"): AUGMENT_MODES, ("compare", "champion_metric"): CHAMPION_METRICS}
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+        return {k: inline(v) for k, v in node.items() if k not in _SCHEMA_NOISE}
 
-    def of(hint: Any, where: tuple[str, ...]) -> dict[str, Any]:
-        origin = getattr(hint, "__origin__", None)
-        if dataclasses.is_dataclass(hint):
-            hints = get_type_hints(hint)
-            props = {f.name: of(hints[f.name], (*where, f.name)) for f in dataclasses.fields(hint)}
-            return {"type": "object", "additionalProperties": False, "properties": props}
-        if where in choices:
-            return {"enum": list(choices[where])}
-        if where[-2:] == ("train", "overrides"):  # per-backbone settings (`for_backbone`)
-            section = of(BackboneTrainConfig, where)
-            return {
-                "type": "object",
-                "additionalProperties": {**section, "type": ["object", "null"]},
-            }
-        if hint is bool:
-            return {"type": "boolean"}
-        if hint is int:
-            return {"type": "integer"}
-        if hint is float:
-            return {"type": "number"}
-        if hint is str:  # `_coerce` turns numbers into text and null into ""
-            return {"type": ["string", "number", "null"]}
-        if origin is list:
-            return {"type": "array", "items": of(hint.__args__[0], where)}
-        if origin is dict:
-            return {"type": "object", "additionalProperties": of(hint.__args__[1], where)}
-        return {}
-
-    schema = of(Config, ())
+    schema = inline(raw)
+    backbone = inline(TypeAdapter(BackboneTrainConfig).json_schema())
+    train = schema["properties"]["train"]["properties"]
+    train["overrides"] = {
+        "type": "object",
+        "additionalProperties": {**backbone, "type": ["object", "null"]},
+    }
     schema["description"] = "pipeline parameters in the params.yaml shape (fauna.config)"
     return schema
+
+
+_SCHEMA_NOISE = ("title", "default", "description", "required")

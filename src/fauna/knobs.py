@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from fauna.config import AUGMENT_MODES, Config, ConfigError, TrainConfig
+from fauna.config import AUGMENT_MODES, Config, ConfigError, TrainConfig, undot
 from fauna.metrics import CHAMPION_METRICS
 
 # KFP parameter type names as the compiled YAML and the UI show them.
@@ -244,18 +244,7 @@ def with_compiled_knobs(cfg: Config, args: argparse.Namespace) -> Config:
         for knob in KNOBS
         if knob.compiled and getattr(args, knob.name, None) is not None
     }
-    return cfg.merged(_nested(given)) if given else cfg
-
-
-def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
+    return cfg.merged(undot(given)) if given else cfg
 
 
 def train_settings(section: dict[str, Any], values: dict[str, Any]) -> TrainConfig:
@@ -290,7 +279,7 @@ def train_settings(section: dict[str, Any], values: dict[str, Any]) -> TrainConf
     # The section is the base as a whole (a file layer would merge the code's default
     # overrides back in); the knobs are `--set` overrides on top of it.
     base_cfg = Config.from_dict({"train": {**section, "overrides": base}})
-    return base_cfg.merged(_nested({**changed, **explicit})).train
+    return base_cfg.merged(undot({**changed, **explicit})).train
 
 
 def _key(knob: Knob) -> str:

@@ -30,6 +30,9 @@ class MetricSpec:
     higher_is_better: bool
     fmt: str  # format spec of a value, e.g. ".4f"
     may_crown: bool  # may be `compare.champion_metric`
+    # Its validation counterpart: the Keras history key train logs each epoch (the sweep's
+    # objective, the tie-break's score); None where training measures none.
+    validation: str | None = None
 
     def format(self, value: float | None) -> str:
         return "n/a" if value is None else format(value, self.fmt)
@@ -45,12 +48,12 @@ class MetricSpec:
 
 # The scalar test metrics of one evaluation (metrics.json), in the order reports show them.
 SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec("top1", "top-1 accuracy", True, ".4f", True),
-    MetricSpec("top3", "top-3 accuracy", True, ".4f", True),
-    MetricSpec("macro_f1", "macro-F1", True, ".4f", True),
+    MetricSpec("top1", "top-1 accuracy", True, ".4f", True, "val_accuracy"),
+    MetricSpec("top3", "top-3 accuracy", True, ".4f", True, "val_top3_accuracy"),
+    MetricSpec("macro_f1", "macro-F1", True, ".4f", True, "val_macro_f1"),
     MetricSpec("weighted_f1", "weighted-F1", True, ".4f", True),
-    MetricSpec("roc_auc", "ROC-AUC", True, ".4f", True),
-    MetricSpec("loss", "test loss", False, ".4f", True),
+    MetricSpec("roc_auc", "ROC-AUC", True, ".4f", True, "val_auc"),
+    MetricSpec("loss", "test loss", False, ".4f", True, "val_loss"),
 )
 _BY_KEY = {s.key: s for s in SPECS}
 # Old names still accepted in configs: neg_loss (= -loss, higher is better) is now `loss`.
@@ -60,6 +63,8 @@ METRIC_KEYS = tuple(s.key for s in SPECS)
 # What `compare.champion_metric` may be (a deprecated alias is accepted and translated).
 CHAMPION_METRICS = tuple(s.key for s in SPECS if s.may_crown) + tuple(DEPRECATED_ALIASES)
 METRIC_LABELS = {s.key: s.label for s in SPECS}
+# Every validation metric train logs that some test metric corresponds to, in SPECS order.
+VALIDATION_METRICS = tuple(s.validation for s in SPECS if s.validation)
 
 
 def canonical(key: str) -> str:

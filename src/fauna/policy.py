@@ -108,14 +108,24 @@ class Interval:
         return {"low": self.low, "high": self.high, "confidence": self.confidence}
 
 
-def exact_bounds(pred: Predictions, tail: float) -> tuple[float, float]:
-    """Clopper-Pearson bounds of top-1 accuracy, each with `tail` probability outside."""
+def proportion_bounds(k: int, n: int, tail: float) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) bounds of k successes in n trials, each with `tail`
+    probability outside. The one interval of a proportion: the policy decides with it and
+    the report shows it (fauna.report.uncertainty); sound at 0, n and small n."""
     from scipy.stats import beta
 
-    k, n = int(np.sum(pred.probs.argmax(axis=1) == pred.y_true)), pred.n
+    if n <= 0:
+        return 0.0, 1.0
+    k = min(max(k, 0), n)
     low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
     high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
     return low, high
+
+
+def exact_bounds(pred: Predictions, tail: float) -> tuple[float, float]:
+    """Clopper-Pearson bounds of top-1 accuracy, each with `tail` probability outside."""
+    k = int(np.sum(pred.probs.argmax(axis=1) == pred.y_true))
+    return proportion_bounds(k, pred.n, tail)
 
 
 def _bounds(pred: Predictions, metric: str, settings: Any, tail: float) -> tuple[float, float]:

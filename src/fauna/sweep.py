@@ -26,16 +26,8 @@ from typing import Any, get_type_hints
 import yaml
 
 from fauna.config import BackboneTrainConfig, Config, ConfigError
+from fauna.metrics import SPECS, VALIDATION_METRICS, metric_spec
 
-# compare.champion_metric -> (the validation metric train prints each epoch, direction)
-OBJECTIVES = {
-    "macro_f1": ("val_macro_f1", "maximize"),
-    "top1": ("val_accuracy", "maximize"),
-    "top3": ("val_top3_accuracy", "maximize"),
-    "roc_auc": ("val_auc", "maximize"),
-    "loss": ("val_loss", "minimize"),
-    "neg_loss": ("val_loss", "minimize"),  # the deprecated name of loss
-}
 CONTAINER = "training-container"
 ALGORITHMS = ("random", "tpe", "bayesianoptimization", "grid", "cmaes")
 
@@ -128,16 +120,18 @@ def experiment(sweep: Sweep, cfg: Config) -> dict[str, Any]:
         raise SweepError(f"--algorithm must be {'|'.join(ALGORITHMS)}, got {sweep.algorithm!r}")
     if not 1 <= sweep.parallel <= sweep.max_trials:
         raise SweepError("--parallel must be between 1 and --max-trials")
-    metric, goal = OBJECTIVES.get(cfg.compare.champion_metric, (None, None))
+    target = metric_spec(cfg.compare.champion_metric)
+    metric = target.validation
     if metric is None:
+        swept = ", ".join(s.key for s in SPECS if s.may_crown and s.validation)
         raise SweepError(
             f"compare.champion_metric={cfg.compare.champion_metric} has no validation "
-            f"counterpart during training: sweep one of {', '.join(OBJECTIVES)}"
+            f"counterpart during training: sweep one of {swept}"
         )
-    others = list(dict.fromkeys(m for m, _ in OBJECTIVES.values() if m != metric))
+    others = [m for m in VALIDATION_METRICS if m != metric]
     spec: dict[str, Any] = {
         "objective": {
-            "type": goal,
+            "type": "maximize" if target.higher_is_better else "minimize",
             "objectiveMetricName": metric,
             "additionalMetricNames": others,
             "metricStrategies": [{"name": m, "value": "latest"} for m in (metric, *others)],

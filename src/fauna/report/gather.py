@@ -20,7 +20,7 @@ from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_info
 from fauna.dataset import MANIFEST, read_json, read_manifest
 from fauna.errors import FaunaError
 from fauna.evaluation import METRICS
-from fauna.metrics import METRIC_KEYS
+from fauna.metrics import METRIC_KEYS, metric_spec
 from fauna.outputs import require_output
 from fauna.paper import paper_reference
 from fauna.policy import PREDICTIONS, Predictions
@@ -162,13 +162,10 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
     }
 
 
-# The validation counterpart of a champion metric in history.json (higher is better; a
-# loss is negated), for the policy's tie-break; val_loss where there is no counterpart.
-VALIDATION_KEYS = {"top1": "val_accuracy", "macro_f1": "val_macro_f1"}
-
-
 def validation_score(model_dir: Path | None, metric: str) -> float | None:
-    """The model's validation score at the epoch whose weights it kept (None: unknown)."""
+    """The model's validation score at the epoch whose weights it kept (None: unknown), for
+    the policy's tie-break: the metric spec's validation counterpart in history.json
+    (higher is better: a loss is negated), minus val_loss where it has none."""
     if model_dir is None or not (Path(model_dir) / HISTORY_JSON).is_file():
         return None
     history = read_json(Path(model_dir) / HISTORY_JSON)
@@ -176,9 +173,10 @@ def validation_score(model_dir: Path | None, metric: str) -> float | None:
         return None
     kept = model_info(model_dir).get("weights_from_epoch")
     entry = history[kept] if isinstance(kept, int) and 0 <= kept < len(history) else history[-1]
-    key = VALIDATION_KEYS.get(metric)
-    if key and entry.get(key) is not None:
-        return float(entry[key])
+    spec = metric_spec(metric)
+    if spec.validation and entry.get(spec.validation) is not None:
+        value = float(entry[spec.validation])
+        return value if spec.higher_is_better else -value
     return None if entry.get("val_loss") is None else -float(entry["val_loss"])
 
 

@@ -6,28 +6,32 @@ data where compare's champion policy put them (top level `chance`, `n_test`, `re
 per row `interval`, `n_test`, `chance`, `majority`; the champion's `evidence`) and computed
 here where they are missing, so a report made before they existed still shows them:
 chance = 1 / classes; majority = the largest class's share of the test images; for top-1
-and top-3 (proportions of test images) the Wilson score interval.
+and top-3 (proportions of test images) the exact binomial (Clopper-Pearson) interval, from
+the champion policy's own function (`fauna.policy.proportion_bounds`), so the report shows
+the interval the policy decides with.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fauna.metrics import METRIC_LABELS
+from fauna.policy import proportion_bounds
 
-Z95 = 1.959963984540054  # two-sided 95%: the confidence of the intervals computed here
+CONFIDENCE = 0.95  # two-sided, where compare measured no interval to take its confidence from
 TOP_K = {"top1": 1, "top3": 3}
 
 
-def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion p seen on n trials (sound at 0, 1, small n)."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+def confidence(data: dict[str, Any]) -> float:
+    """The confidence compare measured its intervals at (the policy's), else CONFIDENCE."""
+    given = [r["interval"] for r in data["backbones"] if r.get("interval")]
+    return float(given[0].get("confidence", CONFIDENCE)) if given else CONFIDENCE
+
+
+def proportion_interval(p: float, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
+    """The two-sided interval of a share p of n test images (p = right / n, so the count is
+    p * n rounded): the policy's exact bounds."""
+    return proportion_bounds(round(p * n), n, (1 - conf) / 2)
 
 
 def num_classes(data: dict[str, Any]) -> int:
@@ -69,8 +73,9 @@ def _metric_column(metric: str) -> str:
 
 
 def interval(row: dict[str, Any], key: str, data: dict[str, Any]) -> dict[str, float] | None:
-    """{low, high, confidence} of one score: the policy's for the champion metric, Wilson's
-    for top-1/top-3 (unless trivial), None where the data gives none."""
+    """{low, high, confidence} of one score: the policy's measured one for the champion
+    metric, the policy's exact bounds for top-1/top-3 (unless trivial), None where the data
+    gives none."""
     given = row.get("interval")
     if given and key == _metric_column(data["metric"]):
         low, high = float(given["low"]), float(given["high"])
@@ -79,8 +84,9 @@ def interval(row: dict[str, Any], key: str, data: dict[str, Any]) -> dict[str, f
         return {"low": low, "high": high, "confidence": float(given.get("confidence", 0.95))}
     n = row.get("n_test")
     if key in TOP_K and row.get(key) is not None and n and not trivial_top_k(key, data):
-        low, high = wilson(float(row[key]), int(n))
-        return {"low": low, "high": high, "confidence": 0.95}
+        conf = confidence(data)
+        low, high = proportion_interval(float(row[key]), int(n), conf)
+        return {"low": low, "high": high, "confidence": conf}
     return None
 
 
@@ -88,14 +94,14 @@ def interval_note(data: dict[str, Any]) -> str:
     """What the bracketed ranges in the results table are."""
     metric = _metric_column(data["metric"])
     given = [r["interval"] for r in data["backbones"] if r.get("interval")]
-    wilson_keys = [k for k in TOP_K if not trivial_top_k(k, data) and not (given and k == metric)]
+    exact = [k for k in TOP_K if not trivial_top_k(k, data) and not (given and k == metric)]
     names = {"top1": "top-1", "top3": "top-3"}
     parts = []
-    if wilson_keys:
-        keys = " and ".join(names[k] for k in wilson_keys)
+    if exact:
+        keys = " and ".join(names[k] for k in exact)
         parts.append(
-            f"{keys}: 95% Wilson score interval{'s' if len(wilson_keys) > 1 else ''} "
-            "on the test images"
+            f"{keys}: {confidence(data):.0%} exact binomial (Clopper-Pearson) "
+            f"interval{'s' if len(exact) > 1 else ''} on the test images"
         )
     if given:
         conf = float(given[0].get("confidence", 0.95))
@@ -131,8 +137,9 @@ def resolution_line(data: dict[str, Any], n: int | None) -> str:
         return f"{n} test images can separate differences of about {given:.0%} at best."
     if not n:
         return ""
-    low, high = wilson(0.5, n)
+    conf = confidence(data)
+    low, high = proportion_interval(0.5, n, conf)
     return (
         f"One test image is {100 / n:.1f} points of top-1, and a top-1 near 50% is known "
-        f"only to within ±{50 * (high - low):.0f} points (95%)."
+        f"only to within ±{50 * (high - low):.0f} points ({conf:.0%})."
     )
