@@ -86,7 +86,7 @@ def _train(data: Path, out: Path, weights: Path, once: bool, **kwargs):
 
 
 @pytest.mark.training
-@pytest.mark.slow  # three short trainings: ~2.5 min on 2 shared cores
+@pytest.mark.slow  # three short trainings: ~2.5 min on 2 shared cores (loaded)
 def test_training_through_features_matches_recomputing_and_resumes(
     pretrained, tmp_path, deterministic_ops
 ) -> None:
