@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-ingest bench-train bench-storage bench-serve \
+.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-ingest bench-train bench-storage bench-serve bench-scale \
         local-run compile \
         submit schedule clean
 
@@ -56,8 +56,12 @@ bench-preprocess: $(STAMP) ## preprocess images/s vs naive Pillow, 1 vs all core
 bench-ingest: $(STAMP) ## ingest peak RSS vs input size: folders, zip bombs, huge members, endless download
 	$(BIN)/python bench/bench_ingest.py
 
-bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensors
+bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensors; head phase: backbone every epoch vs features once
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_train.py --head-epochs 3 --images 256 --image-size 75
+
+bench-scale: $(STAMP) ## data steps' time/image, peak RSS and disk at 1k and 10k generated images (PNG plot)
+	$(BIN)/python bench/bench_scale.py --sizes 1000,10000 --plot docs/bench-scale.png
 
 bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
 	$(BIN)/python bench/bench_serve.py

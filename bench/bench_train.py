@@ -18,6 +18,11 @@ the model, so ratios there understate what a GPU node sees.
     python bench/bench_train.py                                   # paper backbones, 128 px
     python bench/bench_train.py --backbones vgg16 --image-size 75 --steps 10 --warmup 3
     python bench/bench_train.py --image-size 224 --set train.batch_size=32 --json out.json
+
+`--head-epochs N`: instead, the head phase (no augmentation) as training runs it, N epochs
+over the shards, recomputing the frozen backbone every epoch against computing its
+features once (fauna.training.features; the extraction counted in the time):
+    python bench/bench_train.py --head-epochs 3 --images 256 --image-size 75
 """
 
 from __future__ import annotations
@@ -144,6 +149,77 @@ def bench_backbone(name: str, cfg, image_size: int, shards: Path, args) -> list[
     return rows
 
 
+def head_phase(name: str, cfg, image_size: int, shards: Path, args) -> dict:
+    """Head-phase epochs/s: the backbone every epoch vs its features computed once."""
+    import keras
+    import tensorflow as tf
+
+    from fauna.backbones import get_backbone
+    from fauna.inputs import make_dataset
+    from fauna.model import build_model
+    from fauna.training import features
+    from fauna.training.data import TrainingData, class_counts
+    from fauna.training.recipe import LOSS, compile_for_phase, metrics, plan_recipe
+
+    spec = get_backbone(name)
+    bcfg = cfg.train.for_backbone(spec.name)
+    keras.utils.set_random_seed(cfg.train.seed)
+    batch, epochs = bcfg.batch_size, args.head_epochs
+    counts = class_counts(shards, NUM_CLASSES)
+    data = TrainingData(
+        [str(i) for i in range(NUM_CLASSES)], image_size, shards, None, None, counts, 0
+    )
+    model = build_model(spec.name, image_size, NUM_CLASSES, bcfg, "none")
+    recipe = plan_recipe(dataclasses.replace(bcfg, weights="imagenet"), data.steps_per_epoch(batch))
+    compile_for_phase(model, recipe.phases[0], recipe)
+    images = make_dataset(shards, image_size, NUM_CLASSES, batch, training=True, seed=1)
+    images = images.apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch(batch)))
+    model.fit(images, epochs=1, verbose=0)  # warm-up: tracing, autotuning
+    start = time.perf_counter()
+    model.fit(images, epochs=epochs, verbose=0)
+    recompute = time.perf_counter() - start
+
+    start = time.perf_counter()
+    once = features.extract(model, shards, data, batch, None)
+    extracted = time.perf_counter() - start
+    head = features.head_model(model)
+    head.compile(optimizer=model.optimizer, loss=LOSS, metrics=metrics())
+    batches = once.dataset(NUM_CLASSES, batch, shuffle_seed=1)
+    head.fit(batches, epochs=1, verbose=0)  # warm-up, as above
+    start = time.perf_counter()
+    head.fit(batches, epochs=epochs, verbose=0)
+    on_features = time.perf_counter() - start
+    row = {
+        "backbone": spec.name,
+        "image_size": image_size,
+        "images": data.train_images,
+        "batch_size": batch,
+        "epochs": epochs,
+        "recompute_epochs_per_s": round(epochs / recompute, 4),
+        "extract_s": round(extracted, 2),
+        "head_epoch_s": round(on_features / epochs, 4),
+        "once_epochs_per_s": round(epochs / (extracted + on_features), 4),
+        "speedup": round(recompute / (extracted + on_features), 2),
+    }
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def print_head_table(rows: list[dict], device: str) -> None:
+    print(f"\nhead phase: backbone every epoch vs features once — {device}\n")
+    print(
+        "| backbone | px | images | epochs | every epoch: epochs/s | extraction s "
+        "| head s/epoch | once: epochs/s (extraction counted) | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['backbone']} | {r['image_size']} | {r['images']} | {r['epochs']} "
+            f"| {r['recompute_epochs_per_s']:.3f} | {r['extract_s']:.1f} "
+            f"| {r['head_epoch_s']:.3f} | {r['once_epochs_per_s']:.3f} | {r['speedup']:.1f}x |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbones", help="comma-separated (default: train.backbones)")
@@ -155,6 +231,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=512, help="images in the shards")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="K=V")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--head-epochs", type=int, default=0, help="head phase: every epoch vs features once"
+    )
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -173,6 +252,12 @@ def main() -> int:
     print(f"device: {device}; TensorFlow {tf.__version__}", file=sys.stderr)
     shards = make_shards(args.image_size, args.images)
     rows = []
+    if args.head_epochs:
+        rows = [head_phase(n, cfg, args.image_size, shards, args) for n in backbones]
+        print_head_table(rows, device)
+        if args.json:
+            args.json.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")
+        return 0
     for name in backbones:
         rows += bench_backbone(name, cfg, args.image_size, shards, args)
 

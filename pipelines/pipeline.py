@@ -94,11 +94,12 @@ def _pull_with_secrets(task: dsl.PipelineTask, p: PipelineConfig) -> None:
         kubernetes.set_image_pull_secrets(task, list(p.image_pull_secrets))
 
 
-def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
+def _place_training(task: dsl.PipelineTask, p: PipelineConfig, gpus: Any) -> None:
     """GPU placement, all set together or none at all (CPU-only clusters such as kind).
 
     By default only the `nvidia.com/gpu` limit and the standard toleration: that works on
-    any cluster with the NVIDIA device plugin; a node selector is opt-in.
+    any cluster with the NVIDIA device plugin; a node selector is opt-in. `gpus`: the
+    `gpus_per_task` run parameter (its default `pipeline.gpu_count`).
     """
     task.set_container_image(p.image_gpu if p.use_gpu else p.image_cpu)
     _pull_with_secrets(task, p)
@@ -110,7 +111,7 @@ def _place_training(task: dsl.PipelineTask, p: PipelineConfig) -> None:
     # and Argo's default policy would not retry a deleted (preempted) pod anyway (#13386).
     # A failed run is retried as a whole instead (`fauna submit --wait`, pipeline.run_retries).
     if p.use_gpu:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p.gpu_count)
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         for key, value in p.gpu_node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         kubernetes.add_toleration(
@@ -195,7 +196,7 @@ def build_pipeline(cfg: Config):
                 checkpoint_root=f"s3://{p.bucket}/checkpoints",
                 data=data,
             )
-            _place_training(train_task, p)
+            _place_training(train_task, p, run["gpus_per_task"])
             _use_s3_secret(train_task, p)  # checkpoints, and weights from s3://
             model = train_task.outputs["model"]
             eval_task = _step(

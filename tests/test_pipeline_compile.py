@@ -84,7 +84,15 @@ def test_gpu_placement_when_on(gpu_docs):
     train = _executor(docs, "train")
     assert train["image"] == "reg/fauna-gpu:abc123"
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    # The count is the `gpus_per_task` run parameter (default pipeline.gpu_count): the
+    # driver resolves an input placeholder in `resourceCount` when it builds the pod
+    # (kfp-pipeline-spec's string `resource_count`, KFP 2.5+; SDK: set_accelerator_limit
+    # takes a PipelineChannel).
+    count = train["resources"]["accelerator"]["resourceCount"]
+    assert count == "{{$.inputs.parameters['pipelinechannel--gpus_per_task']}}"
+    spec = next(d for d in docs if "root" in d)
+    knob = spec["root"]["inputDefinitions"]["parameters"]["gpus_per_task"]
+    assert knob["defaultValue"] == Config().pipeline.gpu_count == 1
     k8s = _platform(docs)["exec-train"]
     # Works anywhere by default: the GPU limit and the standard toleration, no selector.
     assert "nodeSelector" not in k8s

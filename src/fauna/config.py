@@ -220,6 +220,9 @@ class TrainConfig(BackboneTrainConfig):
     reduce_lr_patience: int = Field(2, ge=0)
     class_weights: bool = False
     mixed_precision: bool = True
+    # Head phase (backbone frozen, no train-time augmentation): backbone features computed
+    # once, the head trained on them (docs/performance.md); off = the backbone every epoch.
+    head_features_once: bool = True
     seed: int = 42
     # Per-backbone settings by registry name (case-insensitive: `ResNet50` is resnet50).
     overrides: dict[str, dict[str, Any]] = Field(

@@ -170,6 +170,13 @@ KNOBS: tuple[Knob, ...] = (
         "train.overrides",
     ),
     Knob(
+        "gpus_per_task",
+        int,
+        "GPUs per training task (pipeline.use_gpu): more than one trains one replica on "
+        "each (MirroredStrategy), batch_size per replica, learning rates scaled",
+        "pipeline.gpu_count",
+    ),
+    Knob(
         "champion_metric",
         str,
         "what crowns a model",

@@ -33,6 +33,7 @@ from fauna.training import Diverged, TrainError
 from fauna.training.checkpoints import CheckpointStore
 from fauna.training.data import TrainingData, load_training_data
 from fauna.training.deliverables import TrainResult, write_outputs
+from fauna.training.distribute import scaled_for_replicas, training_strategy
 from fauna.training.recipe import plan_recipe, with_total_epochs
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ def train_backbone(
     dataset = load_training_data(data)
     check_input_size(spec, dataset.image_size)
     log.info(effective_settings(spec.name, cfg, bcfg))  # once every check has passed
+    strategy = training_strategy()  # several devices: one replica each, batch and rates scaled
+    bcfg = scaled_for_replicas(bcfg, strategy.num_replicas_in_sync)
     policy = _policy(cfg)
     fingerprint = _fingerprint(spec.name, bcfg, cfg, dataset, policy, data)
     if _already_trained(out, fingerprint):
@@ -93,7 +96,7 @@ def train_backbone(
         checkpoint_dir or default_checkpoint_dir(out), checkpoint_uri, fingerprint
     )
     recipe = plan_recipe(bcfg, dataset.steps_per_epoch(bcfg.batch_size))
-    with _precision(policy), step_output(out, STEP) as folder:
+    with _precision(policy), strategy.scope(), step_output(out, STEP) as folder:
         from fauna.training.loop import Job, run_training
 
         job = Job(spec.name, bcfg, cfg, dataset, recipe, store, fingerprint, policy)
@@ -167,7 +170,9 @@ def _fingerprint(
     common = {
         f.name: getattr(cfg, f.name)
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in per_backbone and f.name not in ("backbones", "overrides")
+        # head_features_once: the same model either way (a resumed run may switch it)
+        if f.name not in per_backbone
+        and f.name not in ("backbones", "overrides", "head_features_once")
     }
     source = read_json(data / SOURCE) if (data / SOURCE).is_file() else {}
     blob = json.dumps(

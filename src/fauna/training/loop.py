@@ -18,7 +18,16 @@ from fauna.model import build_model, limit_batchnorm_momentum
 from fauna.training import callbacks as cb
 from fauna.training.checkpoints import Checkpoint, CheckpointStore, TrainingState
 from fauna.training.data import TrainingData, balanced_class_weights, training_datasets
-from fauna.training.recipe import COSINE, Phase, Recipe, compile_for_phase, rate_setting
+from fauna.training.recipe import (
+    COSINE,
+    LOSS,
+    PRETRAINED,
+    Phase,
+    Recipe,
+    compile_for_phase,
+    metrics,
+    rate_setting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +61,26 @@ def run_training(
         mid_phase = resume if resume and resume.state.phase == phase.name else None
         if mid_phase is None:
             compile_for_phase(model, phase, job.recipe)
-        PhaseRun(job, model, phase, history, run_id, mid_phase).fit(
-            train_ds, val_ds, extra_callbacks
-        )
+        run = PhaseRun(job, model, phase, history, run_id, mid_phase)
+        if features_once(job, phase):
+            from fauna.training.features import head_features
+
+            batch, seed = job.bcfg.batch_size, job.cfg.seed
+            with head_features(model, job.data, batch, seed, job.store.dir) as (head, tr, va):
+                run.fit(tr, va, extra_callbacks, head=head)
+        else:
+            run.fit(train_ds, val_ds, extra_callbacks)
         resume = None
     return model, history
+
+
+def features_once(job: Job, phase: Phase) -> bool:
+    """Train this phase's head on backbone features computed once (training/features.py)?
+
+    Only when the backbone is frozen and nothing random changes the images between epochs.
+    """
+    frozen = phase.trainable_layers is None and job.recipe.start == PRETRAINED
+    return frozen and job.data.augment is None and job.cfg.head_features_once
 
 
 def _done(recipe: Recipe, index: int, state: TrainingState) -> bool:
@@ -175,7 +199,11 @@ class PhaseRun:
         best = stopper.best_weights if stopper.best_epoch != epoch else None
         self.job.store.save(self.model, self.state(epoch), best)
 
-    def fit(self, train_ds: Any, val_ds: Any, extra: Sequence[Any]) -> None:
+    def fit(
+        self, train_ds: Any, val_ds: Any, extra: Sequence[Any], head: keras.Model | None = None
+    ) -> None:
+        """`head`: fit that model (the full model's head layers) on feature batches; the
+        callbacks still see the full model, so what they save and restore is the same."""
         first = self.resume.state.epoch + 1 if self.resume else self.phase.start
         if self.resume and self.plateau is not None:
             self.model.optimizer.learning_rate = self.resume.state.lr
@@ -184,13 +212,24 @@ class PhaseRun:
             f"lr {self.phase.learning_rate:g} ({self.phase.schedule})"
         )
         counts = self.job.data.class_counts
-        self.model.fit(
+        callbacks: Any = self.callbacks(extra)
+        trainer = self.model
+        if head is not None:
+            from fauna.training.features import SyncStop
+
+            head.compile(  # the full model's optimizer: its state is the checkpoint's
+                optimizer=self.model.optimizer, loss=LOSS, metrics=metrics()
+            )
+            callbacks.append(SyncStop(self.model, head))
+            callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, model=self.model)
+            trainer = head
+        trainer.fit(
             train_ds,
             validation_data=val_ds,
             epochs=self.phase.end,
             initial_epoch=first,
             class_weight=balanced_class_weights(counts) if self.job.cfg.class_weights else None,
-            callbacks=self.callbacks(extra),
+            callbacks=callbacks,
             shuffle=False,  # the tf.data pipeline shuffles
             verbose=0,  # one line per epoch instead (cb.EpochLine)
         )

@@ -35,6 +35,7 @@ from fauna.training import TrainError
 
 PRETRAINED, SCRATCH = "pretrained", "scratch"
 PLATEAU, COSINE = "plateau", "cosine"
+LOSS = "categorical_crossentropy"
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,6 @@ def compile_for_phase(model: Any, phase: Phase, recipe: Recipe) -> None:
     set_trainable(model, phase.trainable_layers, freeze_batchnorm=recipe.freeze_batchnorm)
     model.compile(
         optimizer=keras.optimizers.Adam(phase.learning_rate),
-        loss="categorical_crossentropy",
+        loss=LOSS,
         metrics=metrics(),
     )

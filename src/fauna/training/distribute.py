@@ -1,0 +1,56 @@
+"""Training over every device of the node: one replica per device (tf.distribute).
+
+With more than one GPU visible (the train task asks for `pipeline.gpu_count`, the
+`gpus_per_task` knob), `MirroredStrategy` keeps a copy of the model on each GPU and
+averages the gradients every step. Without GPUs, more than one logical CPU device
+(configured before TensorFlow starts; tests do that) is mirrored the same way; a plain
+CPU machine has one and trains as before.
+
+`train.batch_size` is per replica: the global batch is batch_size x replicas, and every
+learning rate is scaled by the same factor (the linear scaling rule, Goyal et al. 2017,
+arXiv:1706.02677; the scratch recipe's warm-up covers its early steps), so a step sees
+the same gradient scale per image. The scaled settings are the run's settings: they
+enter its fingerprint, so a checkpoint of a run on another number of devices is refused
+rather than continued with another batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from fauna.config import BackboneTrainConfig
+
+log = logging.getLogger(__name__)
+
+SCALED_RATES = ("learning_rate", "fine_tune_learning_rate", "scratch_learning_rate")
+
+
+def training_strategy() -> Any:
+    """MirroredStrategy over the GPUs (or logical CPUs) when there are several, else the
+    default strategy (one device, exactly as before)."""
+    import tensorflow as tf
+
+    for kind in ("GPU", "CPU"):
+        devices = tf.config.list_logical_devices(kind)
+        if len(devices) > 1:
+            names = [d.name for d in devices]
+            log.info(f"training on {len(names)} {kind} devices (MirroredStrategy): {names}")
+            return tf.distribute.MirroredStrategy(devices=names)
+        if devices and kind == "GPU":
+            break
+    return tf.distribute.get_strategy()
+
+
+def scaled_for_replicas(bcfg: BackboneTrainConfig, replicas: int) -> BackboneTrainConfig:
+    """Global batch = per-replica batch x replicas, learning rates x replicas."""
+    if replicas <= 1:
+        return bcfg
+    rates = {name: getattr(bcfg, name) * replicas for name in SCALED_RATES}
+    scaled = dataclasses.replace(bcfg, batch_size=bcfg.batch_size * replicas, **rates)
+    log.info(
+        f"{replicas} replicas: global batch {scaled.batch_size} "
+        f"({bcfg.batch_size} per replica), learning rates x{replicas}"
+    )
+    return scaled
