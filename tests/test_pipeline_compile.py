@@ -86,8 +86,9 @@ def test_gpu_placement_when_on(gpu_docs):
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     # The count is the `gpus_per_task` run parameter (default pipeline.gpu_count): the
     # driver resolves an input placeholder in `resourceCount` when it builds the pod
-    # (kfp-pipeline-spec's string `resource_count`, KFP 2.5+; SDK: set_accelerator_limit
-    # takes a PipelineChannel).
+    # (kubeflow/pipelines backend/src/v2/driver/driver.go: `accelerator.GetResourceCount()`
+    # through `resolvePodSpecInputRuntimeParameter`, since PR #11501; SDK:
+    # set_accelerator_limit takes a PipelineChannel).
     count = train["resources"]["accelerator"]["resourceCount"]
     assert count == "{{$.inputs.parameters['pipelinechannel--gpus_per_task']}}"
     spec = next(d for d in docs if "root" in d)
