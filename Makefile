@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-ingest bench-train bench-storage bench-serve \
+.PHONY: help install test test-fast test-slow lint format bench bench-preprocess bench-ingest bench-train bench-storage bench-serve bench-scale \
         local-run compile \
         submit schedule clean
 
@@ -59,6 +59,10 @@ bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensor
 
 bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
 	$(BIN)/python bench/bench_serve.py
+
+SCALE_SIZES ?= 1000,10000
+bench-scale: $(STAMP) ## data steps + input epoch at 1k/10k images: s/img, peak RSS, disk (SCALE_SIZES=1000,10000,100000)
+	$(BIN)/python bench/bench_scale.py --sizes $(SCALE_SIZES) --plot docs/scaling.png
 
 bench-storage: $(STAMP) ## S3 files/s: parallel vs one at a time, loopback and 20 ms latency; CAS races
 	$(BIN)/python bench/bench_storage.py --races 50 --fault-rounds 10 --stall
