@@ -34,7 +34,7 @@ NO_CLASS_FOLDER = "no class folder"
 UNSUPPORTED_FILE = "unsupported file type"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One file to check: `item` names it in reports, `rel` is its name inside its class."""
 
