@@ -15,6 +15,7 @@ samples is the child's own ru_maxrss, shown when larger) and the bytes the step 
 
     python bench/bench_scale.py                     # 1k and 10k
     python bench/bench_scale.py --sizes 1000,10000,100000 --plot docs/scaling.png
+    python bench/bench_scale.py --sizes 100000 --until ingest   # one step only
     python bench/bench_scale.py --json /tmp/scale.json   # machine-readable results
 
 Wall time includes each child's start-up (Python, and TensorFlow where the step imports
@@ -183,7 +184,7 @@ print(json.dumps({"images": n, "loop_s": time.perf_counter() - started}))
 """
 
 
-def run_size(count: int, work: Path) -> list[dict[str, float]]:
+def run_size(count: int, work: Path, until: str = "epoch") -> list[dict[str, float]]:
     src = dataset(count)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -206,6 +207,8 @@ def run_size(count: int, work: Path) -> list[dict[str, float]]:
         got["written_mib"] = _written(d[out], d[given] if given else None) / MIB
         rows.append({"size": count, "step": step, "images": count, **got})
         _show(rows[-1])
+        if step == until:
+            return rows
     got = measure([sys.executable, "-c", EPOCH, str(d["bal"])], work / "epoch.log")
     images = json.loads((work / "epoch.log").read_text().strip().splitlines()[-1])["images"]
     rows.append({"size": count, "step": "epoch", "images": images, **got, "written_mib": 0.0})
@@ -249,6 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated image counts")
     parser.add_argument("--work", type=Path, default=CACHE / "work")
+    parser.add_argument("--until", choices=STEPS, default="epoch", help="stop after this step")
     parser.add_argument("--plot", type=Path, help="write the PNG plot here")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -259,7 +263,7 @@ def main() -> None:
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
     rows = []
     for count in (int(s) for s in args.sizes.split(",")):
-        rows.extend(run_size(count, args.work / str(count)))
+        rows.extend(run_size(count, args.work / str(count), args.until))
         shutil.rmtree(args.work / str(count), ignore_errors=True)
     print(f"load at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
