@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install fauna with test extras
 
+# Two workers, one test file each (a file's module fixtures train once): many tests wait on
+# subprocesses, injected S3 faults and servers, so two cores serve two files at once.
 test: $(STAMP) ## run the test suite, all but the slow tier (installs first if needed)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not docker" $(PYTEST_ARGS)
 
 # Four workers on two cores: many fast tests wait (on injected S3 faults, on subprocesses).
 test-fast: $(STAMP) ## unit tests that train no model (about a minute)

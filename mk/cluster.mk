@@ -16,6 +16,7 @@ TAG := $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)$(if $(shell g
 endif
 IMAGE_CPU := $(REGISTRY)/fauna-cpu:$(TAG)
 IMAGE_GPU := $(REGISTRY)/fauna-gpu:$(TAG)
+IMAGE_SERVE := $(REGISTRY)/fauna-serve:$(TAG)
 # What compile/submit/schedule pass so the pipeline runs exactly these images.
 IMAGE_SETS := --set pipeline.image_cpu=$(IMAGE_CPU) --set pipeline.image_gpu=$(IMAGE_GPU)
 
@@ -50,16 +51,19 @@ DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build --file docker/Dockerfile --plat
 	$(if $(BUILD_CA_BUNDLE),--secret id=ca.pem$(comma)src=$(BUILD_CA_BUNDLE)) \
 	--build-arg REVISION=$(REVISION) $(if $(SOURCE_URL),--build-arg SOURCE=$(SOURCE_URL))
 
-.PHONY: chart image image-cpu image-gpu image-ref-cpu image-source-url image-test buildkit-check push \
-	push-check lock-images local-run-kind local-down
+.PHONY: chart image image-cpu image-gpu image-serve image-ref-cpu image-source-url image-test \
+	image-test-gpu image-test-serve buildkit-check push push-check lock-images local-run-kind local-down
 
-image: image-cpu image-gpu ## build both images: $REGISTRY/fauna-{cpu,gpu}:<git sha> (BuildKit)
+image: image-cpu image-gpu image-serve ## build the images: $REGISTRY/fauna-{cpu,gpu,serve}:<git sha> (BuildKit)
 
 image-cpu: buildkit-check ## build the CPU image (data steps, evaluate, t-SNE, compare, publish, submit)
 	$(DOCKER_BUILD) --target cpu --tag $(IMAGE_CPU) .
 
 image-gpu: buildkit-check ## build the GPU image (training; TensorFlow with CUDA; not built in CI)
 	$(DOCKER_BUILD) --target gpu --build-arg BAKE_WEIGHTS=$(BAKE_WEIGHTS) --tag $(IMAGE_GPU) .
+
+image-serve: buildkit-check ## build the serving image (`fauna serve`, the chart's KServe InferenceService)
+	$(DOCKER_BUILD) --target serve --tag $(IMAGE_SERVE) .
 
 buildkit-check:
 	@DOCKER=$(DOCKER) bash scripts/docker-buildkit-check.sh
@@ -72,6 +76,19 @@ image-test: $(STAMP) image-cpu ## build the CPU image and run every step check i
 	FAUNA_IMAGE=$(IMAGE_CPU) FAUNA_IMAGE_REBUILT=$(IMAGE_CPU)-rebuild DOCKER=$(DOCKER) \
 	  $(BIN)/python -m pytest -m docker -p no:cacheprovider tests/test_image.py $(PYTEST_ARGS); \
 	  status=$$?; $(DOCKER) rmi $(IMAGE_CPU)-rebuild >/dev/null; exit $$status
+
+# The GPU image (~7 GB; not in CI): TensorFlow imports, the CUDA libraries are there, and
+# without a GPU training falls back to the CPU with one clear line (tests/test_image_gpu.py).
+# BAKE_WEIGHTS=0 builds it offline; it runs here on any machine, with or without a GPU.
+image-test-gpu: $(STAMP) image-gpu ## build the GPU image and check it (TensorFlow, CUDA libraries, CPU fallback)
+	FAUNA_GPU_IMAGE=$(IMAGE_GPU) DOCKER=$(DOCKER) \
+	  $(BIN)/python -m pytest -m docker -p no:cacheprovider tests/test_image_gpu.py $(PYTEST_ARGS)
+
+# The serving image: `fauna serve` answers a V1 request from a model trained in it
+# (tests/test_image_serve.py; a few minutes, most of them training; not in CI).
+image-test-serve: $(STAMP) image-serve ## build the serving image and serve a model trained inside it
+	FAUNA_SERVE_IMAGE=$(IMAGE_SERVE) DOCKER=$(DOCKER) \
+	  $(BIN)/python -m pytest -m docker -p no:cacheprovider tests/test_image_serve.py $(PYTEST_ARGS)
 
 image-ref-cpu:
 	@echo $(IMAGE_CPU)
@@ -86,10 +103,11 @@ push-check:
 	  echo "push: $(TAG) is built from uncommitted files; commit first (or ALLOW_DIRTY=1)" >&2; \
 	  exit 2; fi;; esac
 
-push: push-check image ## push both images to $REGISTRY (set it in env.sh); refuses -dirty tags
+push: push-check image ## push the three images to $REGISTRY (set it in env.sh); refuses -dirty tags
 	$(DOCKER) push $(IMAGE_CPU)
 	$(DOCKER) push $(IMAGE_GPU)
-	@echo "pushed $(IMAGE_CPU) and $(IMAGE_GPU); helm: --set image.registry=$(REGISTRY) --set image.tag=$(TAG)"
+	$(DOCKER) push $(IMAGE_SERVE)
+	@echo "pushed $(IMAGE_CPU), $(IMAGE_GPU) and $(IMAGE_SERVE); helm: --set image.registry=$(REGISTRY) --set image.tag=$(TAG)"
 	@echo "or: make chart TAG=$(TAG), a chart whose default image tag is $(TAG)"
 
 chart: ## package charts/fauna with appVersion = $TAG (its default image tag) into dist/ (needs helm)

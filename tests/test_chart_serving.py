@@ -190,3 +190,12 @@ def test_lint_strict_with_the_inference_service():
     report = helm.lint(CHART, merged(BASE, FAUNA), strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
+
+
+def test_the_serving_image_is_pinned_by_its_own_digest(chart):
+    """`make image` builds fauna-serve beside fauna-cpu/-gpu; image.digest.serve pins it."""
+    digest = "sha256:" + "5" * 64
+    values = merged(FAUNA, {"image": {"digest": {"serve": digest}}})
+    (isvc,) = [d for d in rendered(chart, values) if d["kind"] == "InferenceService"]
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert container["image"] == f"ghcr.io/fauna-ml/fauna-serve:0a1b2c3@{digest}"

@@ -245,6 +245,8 @@ train_backbone(data, out, "mobilenetv3small", cfg, epochs=4, export=False,
 """
 
 
+# Slow tier: two real kills and resumes (~1.5 and ~3.5 min on a loaded 2-core VM).
+@pytest.mark.slow
 @pytest.mark.training
 @pytest.mark.parametrize("mode", ["mid-epoch", "between-writes"])
 def test_killed_training_resumes_each_epoch_exactly_once(mode: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ context, secrets, labels, the BuildKit check and the source URL. `make image-tes
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -49,28 +50,23 @@ def test_dockerfiles_pass_hadolint():
         assert done.returncode == 0, f"{path}:\n{done.stdout}{done.stderr}"
 
 
-def test_one_dockerfile_two_targets_on_a_shared_base():
+TARGETS = ("cpu", "gpu", "serve")
+
+
+def test_one_dockerfile_three_targets_on_a_shared_base():
     text = DOCKERFILE.read_text()
     found = stages(text)
-    assert {
-        "base",
-        "build",
-        "wheel",
-        "venv-cpu",
-        "venv-gpu",
-        "app",
-        "runtime",
-        "cpu",
-        "gpu",
-    } <= set(found)
-    assert re.search(r"^FROM runtime AS cpu$", text, re.M)
-    assert re.search(r"^FROM runtime AS gpu$", text, re.M)
+    venvs = {f"venv-{t}" for t in TARGETS}
+    assert {"base", "build", "wheel", "app", "runtime", *venvs, *TARGETS} <= set(found)
+    for target in TARGETS:
+        assert re.search(rf"^FROM runtime AS {target}$", text, re.M)
+        assert f"COPY --from=venv-{target} /opt/venv /opt/venv" in found[target]
     assert list(found)[-1] == "cpu"  # a plain `docker build` gives the CPU image
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M).group(1)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base)  # pinned to a patch release
-    for extra in ("cpu", "gpu"):
-        venv = found[f"venv-{extra}"]
-        assert f"docker/constraints-{extra}.txt" in venv
+    for target in TARGETS:
+        venv = found[f"venv-{target}"]
+        assert f"docker/constraints-{target}.txt" in venv
         assert re.search(r"(--requirement|make-venv) /tmp/constraints\.txt", venv)
 
 
@@ -81,19 +77,19 @@ def test_only_wheels_are_installed_and_the_sdist_is_built_with_pinned_tools():
     assert re.search(r"pip install pip==[\d.]+ setuptools==[\d.]+$", found["build"], re.M)
     assert "--no-binary kfp-server-api" in found["wheel"]
     assert "--no-build-isolation" in found["wheel"]
-    for venv in ("venv-cpu", "venv-gpu"):
-        assert "--only-binary :all:" in found[venv]
-    pinned = [
-        pins(ROOT / "docker" / f"constraints-{x}.txt")["kfp-server-api"] for x in ("cpu", "gpu")
-    ]
-    assert pinned[0] == pinned[1]  # the wheel stage builds it once, from the CPU pins
+    for target in TARGETS:
+        assert "--only-binary :all:" in found[f"venv-{target}"]
+    pinned = {pins(ROOT / "docker" / f"constraints-{x}.txt")["kfp-server-api"] for x in TARGETS}
+    assert len(pinned) == 1  # the wheel stage builds it once, from the CPU pins
+    # The same bytes on every rebuild, so a new CPU pin leaves the GPU venv layer cached.
+    assert re.search(r"^ENV SOURCE_DATE_EPOCH=\d+$", found["wheel"], re.M)
 
 
 def test_images_run_as_non_root_without_pip():
     found = stages(DOCKERFILE.read_text())
-    for target in ("cpu", "gpu"):
+    for target in TARGETS:
         assert re.search(r"^USER 10001:10001$", found[target], re.M), target
-    for venv in ("venv-cpu", "venv-gpu", "app"):
+    for venv in (*(f"venv-{t}" for t in TARGETS), "app"):
         assert "python -m venv --without-pip /opt/venv" in found[venv]
     assert "pip uninstall --yes" in found["runtime"]
     # The KFP launcher writes artifacts under these root paths: the user must own them.
@@ -155,7 +151,7 @@ def test_a_new_revision_changes_labels_only():
     """ARG/LABEL come last in each target, so a new revision reuses every layer."""
     found = stages(DOCKERFILE.read_text())
     assert "ARG" not in found["runtime"] and "LABEL" not in found["runtime"]
-    for target in ("cpu", "gpu"):
+    for target in TARGETS:
         lines = [ln for ln in found[target].splitlines() if ln and not ln.startswith((" ", "#"))]
         tail = [ln.split()[0] for ln in lines[-4:]]
         assert tail == ["ARG", "ARG", "ARG", "LABEL"], (target, lines[-4:])
@@ -211,7 +207,7 @@ def test_image_targets_check_for_buildkit_first(tmp_path, client, server, buildx
     if not ok:
         assert len(done.stderr.strip().splitlines()) == 1 and done.returncode == 2
     makefile = (ROOT / "mk" / "cluster.mk").read_text()
-    for target in ("image-cpu", "image-gpu"):
+    for target in ("image-cpu", "image-gpu", "image-serve"):
         assert re.search(rf"^{target}: buildkit-check", makefile, re.M)
     assert "DOCKER_BUILD = DOCKER_BUILDKIT=1 " in makefile
 
@@ -231,6 +227,7 @@ def test_build_context_is_an_allow_list():
         "docker/constraints-cpu.txt",
         "docker/make-venv.sh",
         "docker/constraints-gpu.txt",
+        "docker/constraints-serve.txt",
     }
     copied = re.findall(r"^COPY\s+(?!--from)(.+?)\s+\S+$", DOCKERFILE.read_text(), re.M)
     for sources in copied:
@@ -252,13 +249,36 @@ def normalized(requirement: str) -> tuple[str, str]:
     return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower(), version
 
 
-@pytest.mark.parametrize("extra", ["cpu", "gpu"])
-def test_constraints_pin_everything_pyproject_pins(extra):
+def image_extras() -> dict[str, str]:
+    """docker/lock.py's IMAGES: which extras each image installs."""
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "docker" / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.IMAGES
+
+
+@pytest.mark.parametrize("image", TARGETS)
+def test_constraints_pin_everything_pyproject_pins(image):
     """docker/constraints-*.txt must agree with pyproject.toml (`make lock-images`)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = dict(normalized(r) for r in project["dependencies"])
-    wanted.update(normalized(r) for r in project["optional-dependencies"][extra])
-    locked = pins(ROOT / "docker" / f"constraints-{extra}.txt")
+    for extra in image_extras()[image].split(","):
+        wanted.update(normalized(r) for r in project["optional-dependencies"][extra])
+    locked = pins(ROOT / "docker" / f"constraints-{image}.txt")
     stale = {n: (v, locked.get(n)) for n, v in wanted.items() if locked.get(n) != v}
     assert not stale, f"run `make lock-images`: pyproject vs constraints differ: {stale}"
     assert "fauna" not in locked and len(locked) > len(wanted)  # transitive pins too
+
+
+def test_only_the_serving_image_carries_kserve():
+    """Issue 17: the step images stay as small as before; publish (CPU image) may register
+    models, so only the CPU image gets the Model Registry client besides TensorFlow."""
+    assert image_extras() == {"cpu": "cpu,registry", "gpu": "gpu", "serve": "cpu,serve"}
+    locked = {t: pins(ROOT / "docker" / f"constraints-{t}.txt") for t in TARGETS}
+    assert "kserve" in locked["serve"] and "model-registry" in locked["cpu"]
+    assert "kserve" not in locked["cpu"] and "kserve" not in locked["gpu"]
+    assert "model-registry" not in locked["gpu"] and "model-registry" not in locked["serve"]
+    # Where two images share a package, they share its version.
+    for name, version in locked["cpu"].items():
+        for other in ("gpu", "serve"):
+            assert locked[other].get(name, version) == version, (name, other)

@@ -133,6 +133,20 @@ def test_imports_with_a_prebuilt_font_cache(image):
     assert cache_dir == "/tmp/matplotlib" and "fontlist-" in fontlists  # built with the image
 
 
+def test_publish_can_register_models_but_serving_stays_out(image):
+    """Issue 17: the CPU image has the Model Registry client (publish uses it when
+    `model_registry.url` is set); kserve and its web stack are the serving image's alone."""
+    done = run_python(
+        image,
+        "import importlib.util as u, json; from model_registry import ModelRegistry;"
+        "print(json.dumps({m: u.find_spec(m) is not None for m in "
+        "('kserve', 'fastapi', 'uvicorn', 'pandas')}))",
+    )
+    assert json.loads(done.stdout) == dict.fromkeys(
+        ("kserve", "fastapi", "uvicorn", "pandas"), False
+    )
+
+
 def checkout_modules() -> set[str]:
     """The modules of the fauna package in this checkout (pyproject's package-dir layout)."""
     roots = {

@@ -491,6 +491,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
 # ------------------------------------------------------- learnability (+ local resume)
 
 
+# Slow tier: a learning test (~3 min on a loaded 2-core VM); test_learnability.py is its kin.
+@pytest.mark.slow
 @pytest.mark.training
 def test_learns_separable_classes_through_a_mid_run_resume(
     tmp_path: Path, deterministic_ops: None

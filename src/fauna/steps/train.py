@@ -192,6 +192,8 @@ def _policy(cfg: TrainConfig) -> str:
     import tensorflow as tf
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
+    if not gpu:  # the GPU image on a node without one: say so, then train anyway
+        log.info("no GPU found: training on the CPU (float32)")
     return "mixed_float16" if gpu and cfg.mixed_precision else "float32"
 
 
