@@ -66,6 +66,10 @@ bench-scale: $(STAMP) ## data steps' time/image, peak RSS and disk at 1k and 10k
 bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
 	$(BIN)/python bench/bench_serve.py
 
+SCALE_SIZES ?= 1000,10000
+bench-scale: $(STAMP) ## data steps + input epoch at 1k/10k images: s/img, peak RSS, disk (SCALE_SIZES=1000,10000,100000)
+	$(BIN)/python bench/bench_scale.py --sizes $(SCALE_SIZES) --plot docs/scaling.png
+
 bench-storage: $(STAMP) ## S3 files/s: parallel vs one at a time, loopback and 20 ms latency; CAS races
 	$(BIN)/python bench/bench_storage.py --races 50 --fault-rounds 10 --stall
 

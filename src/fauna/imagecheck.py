@@ -51,7 +51,7 @@ class ImageRejected(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageCheck:
     """What `inspect_image` learnt: the hash always, the rest only when `ok`."""
 

@@ -34,12 +34,12 @@ NO_CLASS_FOLDER = "no class folder"
 UNSUPPORTED_FILE = "unsupported file type"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One file to check: `item` names it in reports, `rel` is its name inside its class."""
 
     item: str
-    path: Path
+    path: str  # a str, not a Path: ingest holds one Candidate per file (~0.5 KB less each)
     rel: str
     label: str
 
@@ -240,7 +240,7 @@ def _folders_layout(root: Path, class_dirs: list[Path], cfg: DataConfig) -> Layo
                 else:
                     rel = path.relative_to(class_dir).as_posix()
                     rel = f"{split}/{rel}" if split else rel
-                    layout.candidates.append(Candidate(item, path, rel, label))
+                    layout.candidates.append(Candidate(item, str(path), rel, label))
     return layout
 
 
@@ -287,7 +287,7 @@ def _csv_layout(root: Path, label_csv: _LabelCsv, cfg: DataConfig) -> Layout:
                 layout.rejected.append((item, reason, f"{where}: {detail}".rstrip(": ")))
                 continue
             rel = path.relative_to(base).as_posix()
-            layout.candidates.append(Candidate(item, path, rel, label))
+            layout.candidates.append(Candidate(item, str(path), rel, label))
     for path in _files_under(bases[0]):
         if looks_like_image(path) and path not in named:
             item = path.relative_to(root).as_posix()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import itertools
 import logging
 import os
 import random
@@ -234,9 +235,10 @@ def balance_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> BalanceRe
             target = cfg.target_count if cfg.target_count > 0 else max(before.values())
             plan = copies_per_image(train_rows, classes, target, cfg.seed)
             copies = _oversample(split_dir, tmp, cfg, plan, len(train_rows), per_shard, quality)
-        out_rows = [{**r, "augmented_from": ""} for r in rows] + copies
+        # Streamed, not a copy of every row: memory stays one manifest's worth (+ copies).
+        out_rows = itertools.chain(({**r, "augmented_from": ""} for r in rows), copies)
         write_manifest(tmp / MANIFEST, out_rows, BALANCED_FIELDS)
-        counts = Counter(r["split"] for r in out_rows)
+        counts = Counter(r["split"] for r in itertools.chain(rows, copies))
         added = Counter(c["label"] for c in copies)
         result = BalanceResult(
             out,

@@ -228,7 +228,7 @@ def _check_size(layout: Layout, cfg: DataConfig) -> None:
     files = len(layout.candidates) + len(layout.rejected)
     if files > cfg.max_files:
         raise limits.exceeded("the dataset has more files", files, "max_files")
-    size = sum(c.path.stat().st_size for c in layout.candidates)
+    size = sum(os.stat(c.path).st_size for c in layout.candidates)
     if size > cfg.max_dataset_bytes:
         raise limits.exceeded(f"the images total {size} bytes", size, "max_dataset_bytes")
 

@@ -153,7 +153,8 @@ def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
     with step_output(out, STEP) as tmp:
         counts, shards, per_shard = _write_shards(pre, tmp, rows, assignment, cfg)
         result = SplitResult(out, len(rows), counts, _per_class(rows, assignment, classes), notes)
-        out_rows = [{**r, "split": assignment[r["id"]]} for r in rows]
+        # Streamed, not a second list of every row: memory stays one manifest's worth.
+        out_rows = ({**r, "split": assignment[r["id"]]} for r in rows)
         write_manifest(tmp / MANIFEST, out_rows, SPLIT_FIELDS)
         write_json(tmp / SPLIT_INFO, _split_info(cfg, rows, result, shards, per_shard))
         carry_files(pre, tmp, CARRIED_FILES)
