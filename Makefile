@@ -60,9 +60,6 @@ bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensor
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_train.py --head-epochs 3 --images 256 --image-size 75
 
-bench-scale: $(STAMP) ## data steps' time/image, peak RSS and disk at 1k and 10k generated images (PNG plot)
-	$(BIN)/python bench/bench_scale.py --sizes 1000,10000 --plot docs/bench-scale.png
-
 bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
 	$(BIN)/python bench/bench_serve.py
 

@@ -1035,12 +1035,14 @@ def test_a_stream_of_zeros_is_refused_from_its_first_bytes(endless_server: str, 
 def test_a_slow_or_endless_download_stops_by_rate_or_deadline(endless_server: str, tmp_path: Path):
     slow = cfg(min_download_bytes_per_s=1000, download_rate_window_s=2)
     started = time.monotonic()
-    with pytest.raises(FaunaError, match=r"too slow: \d bytes/s over the last 2 s < data.min_"):
+    with pytest.raises(FaunaError, match=r"too slow: \d+ bytes/s over the last \d+ s < data.min_"):
         ingest_dataset(f"{endless_server}/data.tgz?zip&slow", tmp_path / "o1", slow)
     assert time.monotonic() - started < 10
     deadline = cfg(download_timeout_s=2, max_dataset_bytes=10**12)
     started = time.monotonic()
-    with pytest.raises(FaunaError, match=r"still running after \d+ bytes; seconds: 2 > data.down"):
+    with pytest.raises(
+        FaunaError, match=r"still running after \d+ bytes; seconds: \d+ > data.down"
+    ):
         ingest_dataset(f"{endless_server}/data.zip?zip", tmp_path / "o2", deadline)
     assert time.monotonic() - started < 10
     assert list(tmp_path.glob(".o*")) == []
