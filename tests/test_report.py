@@ -358,7 +358,8 @@ def test_the_tie_break_reads_the_metric_specs_validation_counterpart(tmp_path: P
         for e in (1, 2, 3)
     ]
     (tmp_path / "history.json").write_text(json.dumps(history))
-    (tmp_path / "train_info.json").write_text(json.dumps({"weights_from_epoch": 1}))
+    info = {"backbone": "vgg16", "weights": None, "image_size": 32, "weights_from_epoch": 1}
+    (tmp_path / "train_info.json").write_text(json.dumps(info))
     expected = {"top1": 0.4, "top3": 0.6, "macro_f1": 0.2, "roc_auc": 0.7, "loss": -0.5}
     for metric, value in (expected | {"weighted_f1": -0.5, "neg_loss": -0.5}).items():
         assert validation_score(tmp_path, metric) == pytest.approx(value), metric
