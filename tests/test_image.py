@@ -51,15 +51,20 @@ def engine_answers() -> bool:
     return probe.returncode == 0
 
 
-@pytest.fixture(scope="session")
-def image() -> str:
-    name = os.environ.get("FAUNA_IMAGE")
+def image_named_by(variable: str, built_by: str) -> str:
+    """The image `variable` names, present in an engine that answers; skipped when unset."""
+    name = os.environ.get(variable)
     if not name:
-        pytest.skip("no image to check: `make image-test` builds one and sets FAUNA_IMAGE")
+        pytest.skip(f"no image to check: `{built_by}` builds one and sets {variable}")
     if not engine_answers():
-        pytest.fail(f"FAUNA_IMAGE={name} but no Docker engine answers `{DOCKER} version`")
+        pytest.fail(f"{variable}={name} but no Docker engine answers `{DOCKER} version`")
     docker("image", "inspect", name)
     return name
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    return image_named_by("FAUNA_IMAGE", "make image-test")
 
 
 def shared_folder(path: Path) -> Path:

@@ -9,11 +9,10 @@ FAUNA_GPU_IMAGE set; without it every test here is skipped.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from test_image import docker, engine_answers, shared_folder
+from test_image import docker, image_named_by, shared_folder
 
 pytestmark = pytest.mark.docker
 
@@ -28,13 +27,7 @@ FALLBACK_LINE = "no GPU found: training on the CPU (float32)"
 
 @pytest.fixture(scope="module")
 def gpu_image() -> str:
-    name = os.environ.get("FAUNA_GPU_IMAGE")
-    if not name:
-        pytest.skip("no GPU image to check: `make image-test-gpu` builds one")
-    if not engine_answers():
-        pytest.fail(f"FAUNA_GPU_IMAGE={name} but no Docker engine answers")
-    docker("image", "inspect", name)
-    return name
+    return image_named_by("FAUNA_GPU_IMAGE", "make image-test-gpu")
 
 
 PROBE = """

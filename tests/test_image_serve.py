@@ -8,13 +8,12 @@ without it every test here is skipped.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from test_image import IMAGE_UID, docker, engine_answers, shared_folder
+from test_image import IMAGE_UID, docker, image_named_by, shared_folder
 
 pytestmark = pytest.mark.docker
 
@@ -44,13 +43,7 @@ print(json.dumps({"ready": ready, "uid": os.getuid(), "answer": answer}))
 
 @pytest.fixture(scope="module")
 def serve_image() -> str:
-    name = os.environ.get("FAUNA_SERVE_IMAGE")
-    if not name:
-        pytest.skip("no serving image to check: `make image-test-serve` builds one")
-    if not engine_answers():
-        pytest.fail(f"FAUNA_SERVE_IMAGE={name} but no Docker engine answers")
-    docker("image", "inspect", name)
-    return name
+    return image_named_by("FAUNA_SERVE_IMAGE", "make image-test-serve")
 
 
 def test_the_image_runs_fauna_serve_on_port_8080(serve_image):
