@@ -44,6 +44,19 @@ def docker(*args: str, check: bool = True, timeout: int = 600) -> subprocess.Com
     return done
 
 
+# A shell script for an image: one epoch of a small backbone on generated 32 px photos,
+# offline, into /work/model (the GPU image's CPU fallback and the serving image use it).
+TRAIN_A_TINY_MODEL = (
+    "set -e\n"
+    "fauna synth --out /work/photos --classes 3 --per-class 8\n"
+    "fauna ingest --source /work/photos --out /work/raw\n"
+    "fauna preprocess --raw /work/raw --out /work/pre --image-size 32\n"
+    "fauna split --data /work/pre --out /work/splits\n"
+    "fauna train --data /work/splits --backbone mobilenetv3small --out /work/model"
+    " --epochs 1 --set train.weights=none --set train.batch_size=4\n"
+)
+
+
 def engine_answers() -> bool:
     if not shutil.which(DOCKER):
         return False

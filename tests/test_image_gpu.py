@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_image import docker, image_named_by, shared_folder
+from test_image import TRAIN_A_TINY_MODEL, docker, image_named_by, shared_folder
 
 pytestmark = pytest.mark.docker
 
@@ -66,15 +66,7 @@ def test_tensorflow_imports_with_the_cuda_libraries_it_was_built_for(gpu_image):
 def test_without_a_gpu_training_says_so_and_finishes_on_the_cpu(gpu_image, tmp_path: Path):
     """One epoch of a small backbone on generated 32 px photos, offline, no GPU given."""
     work = shared_folder(tmp_path / "work")
-    script = (
-        "set -e\n"
-        "fauna synth --out /work/photos --classes 3 --per-class 8\n"
-        "fauna ingest --source /work/photos --out /work/raw\n"
-        "fauna preprocess --raw /work/raw --out /work/pre --image-size 32\n"
-        "fauna split --data /work/pre --out /work/splits\n"
-        "fauna train --data /work/splits --backbone mobilenetv3small --out /work/model"
-        " --epochs 1 --set train.weights=none --set train.batch_size=4\n"
-    )
+    script = TRAIN_A_TINY_MODEL
     done = docker(
         "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
         "-v", f"{work}:/work", "--entrypoint", "sh", gpu_image, "-c", script,

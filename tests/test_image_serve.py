@@ -13,20 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_image import IMAGE_UID, docker, image_named_by, shared_folder
+from test_image import IMAGE_UID, TRAIN_A_TINY_MODEL, docker, image_named_by, shared_folder
 
 pytestmark = pytest.mark.docker
 
-TRAIN = (
-    "set -e\n"
-    "fauna synth --out /work/photos --classes 3 --per-class 8\n"
-    "fauna ingest --source /work/photos --out /work/raw\n"
-    "fauna preprocess --raw /work/raw --out /work/pre --image-size 32\n"
-    "fauna split --data /work/pre --out /work/splits\n"
-    "fauna train --data /work/splits --backbone mobilenetv3small --out /work/model"
-    " --epochs 1 --set train.weights=none --set train.batch_size=4\n"
-    "exec fauna serve --model /work/model --name fauna --http-port 8080\n"
-)
+TRAIN = TRAIN_A_TINY_MODEL + "exec fauna serve --model /work/model --name fauna --http-port 8080\n"
 # Runs inside the container (its network is `none`): ready, then one V1 request.
 ASK = """
 import base64, glob, json, os, urllib.request
