@@ -958,8 +958,9 @@ def test_huge_archive_members_are_refused_with_flat_memory(
 
 class _EndlessHandler(http.server.BaseHTTPRequestHandler):
     """Streams zeros (or announces a size first, with ?announce=N; starts like a zip with
-    ?zip; sends one byte a second with ?slow). Each loop is bounded: it stops by itself
-    after 2 GiB or 90 s, whichever comes first, even if the client never hangs up."""
+    ?zip; sends one byte a second with ?slow, 1 MiB every 50 ms with ?paced). Each loop is
+    bounded: it stops by itself after 2 GiB or 90 s, whichever comes first, even if the
+    client never hangs up."""
 
     def do_GET(self):  # noqa: N802 - the stdlib's name
         self.send_response(200)
@@ -980,6 +981,8 @@ class _EndlessHandler(http.server.BaseHTTPRequestHandler):
                     break
                 if slow:
                     time.sleep(1)
+                elif "paced" in query:  # ~20 MB/s: outlasts a 2 s deadline on any machine
+                    time.sleep(0.05)
         except OSError:  # the client hung up: what we want
             pass
 
@@ -1043,7 +1046,7 @@ def test_a_slow_or_endless_download_stops_by_rate_or_deadline(endless_server: st
     with pytest.raises(
         FaunaError, match=r"still running after \d+ bytes; seconds: \d+ > data.down"
     ):
-        ingest_dataset(f"{endless_server}/data.zip?zip", tmp_path / "o2", deadline)
+        ingest_dataset(f"{endless_server}/data.zip?zip&paced", tmp_path / "o2", deadline)
     assert time.monotonic() - started < 10
     assert list(tmp_path.glob(".o*")) == []
 
