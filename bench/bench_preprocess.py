@@ -70,8 +70,8 @@ def dataset(count: int) -> Path:
     """An ingest-like directory of the first `count` generated JPEGs, cached across runs."""
     from PIL import Image
 
-    from fauna.dataset import MANIFEST, write_json, write_manifest
-    from fauna.outputs import mark_complete
+    from fauna.data.dataset import MANIFEST, write_json, write_manifest
+    from fauna.step_output import mark_complete
 
     root = CACHE / str(count)
     if (root / "READY").is_file():
@@ -130,7 +130,7 @@ def _cpu_seconds() -> float:
 def _naive(raw: Path, image_size: int, resample_name: str) -> dict[str, float]:
     from PIL import Image
 
-    from fauna.dataset import read_manifest
+    from fauna.data.dataset import read_manifest
 
     resample = Image.Resampling[resample_name.upper()]
     paths = [raw / row["path"] for row in read_manifest(raw / "manifest.csv")]
@@ -197,7 +197,7 @@ def _status_kib(pid: int, key: str) -> int:
 
 
 def _step(raw: Path, image_size: int, sample_rss: bool) -> dict[str, float]:
-    import fauna.records  # noqa: F401 - TensorFlow's import is not part of the timing
+    import fauna.data.records  # noqa: F401 - TensorFlow's import is not part of the timing
     from fauna.config import Config
     from fauna.steps.preprocess import available_cpus, preprocess_dataset
 
@@ -256,8 +256,8 @@ def _fidelity(raw: Path, image_size: int, samples: int = 50) -> float:
     import numpy as np
     from PIL import Image
 
-    from fauna.dataset import read_manifest
-    from fauna.imaging import preprocess_image
+    from fauna.data.dataset import read_manifest
+    from fauna.data.imaging import preprocess_image
 
     rows = list(read_manifest(raw / "manifest.csv"))[:samples]
     diffs = []
@@ -319,7 +319,7 @@ def main() -> None:
     _warm_page_cache(speed_raw)
     load = os.getloadavg()[0]
     total_bytes = sum(p.stat().st_size for p in (speed_raw / "images").rglob("*.jpg"))
-    from fauna.dataset import read_manifest
+    from fauna.data.dataset import read_manifest
 
     pixels = sum(
         int(r["width"]) * int(r["height"]) for r in read_manifest(speed_raw / "manifest.csv")

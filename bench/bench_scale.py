@@ -6,7 +6,7 @@ child process:
 
     ingest -> preprocess -> split -> augment (oversample) -> one training-input epoch
 
-(the epoch: `fauna.inputs.make_dataset` over the balanced train shards, shuffled,
+(the epoch: `fauna.data.input_pipeline.make_dataset` over the balanced train shards, shuffled,
 reading and decoding only, no model). For each size and step it prints wall time, time
 per image, the peak RSS of the step's whole process tree (sampled from /proc every 50 ms
 and summed over the step and its workers; a ceiling for short peaks missed between
@@ -173,8 +173,8 @@ def measure(argv: list[str], log: Path) -> dict[str, float]:
 EPOCH = """
 import json, sys, time
 from pathlib import Path
-from fauna.inputs import make_dataset
-from fauna.dataset import read_classes
+from fauna.data.input_pipeline import make_dataset
+from fauna.data.dataset import read_classes
 d = Path(sys.argv[1])
 size = json.loads((d / "preprocess.json").read_text())["image_size"]
 started, n = time.perf_counter(), 0

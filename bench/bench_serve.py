@@ -39,7 +39,7 @@ MODES = {"off": ["--max-batch", "1"], "on": ["--max-batch", "16", "--max-latency
 def make_model(backbone: str, image_size: int) -> Path:
     """A train-step-shaped model folder (cached): model.keras and its JSON files."""
     from fauna.config import PAPER_CLASSES, Config
-    from fauna.model import build_model
+    from fauna.model.network import build_model
 
     folder = CACHE / f"{backbone}-{image_size}"
     if (folder / "model.keras").is_file():
@@ -59,7 +59,7 @@ def make_model(backbone: str, image_size: int) -> Path:
 
 def photos(count: int) -> list[bytes]:
     """Photo-sized JPEGs (640x480), as a phone app would send them."""
-    from fauna.synthetic import class_image
+    from fauna.data.synthetic import class_image
 
     rng = random.Random(0)
     out = []

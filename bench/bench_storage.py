@@ -49,7 +49,7 @@ def serve(latency_ms: float) -> None:
     """Child process: the embedded server and a latency proxy; endpoints on stdout."""
     from faults import FaultProxy
 
-    from fauna.embedded_s3 import embedded_s3_server
+    from fauna.store.embedded_s3 import embedded_s3_server
 
     with embedded_s3_server() as endpoint, FaultProxy(endpoint) as proxy:
         proxy.latency(latency_ms / 1000)
@@ -70,7 +70,7 @@ def make_files(root: Path, count: int, size: int, prefix: str) -> list[Path]:
 
 def sequential_upload(local: Path, uri: str) -> int:
     """The previous upload_dir: one file after the other over one client."""
-    from fauna import storage
+    from fauna.store import storage
 
     s3, base = storage.client(), storage.parse_s3_uri(uri)
     files = sorted(p for p in local.rglob("*") if p.is_file())
@@ -81,7 +81,7 @@ def sequential_upload(local: Path, uri: str) -> int:
 
 
 def sequential_download(uri: str, local: Path) -> int:
-    from fauna import storage
+    from fauna.store import storage
 
     s3, base = storage.client(), storage.parse_s3_uri(uri)
     count = 0
@@ -101,7 +101,7 @@ def timed(func, *args) -> tuple[int, float]:
 
 def measure(endpoint: str, local: Path, label: str, work: Path, repeat: int) -> list[dict]:
     """Best of `repeat` for each direction and way; returns table rows."""
-    from fauna import storage
+    from fauna.store import storage
 
     os.environ["S3_ENDPOINT_URL"] = endpoint
     bucket = f"bench-{os.getpid()}-{label}".lower()
@@ -154,7 +154,7 @@ def print_table(rows: list[dict]) -> None:
 
 def one_round(base: str, local: Path, work: Path, i: int) -> int:
     """Every kind of storage call once, each result checked; returns the operation count."""
-    from fauna import storage
+    from fauna.store import storage
 
     text = f"round {i} {time.time_ns()}"
     storage.write_text(f"{base}/texts/{i}.txt", text)
@@ -182,8 +182,8 @@ def fault_table(rounds: int, work: Path) -> None:
     """Every 3rd request faulted, one kind at a time; all operations must succeed, correctly."""
     import faults
 
-    from fauna import storage
-    from fauna.embedded_s3 import embedded_s3_server
+    from fauna.store import storage
+    from fauna.store.embedded_s3 import embedded_s3_server
 
     local = work / "fault-tree"
     make_files(local, 6, 4096, "f")
@@ -207,8 +207,8 @@ def stall_time(deadline: str | None) -> None:
     """How long one read takes to fail against an endpoint that never answers."""
     import faults
 
-    from fauna import storage
-    from fauna.embedded_s3 import embedded_s3_server
+    from fauna.store import storage
+    from fauna.store.embedded_s3 import embedded_s3_server
 
     if deadline:
         os.environ[storage.TIMEOUT_ENV] = deadline
@@ -241,7 +241,7 @@ def race_probe(races: int, locked: bool) -> dict:
     from moto.s3.models import S3Backend
     from moto.server import ThreadedMotoServer
 
-    from fauna import embedded_s3
+    from fauna.store import embedded_s3
 
     original = S3Backend.put_object
 

@@ -2,7 +2,7 @@
 
 For each backbone and training phase (head: backbone frozen; fine_tune: the
 configured top layers trainable), the same compiled model trains
-  - fed by the real pipeline: fauna.inputs.make_dataset over JPEG TFRecord shards
+  - fed by the real pipeline: fauna.data.input_pipeline.make_dataset over JPEG TFRecord shards
     (parallel decode, train-time augmentation, batching, prefetch), and
   - fed from in-memory tensors: one batch of the same shape, already decoded,
     repeated (the upper bound any input pipeline can reach),
@@ -48,8 +48,8 @@ NUM_CLASSES = 30
 
 def make_shards(image_size: int, images: int) -> Path:
     """`images` synthetic JPEGs (30 classes) at the training size, as train shards (cached)."""
-    from fauna.records import Record, ShardWriter
-    from fauna.synthetic import class_image
+    from fauna.data.records import Record, ShardWriter
+    from fauna.data.synthetic import class_image
 
     directory = CACHE / f"{image_size}px-{images}"
     if (directory / "DONE").is_file():
@@ -95,9 +95,9 @@ def bench_backbone(name: str, cfg, image_size: int, shards: Path, args) -> list[
     import keras
     import tensorflow as tf
 
-    from fauna.backbones import get_backbone
-    from fauna.inputs import make_dataset
-    from fauna.model import build_model
+    from fauna.data.input_pipeline import make_dataset
+    from fauna.model.backbones import get_backbone
+    from fauna.model.network import build_model
     from fauna.training.recipe import compile_for_phase, plan_recipe
 
     spec = get_backbone(name)
@@ -154,12 +154,12 @@ def head_phase(name: str, cfg, image_size: int, shards: Path, args) -> dict:
     import keras
     import tensorflow as tf
 
-    from fauna.backbones import get_backbone
-    from fauna.inputs import make_dataset
-    from fauna.model import build_model
+    from fauna.data.input_pipeline import make_dataset
+    from fauna.model.backbones import get_backbone
+    from fauna.model.network import build_model
     from fauna.training import features
-    from fauna.training.data import TrainingData, class_counts
     from fauna.training.recipe import LOSS, compile_for_phase, metrics, plan_recipe
+    from fauna.training.trainset import TrainingData, class_counts
 
     spec = get_backbone(name)
     bcfg = cfg.train.for_backbone(spec.name)

@@ -8,20 +8,20 @@ def augment(
     mode: str,
     augment_config: dict,
     splits: dsl.Input[dsl.Dataset],
-    balanced: dsl.Output[dsl.Dataset],
+    augmented: dsl.Output[dsl.Dataset],
 ):
     """Balance (oversample) and/or mark train-time augmentation; val and test stay untouched."""
     from pathlib import Path
 
     from fauna import logs, timing
     from fauna.config import section
-    from fauna.steps.augment import balance_dataset
+    from fauna.steps.augment import augment_dataset
 
     logs.configure()
     timing.begin("augment")  # start-up: the process's age now
     cfg = section("augment", {**augment_config, "mode": mode})
-    result = balance_dataset(Path(splits.path), Path(balanced.path), cfg)
-    balanced.metadata.update(
+    result = augment_dataset(Path(splits.path), Path(augmented.path), cfg)
+    augmented.metadata.update(
         {
             "mode": result.mode,
             **{f"{name}_images": n for name, n in result.counts.items()},

@@ -22,7 +22,7 @@ def compare(
 
     from fauna import logs, timing
     from fauna.config import Config
-    from fauna.metrics import METRIC_KEYS
+    from fauna.score.metrics import METRIC_KEYS
     from fauna.steps.compare import compare_backbones
 
     logs.configure()

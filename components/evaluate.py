@@ -18,8 +18,8 @@ def evaluate(
 
     from fauna import logs, timing
     from fauna.config import section
-    from fauna.dataset import display_name
-    from fauna.metrics import METRIC_KEYS
+    from fauna.data.dataset import display_name
+    from fauna.score.metrics import METRIC_KEYS
     from fauna.steps.evaluate import evaluate_model
 
     logs.configure()

@@ -29,11 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fauna import knobs, storage, timing
+from fauna import knobs, timing
 from fauna.config import Config
 from fauna.contracts import PublishResult
 from fauna.errors import FaunaError
 from fauna.sources import kaggle_credentials_found
+from fauna.store import storage
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def choose_data(data: str | None, cfg: Config, run_dir: Path) -> tuple[str, str]
         return data, f"your data: {data}"
     if kaggle_credentials_found():
         return cfg.data.source, f"the Kaggle dataset {cfg.data.source}"
-    from fauna.synthetic import generate
+    from fauna.data.synthetic import generate
 
     sample = run_dir / "sample-data"
     generate(sample, per_class=SAMPLE_PER_CLASS, size_range=(96, 144), seed=cfg.split.seed)
@@ -107,7 +108,7 @@ def s3_endpoint(bucket: str):
         storage.ensure_bucket(bucket)
         yield os.environ["S3_ENDPOINT_URL"], False
         return
-    from fauna.embedded_s3 import embedded_s3_server
+    from fauna.store.embedded_s3 import embedded_s3_server
 
     with embedded_s3_server() as endpoint, _environment(S3_ENDPOINT_URL=endpoint):
         # The embedded server accepts any credentials; only fill in what is missing.
@@ -145,7 +146,7 @@ def registry_line(cfg: Config) -> str:
     """Where publish registers the run: MODEL_REGISTRY_URL reaches its task by inheritance
     (kfp.local's subprocesses, local_docker's forwarded variables), model_registry.url as
     the compiled pipeline's variable for publish."""
-    from fauna.registry import URL_ENV, registry_url
+    from fauna.store.registry import URL_ENV, registry_url
 
     url = registry_url(cfg)
     return url if url else f"off (set {URL_ENV} or model_registry.url to register the run)"

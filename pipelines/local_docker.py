@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # checkpoints), Kaggle credentials (ingest) and the log level; nothing else leaks in.
 PASSED_ENV = (
     "S3_ENDPOINT_URL",
-    "MODEL_REGISTRY_URL",  # optional: publish registers the run there (fauna.registry)
+    "MODEL_REGISTRY_URL",  # optional: publish registers the run there (fauna.store.registry)
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

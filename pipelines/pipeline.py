@@ -174,7 +174,7 @@ def build_pipeline(cfg: Config):
         splits = _step(
             split(split_config=sections["split"], preprocessed=pre.outputs["preprocessed"]), p
         )
-        balanced = _step(
+        augmented = _step(
             augment(
                 mode=run["augment_mode"],
                 augment_config=sections["augment"],
@@ -182,7 +182,7 @@ def build_pipeline(cfg: Config):
             ),
             p,
         )
-        data = balanced.outputs["balanced"]
+        data = augmented.outputs["augmented"]
 
         with dsl.ParallelFor(backbones, name="backbones", parallelism=p.parallelism) as backbone:
             train_task = train(
@@ -237,7 +237,7 @@ def build_pipeline(cfg: Config):
         )
         # Publishing moves the champion pointer: it must run every time.
         publish_task.set_caching_options(False)
-        if cfg.model_registry.url:  # publish registers every model there (fauna.registry)
+        if cfg.model_registry.url:  # publish registers every model there (fauna.store.registry)
             publish_task.set_env_variable("MODEL_REGISTRY_URL", cfg.model_registry.url)
         return publish_task.outputs["published"]
 

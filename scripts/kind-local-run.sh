@@ -159,7 +159,7 @@ elif [[ -z ${KAGGLE_USERNAME:-} || -z ${KAGGLE_KEY:-} ]]; then
   say "no Kaggle credentials: using a generated sample dataset (not real animals)"
   sample="s3://$BUCKET/datasets/synthetic-sample"
   run "$FAUNA" synth --out "$WORK/sample" --classes 30 --per-class 24
-  run "$PYTHON" -c 'import sys; from fauna.storage import upload_dir; upload_dir(*sys.argv[1:])' \
+  run "$PYTHON" -c 'import sys; from fauna.store.storage import upload_dir; upload_dir(*sys.argv[1:])' \
     "$WORK/sample" "$sample"
   data_args=(--source "$sample")
 fi

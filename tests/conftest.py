@@ -29,7 +29,7 @@ def deterministic_ops() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """The embedded S3 server (moto) on 127.0.0.1: the same HTTP code paths as MinIO."""
-    from fauna.embedded_s3 import embedded_s3_server
+    from fauna.store.embedded_s3 import embedded_s3_server
 
     with embedded_s3_server() as endpoint:
         yield endpoint
@@ -46,7 +46,7 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point the storage layer at the embedded server, with a fresh bucket; yields its name."""
     import uuid
 
-    from fauna import storage
+    from fauna.store import storage
 
     monkeypatch.setenv("S3_ENDPOINT_URL", s3_server)
     _test_credentials(monkeypatch)
@@ -68,7 +68,7 @@ def faulty_s3(s3_server: str, monkeypatch: pytest.MonkeyPatch):
 
     from faults import FaultProxy, FaultyS3
 
-    from fauna import storage
+    from fauna.store import storage
 
     _test_credentials(monkeypatch)
     monkeypatch.setenv(storage.TIMEOUT_ENV, os.environ.get(storage.TIMEOUT_ENV, "10"))

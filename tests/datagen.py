@@ -2,8 +2,8 @@
 
 Written here rather than by the preprocess step so that tests of later steps do
 not depend on it: shards/part-*.tfrecord, manifest.csv, classes.json,
-source.json and preprocess.json, exactly in the layout of `fauna.dataset`, and
-the completion marker a real preprocess run writes last (`fauna.outputs`).
+source.json and preprocess.json, exactly in the layout of `fauna.data.dataset`, and
+the completion marker a real preprocess run writes last (`fauna.step_output`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from fauna.dataset import (
+from fauna.data.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
@@ -22,9 +22,9 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
-from fauna.outputs import mark_complete
-from fauna.records import Record, ShardWriter
-from fauna.synthetic import class_image
+from fauna.data.records import Record, ShardWriter
+from fauna.data.synthetic import class_image
+from fauna.step_output import mark_complete
 
 PREPROCESSED_FIELDS = ["id", "label", "label_index", "sha256", "shard"]
 

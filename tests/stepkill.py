@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fauna.outputs import MARKER
+from fauna.step_output import MARKER
 
 # The child imports these before the step starts, so the random moment falls in the
 # step's own work rather than in an import (the in-process reference run has them loaded).
-PRELOAD = ("tensorflow", "keras", "PIL.Image", "fauna.records", "fauna.cli")
+PRELOAD = ("tensorflow", "keras", "PIL.Image", "fauna.data.records", "fauna.cli")
 
 
 def lock_path(out: Path) -> Path:

@@ -18,10 +18,10 @@ from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna.cli import main
 from fauna.config import AugmentConfig, Config, ConfigError, SplitConfig
-from fauna.dataset import SPLITS, read_manifest
-from fauna.outputs import MARKER, OutputError, mark_complete, read_marker
-from fauna.records import iter_records, shard_paths
-from fauna.steps.augment import balance_dataset
+from fauna.data.dataset import SPLITS, read_manifest
+from fauna.data.records import iter_records, shard_paths
+from fauna.step_output import MARKER, OutputError, mark_complete, read_marker
+from fauna.steps.augment import augment_dataset
 from fauna.steps.split import split_dataset
 
 SIZE = 32
@@ -52,7 +52,7 @@ def assert_val_test_unchanged(splits: Path, out: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["none", "augment"])
 def test_train_unchanged_on_disk(splits: Path, tmp_path: Path, mode: str):
-    result = balance_dataset(splits, tmp_path / "b", AugmentConfig(mode=mode))
+    result = augment_dataset(splits, tmp_path / "b", AugmentConfig(mode=mode))
     assert shard_bytes(tmp_path / "b/train") == shard_bytes(splits / "train")
     assert_val_test_unchanged(splits, tmp_path / "b")
     info = json.loads((tmp_path / "b/augment.json").read_text())
@@ -70,7 +70,7 @@ def test_train_unchanged_on_disk(splits: Path, tmp_path: Path, mode: str):
 
 def test_oversample_levels_every_class_with_real_augmented_jpegs(splits: Path, tmp_path: Path):
     out = tmp_path / "b"
-    result = balance_dataset(splits, out, AugmentConfig(mode="oversample"))
+    result = augment_dataset(splits, out, AugmentConfig(mode="oversample"))
     before = train_counts(splits)
     largest = max(before.values())
     assert result.after == {label: largest for label in before}
@@ -103,8 +103,8 @@ def test_oversample_levels_every_class_with_real_augmented_jpegs(splits: Path, t
 
 def test_oversample_is_deterministic(splits: Path, tmp_path: Path):
     cfg = AugmentConfig(mode="oversample", seed=5)
-    balance_dataset(splits, tmp_path / "a", cfg)
-    balance_dataset(splits, tmp_path / "b", cfg)
+    augment_dataset(splits, tmp_path / "a", cfg)
+    augment_dataset(splits, tmp_path / "b", cfg)
     manifest = "manifest.csv"
     assert (tmp_path / "a" / manifest).read_bytes() == (tmp_path / "b" / manifest).read_bytes()
     assert shard_bytes(tmp_path / "a/train") == shard_bytes(tmp_path / "b/train")
@@ -117,7 +117,7 @@ def test_oversample_is_deterministic(splits: Path, tmp_path: Path):
 def test_oversample_to_target_never_reduces(splits: Path, tmp_path: Path):
     before = train_counts(splits)
     target = sorted(before.values())[1]  # between the smallest and the largest class
-    result = balance_dataset(
+    result = augment_dataset(
         splits, tmp_path / "b", AugmentConfig(mode="oversample", target_count=target)
     )
     for label, n in before.items():
@@ -127,8 +127,8 @@ def test_oversample_to_target_never_reduces(splits: Path, tmp_path: Path):
 
 
 def test_rerun_into_same_directory_leaves_no_stale_shards(splits: Path, tmp_path: Path):
-    balance_dataset(splits, tmp_path / "b", AugmentConfig(mode="oversample"))
-    balance_dataset(splits, tmp_path / "b", AugmentConfig(mode="none"))
+    augment_dataset(splits, tmp_path / "b", AugmentConfig(mode="oversample"))
+    augment_dataset(splits, tmp_path / "b", AugmentConfig(mode="none"))
     assert shard_bytes(tmp_path / "b/train") == shard_bytes(splits / "train")
     assert_val_test_unchanged(splits, tmp_path / "b")
 
@@ -136,21 +136,21 @@ def test_rerun_into_same_directory_leaves_no_stale_shards(splits: Path, tmp_path
 def test_bad_input(splits: Path, tmp_path: Path, capsys):
     off = {k: 0 for k in ("rotation", "zoom", "translation", "contrast")}
     with pytest.raises(ConfigError, match="needs at least one"):
-        balance_dataset(splits, tmp_path / "b", AugmentConfig(horizontal_flip=False, **off))
+        augment_dataset(splits, tmp_path / "b", AugmentConfig(horizontal_flip=False, **off))
     with pytest.raises(ConfigError, match="augment.mode: Input should be .none."):
-        balance_dataset(splits, tmp_path / "b", AugmentConfig(mode="mirror"))
+        augment_dataset(splits, tmp_path / "b", AugmentConfig(mode="mirror"))
     pre = make_preprocessed(tmp_path / "pre", ["a", "b"], [3, 3])
     line = "is the output of `fauna preprocess`, but this step reads the output of `fauna split`"
     with pytest.raises(OutputError, match=line.replace("(", r"\(")):
-        balance_dataset(pre, tmp_path / "b", AugmentConfig())
-    balance_dataset(splits, tmp_path / "b", AugmentConfig(mode="oversample"))
+        augment_dataset(pre, tmp_path / "b", AugmentConfig())
+    augment_dataset(splits, tmp_path / "b", AugmentConfig(mode="oversample"))
     with pytest.raises(OutputError, match="output of `fauna augment`, but this step reads"):
-        balance_dataset(tmp_path / "b", tmp_path / "c", AugmentConfig(mode="oversample"))
+        augment_dataset(tmp_path / "b", tmp_path / "c", AugmentConfig(mode="oversample"))
     # Another step's completed output is not overwritten either.
     other = make_preprocessed(tmp_path / "other", ["a", "b"], [2, 2])
     mark_complete(other, "split")
     with pytest.raises(OutputError, match="not empty and is the output of `fauna split`"):
-        balance_dataset(splits, other, AugmentConfig())
+        augment_dataset(splits, other, AugmentConfig())
     assert not (tmp_path / "c").exists() and partial_folders(tmp_path / "c") == []
 
 
@@ -159,7 +159,7 @@ def test_a_users_folder_is_refused_and_left_untouched(splits: Path, tmp_path: Pa
     mine.mkdir()
     (mine / "augment.json").write_text("{}")
     with pytest.raises(OutputError, match="not empty and is not a fauna output"):
-        balance_dataset(splits, mine, AugmentConfig())
+        augment_dataset(splits, mine, AugmentConfig())
     assert [p.name for p in mine.iterdir()] == ["augment.json"]
     assert (mine / "augment.json").read_text() == "{}"
 
@@ -167,7 +167,7 @@ def test_a_users_folder_is_refused_and_left_untouched(splits: Path, tmp_path: Pa
 def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(splits: Path, tmp_path: Path):
     cfg = AugmentConfig(mode="oversample")
     started = time.monotonic()
-    balance_dataset(splits, tmp_path / "reference", cfg)
+    augment_dataset(splits, tmp_path / "reference", cfg)
     window = time.monotonic() - started
     out = tmp_path / "out"
     argv = ["augment", "--data", str(splits), "--out", str(out), "--mode", "oversample"]
@@ -178,7 +178,7 @@ def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(splits: Path,
         assert not out.exists() or read_marker(out) is not None
         for partial in outcome["partial"]:
             assert not (partial / MARKER).exists()
-    balance_dataset(splits, out, cfg)
+    augment_dataset(splits, out, cfg)
     assert partial_folders(out) == []
     assert tree_bytes(out) == tree_bytes(tmp_path / "reference")
 
@@ -200,12 +200,12 @@ def test_component_wrapper(splits: Path, tmp_path: Path):
     compiler.Compiler().compile(augment, str(tmp_path / "augment.yaml"))  # a valid KFP component
 
     cfg = Config().merged({"augment": {"mode": "oversample"}})
-    out = dsl.Dataset(name="balanced", uri=str(tmp_path / "b"))
+    out = dsl.Dataset(name="augmented", uri=str(tmp_path / "b"))
     augment.python_func(
         mode="oversample",
         augment_config=cfg.to_dict()["augment"],
         splits=dsl.Dataset(name="splits", uri=str(splits)),
-        balanced=out,
+        augmented=out,
     )
     info = json.loads((tmp_path / "b/augment.json").read_text())
     assert out.metadata["mode"] == "oversample"

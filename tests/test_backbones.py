@@ -17,7 +17,7 @@ import pytest
 
 
 def test_registry_names_sizes_and_families() -> None:
-    from fauna.backbones import PAPER_BACKBONES, BackboneError, check_input_size, get_backbone
+    from fauna.model.backbones import PAPER_BACKBONES, BackboneError, check_input_size, get_backbone
 
     assert get_backbone("VGG16").name == "vgg16"
     assert get_backbone("ResNet50").module.rsplit(".", 1)[-1] == "resnet"
@@ -34,14 +34,14 @@ def test_registry_names_sizes_and_families() -> None:
 
 
 def test_every_registered_module_has_a_known_preprocessing() -> None:
-    from fauna.backbones import registry
+    from fauna.model.backbones import registry
 
     unknown = sorted({b.module for b in registry().values() if not b.preprocessing})
-    assert unknown == [], f"add these to fauna.backbones.PREPROCESSING: {unknown}"
+    assert unknown == [], f"add these to fauna.model.backbones.PREPROCESSING: {unknown}"
 
 
 def test_unknown_names_are_refused_where_training_starts() -> None:
-    from fauna.backbones import BackboneError, check_names
+    from fauna.model.backbones import BackboneError, check_names
 
     check_names(["ResNet50", "efficientnet-v2-b0"], "train.overrides")
     with pytest.raises(BackboneError) as caught:
@@ -51,8 +51,8 @@ def test_unknown_names_are_refused_where_training_starts() -> None:
 
 def test_preprocessing_layers_equal_each_modules_preprocess_input() -> None:
     """Standard Keras layers reproduce every family's `preprocess_input` on raw pixels."""
-    from fauna.backbones import registry
-    from fauna.model import preprocessing_layer
+    from fauna.model.backbones import registry
+    from fauna.model.network import preprocessing_layer
 
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     checked = set()
@@ -67,8 +67,8 @@ def test_preprocessing_layers_equal_each_modules_preprocess_input() -> None:
 
 
 def test_weights_from_a_file_and_from_s3(s3: str, tmp_path: Path, monkeypatch) -> None:
-    from fauna import storage
-    from fauna.backbones import BackboneError, get_backbone, resolve_weights
+    from fauna.model.backbones import BackboneError, get_backbone, resolve_weights
+    from fauna.store import storage
 
     monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
     assert resolve_weights("none") is None and resolve_weights("imagenet") == "imagenet"
@@ -91,7 +91,7 @@ def test_model_layers_and_trainable_phases() -> None:
     import keras
 
     from fauna.config import BackboneTrainConfig
-    from fauna.model import build_model, limit_batchnorm_momentum, set_trainable
+    from fauna.model.network import build_model, limit_batchnorm_momentum, set_trainable
 
     cfg = BackboneTrainConfig(dense_units=[8, 4], l1=1e-4, l2=1e-4)
     model = build_model("mobilenetv2", 32, 5, cfg, "none")
@@ -119,7 +119,7 @@ def test_recalibrated_batchnorm_statistics_are_the_training_data_averages() -> N
     """After recalibration, inference-mode BatchNorm sees what training-mode saw."""
     import keras
 
-    from fauna.model import recalibrate_batchnorm
+    from fauna.model.network import recalibrate_batchnorm
 
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4, name="d")(inputs)
@@ -141,7 +141,7 @@ def test_recalibrated_batchnorm_statistics_are_the_training_data_averages() -> N
 
 
 def _all_backbones() -> list[str]:
-    from fauna.backbones import registry
+    from fauna.model.backbones import registry
 
     return sorted(registry())
 
@@ -168,9 +168,9 @@ LARGE = {
 def test_every_backbone_builds_and_trains_one_step_at_its_minimum_size(name: str) -> None:
     import keras
 
-    from fauna.backbones import get_backbone
     from fauna.config import BackboneTrainConfig
-    from fauna.model import build_model
+    from fauna.model.backbones import get_backbone
+    from fauna.model.network import build_model
     from fauna.training.recipe import compile_for_phase, plan_recipe
 
     spec = get_backbone(name)
@@ -196,11 +196,11 @@ def test_every_backbone_builds_and_trains_one_step_at_its_minimum_size(name: str
 
 @pytest.mark.training
 def test_models_saved_with_the_old_preprocessing_layer_still_load(tmp_path: Path) -> None:
-    """Champions saved before the standard layers keep loading through fauna.artifact."""
+    """Champions saved before the standard layers keep loading through fauna.model.artifact."""
     import keras
 
-    from fauna.artifact import load_model_file
-    from fauna.model import LegacyBackbonePreprocessing
+    from fauna.model.artifact import load_model_file
+    from fauna.model.network import LegacyBackbonePreprocessing
 
     inputs = keras.Input((8, 8, 3))
     x = LegacyBackbonePreprocessing("vgg16", name="preprocess")(inputs)

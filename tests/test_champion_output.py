@@ -14,8 +14,8 @@ import yaml
 from test_publish import data, models, reports  # noqa: F401 - fixtures
 from test_publish import publish_component as _publish
 
-from fauna import storage
 from fauna.config import Config
+from fauna.store import storage
 
 
 @pytest.mark.training
@@ -64,7 +64,7 @@ def test_no_champion_at_all_is_an_empty_uri(
 
 
 def test_compiled_pipeline_declares_the_champion_outputs(tmp_path):
-    from fauna.pipelines.cli import compile_pipeline
+    from fauna.pipelines.cluster import compile_pipeline
     from fauna.pipelines.kfp_objects import source_revision
 
     spec = next(yaml.safe_load_all(compile_pipeline(Config(), tmp_path / "p.yaml").read_text()))

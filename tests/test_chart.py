@@ -483,8 +483,8 @@ def run_sync(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_serving_init_container_syncs_the_champion_export(s3, tmp_path):
     """The init container's script, against a real S3 endpoint (the `s3` fixture)."""
-    from fauna import storage
-    from fauna.champion import pointer_uri
+    from fauna.store import storage
+    from fauna.store.champion import pointer_uri
 
     env = {
         "BUCKET": s3,

@@ -27,7 +27,7 @@ import pytest
 from faults import SLOW_DOWN
 from test_train import make_split_dataset, tiny_config
 
-from fauna import storage
+from fauna.store import storage
 from fauna.training import TrainError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +271,7 @@ def test_killed_training_resumes_each_epoch_exactly_once(mode: str, tmp_path: Pa
     state = json.loads((checkpoints / f"epoch-{done:04d}" / "state.json").read_text())
     latest = CheckpointStore(checkpoints, None, state["fingerprint"]).latest()
     assert latest.state.epoch == done - 1  # the weights are the ones its state describes:
-    from fauna.artifact import load_model_file
+    from fauna.model.artifact import load_model_file
 
     saved = load_model_file(checkpoints / f"epoch-{done:04d}" / "model.keras")
     for a, b in zip(latest.model.get_weights(), saved.get_weights(), strict=True):

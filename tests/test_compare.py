@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from fauna.config import PAPER_CLASSES, Config
-from fauna.outputs import mark_complete
 from fauna.paper import PAPER_RESULTS
+from fauna.step_output import mark_complete
 
 CLASSES = ["antelope", "grizzly+bear", "killer+whale"]
 METRICS = {
@@ -37,7 +37,7 @@ def write_predictions(ev: Path, backbone: str, num_classes: int) -> None:
     with p(true) = 0.5 and wrong on 10 (p(true) = 0.49 against 0.51): resnet50 is ahead on
     accuracy and F1 by 10 images, vgg16 on loss by 0.2 on every image.
     """
-    from fauna.policy import Predictions
+    from fauna.score.policy import Predictions
 
     y = np.arange(N_TEST) % num_classes
     probs = np.zeros((N_TEST, num_classes))
@@ -342,7 +342,7 @@ def test_notes_rerender_into_another_folder(tmp_path: Path) -> None:
 
 
 def test_mismatched_inputs_are_clear_errors(tmp_path: Path) -> None:
-    from fauna.outputs import OutputError
+    from fauna.step_output import OutputError
     from fauna.steps.compare import CompareError, compare_backbones
 
     model, ev, ts = make_run(tmp_path, "vgg16", True)

@@ -17,7 +17,7 @@ from fauna.contracts import (
     TrainInfo,
     load_document,
 )
-from fauna.dataset import write_json
+from fauna.data.dataset import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,8 +171,8 @@ def test_a_missing_damaged_or_foreign_file_is_one_line(tmp_path):
 
 def test_compare_refuses_an_evaluation_without_its_backbone_in_one_line(tmp_path):
     """The reader the comparison uses: a damaged metrics.json is named, not a KeyError."""
-    from fauna.outputs import mark_complete
     from fauna.report.gather import gather
+    from fauna.step_output import mark_complete
 
     ev = tmp_path / "eval-vgg16"
     write_json(ev / EvalMetrics.FILE, {k: v for k, v in OLD_EVAL.items() if k != "backbone"})
@@ -182,7 +182,7 @@ def test_compare_refuses_an_evaluation_without_its_backbone_in_one_line(tmp_path
 
 
 def test_model_info_checks_a_damaged_train_info(tmp_path):
-    from fauna.artifact import model_backbone, model_info
+    from fauna.model.artifact import model_backbone, model_info
 
     assert model_info(tmp_path / "resnet50") == {"backbone": "resnet50"}  # none: a stand-in
     assert model_backbone(tmp_path / "resnet50") == "resnet50"
@@ -195,7 +195,7 @@ def test_model_info_checks_a_damaged_train_info(tmp_path):
 
 def test_fauna_prints_a_damaged_document_as_one_line(tmp_path):
     """What a user sees: `fauna compare` over a damaged evaluation exits 2, one line."""
-    from fauna.outputs import mark_complete
+    from fauna.step_output import mark_complete
 
     model, ev = tmp_path / "model", tmp_path / "eval"
     write_json(model / TrainInfo.FILE, OLD_TRAIN_INFO)

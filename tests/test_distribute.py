@@ -88,7 +88,7 @@ def curve(out: Path) -> list[tuple[str, float, float]]:
 @pytest.mark.training
 @pytest.mark.slow  # three training subprocesses: 3-7 min on 2 shared cores
 def test_two_replicas_follow_one_device_at_the_same_global_batch_and_resume(tmp_path) -> None:
-    from fauna.backbones import get_backbone
+    from fauna.model.backbones import get_backbone
 
     # 12 train and 12 validation images: whole global batches (partial ones: see above)
     data = make_split_dataset(tmp_path / "data", size=SIZE, per_class={"train": 4, "val": 4})

@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from fauna.config import Config, EvaluateConfig, TsneConfig
-from fauna.outputs import mark_complete
-from fauna.records import Record, ShardWriter, iter_records
-from fauna.synthetic import class_image
+from fauna.data.records import Record, ShardWriter, iter_records
+from fauna.data.synthetic import class_image
+from fauna.step_output import mark_complete
 
 CLASSES = ["antelope", "german+shepherd", "killer+whale", "mole"]
 SIZE = 32
@@ -45,7 +45,7 @@ def make_dataset_dir(
     test_per_class: int | None = None,
     shuffled_labels: bool = False,
 ) -> Path:
-    """A split dataset directory in the fauna.records format, with its JSON files.
+    """A split dataset directory in the fauna.data.records format, with its JSON files.
 
     `test_per_class` enlarges the test split where a test needs evidence between models;
     `shuffled_labels` labels the train and val images at random (nothing to learn; the
@@ -83,7 +83,7 @@ def make_model_dir(root: Path, data: Path, backbone: str, epochs: int, lr: float
     """A tiny functional model trained `epochs` epochs, saved like the train step's output."""
     import keras
 
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
     from fauna.plots import plot_history
 
     keras.utils.set_random_seed(0)
@@ -214,7 +214,7 @@ def test_evaluate_metrics_are_consistent(dataset: Path, model_dir: Path, tmp_pat
 def test_evaluate_loss_matches_keras(dataset: Path, model_dir: Path, tmp_path: Path) -> None:
     import keras
 
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
     from fauna.steps.evaluate import evaluate_model
 
     m = evaluate_model(model_dir, dataset, tmp_path / "eval", EvaluateConfig())
@@ -269,7 +269,7 @@ def test_evaluate_rejects_mismatched_classes(
 def test_inputs_must_be_the_right_step_outputs(
     dataset: Path, model_dir: Path, tmp_path: Path
 ) -> None:
-    from fauna.outputs import OutputError
+    from fauna.step_output import OutputError
     from fauna.steps.evaluate import evaluate_model
     from fauna.steps.tsne import tsne_embeddings
 
@@ -280,7 +280,7 @@ def test_inputs_must_be_the_right_step_outputs(
 
 
 def test_classification_metrics_on_known_predictions() -> None:
-    from fauna.evaluation import classification_metrics
+    from fauna.score.evaluation import classification_metrics
 
     classes = ["a", "b", "c"]
     y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
@@ -455,7 +455,7 @@ def test_constant_model_is_flagged_and_a_working_one_is_not(
 
 def test_guard_thresholds_on_known_predictions() -> None:
     """Nearly one class is flagged; an imbalanced truth followed faithfully is not."""
-    from fauna.evaluation import degenerate_reason, prediction_diversity
+    from fauna.score.evaluation import degenerate_reason, prediction_diversity
 
     classes = ["a", "b", "c", "d"]
     y_true = np.array([0] * 25 + [1] * 25 + [2] * 25 + [3] * 25)
@@ -537,7 +537,7 @@ def test_non_finite_outputs_are_a_degenerate_model_not_a_traceback(
     """A diverged model (NaN weights, so NaN probabilities) is flagged with the reason."""
     import keras
 
-    from fauna.policy import Predictions
+    from fauna.score.policy import Predictions
     from fauna.steps.evaluate import evaluate_model
 
     diverged = tmp_path / "diverged"

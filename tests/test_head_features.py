@@ -21,7 +21,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> tuple[Path, Path]:
     """(split data, a mobilenetv2 weights file standing in for ImageNet)."""
-    from fauna.backbones import get_backbone
+    from fauna.model.backbones import get_backbone
 
     root = tmp_path_factory.mktemp("head_features")
     data = make_split_dataset(root / "data", size=SIZE, per_class={"train": 6, "val": 3})
@@ -34,10 +34,10 @@ def pretrained(tmp_path_factory) -> tuple[Path, Path]:
 def test_head_on_features_predicts_what_the_full_model_predicts(pretrained, tmp_path) -> None:
     """Same weights, same images: predictions within float tolerance (BatchNorm inference)."""
     from fauna.config import BackboneTrainConfig
-    from fauna.inputs import make_dataset
-    from fauna.model import build_model
-    from fauna.training.data import load_training_data
+    from fauna.data.input_pipeline import make_dataset
+    from fauna.model.network import build_model
     from fauna.training.features import head_features
+    from fauna.training.trainset import load_training_data
 
     data_dir, weights = pretrained
     data = load_training_data(data_dir)
@@ -57,9 +57,9 @@ def test_head_on_features_predicts_what_the_full_model_predicts(pretrained, tmp_
 @pytest.mark.training
 def test_features_spill_to_disk_beyond_the_memory_limit(pretrained, tmp_path, monkeypatch):
     from fauna.config import BackboneTrainConfig
-    from fauna.model import build_model
+    from fauna.model.network import build_model
     from fauna.training import features
-    from fauna.training.data import load_training_data
+    from fauna.training.trainset import load_training_data
 
     data_dir, weights = pretrained
     data = load_training_data(data_dir)
@@ -96,7 +96,7 @@ def test_training_through_features_matches_recomputing_and_resumes(
     0.15 (the batches are shuffled differently: features by index, images by shard), the
     fine-tuned model's predictions close; with augmentation off both runs see clean images.
     """
-    from fauna.artifact import load_model
+    from fauna.model.artifact import load_model
 
     data, weights = pretrained
     recomputed = tmp_path / "recomputed"

@@ -263,7 +263,7 @@ def test_data_steps_offline_on_a_read_only_root(image, photos, tmp_path, user):
         "fauna ingest --source /photos --out /work/raw\n"
         "fauna preprocess --raw /work/raw --out /work/pre --image-size 32\n"
         "fauna split --data /work/pre --out /work/splits\n"
-        "fauna augment --data /work/splits --out /work/balanced\n"
+        "fauna augment --data /work/splits --out /work/augmented\n"
     )
     done = docker(
         "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",

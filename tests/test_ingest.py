@@ -29,16 +29,16 @@ import pytest
 from PIL import Image
 from stepkill import kill_at_random, partial_folders, tree_bytes
 
-from fauna import champion, storage
-from fauna.champion import DatasetId
 from fauna.cli import main
 from fauna.config import DataConfig
-from fauna.dataset import DatasetError, read_json, read_manifest
+from fauna.data.dataset import DatasetError, read_json, read_manifest
+from fauna.data.synthetic import SYNTHETIC_MARKER
 from fauna.errors import FaunaError
-from fauna.outputs import OutputError, read_marker, step_output
 from fauna.sources import dataset_name, redact
+from fauna.step_output import OutputError, read_marker, step_output
 from fauna.steps.ingest import IngestResult, ingest_dataset
-from fauna.synthetic import SYNTHETIC_MARKER
+from fauna.store import champion, storage
+from fauna.store.champion import DatasetId
 
 # Test images are at most 64x48 = 3072 pixels; anything above this is a "bomb".
 MAX_PIXELS = 10_000

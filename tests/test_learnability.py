@@ -66,7 +66,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 def plain_keras_top1(model_file: Path, data: Path) -> float:
     import keras
 
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
 
     model = keras.saving.load_model(model_file)
     classes = json.loads((data / "classes.json").read_text())

@@ -12,9 +12,9 @@ from fake_docker import install_fake_docker
 
 from fauna.cli import build_parser, main
 from fauna.config import load_config
+from fauna.data.synthetic import SYNTHETIC_MARKER
 from fauna.errors import FaunaError
 from fauna.pipelines import local
-from fauna.synthetic import SYNTHETIC_MARKER
 
 
 def _fake_path(tmp_path: Path, bare_path: str, *, docker: bool, kind: bool) -> str:

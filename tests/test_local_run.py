@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from registry_standin import StandinRegistry
 
-from fauna import champion, registry, storage
 from fauna.cli import main
 from fauna.config import PAPER_CLASSES, Config
-from fauna.synthetic import generate
+from fauna.data.synthetic import generate
+from fauna.store import champion, registry, storage
 
 pytestmark = pytest.mark.slow
 BACKBONES = ("vgg16", "resnet50", "mobilenetv3small")  # three versions; the third is cheap

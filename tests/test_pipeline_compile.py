@@ -12,8 +12,8 @@ from fauna.cli import build_parser
 from fauna.config import Config, ConfigError, load_config, section_dict
 from fauna.errors import FaunaError
 from fauna.knobs import KFP_TYPES, KNOBS, RUN_KNOBS, TRAIN_KNOBS, run_arguments, train_settings
-from fauna.pipelines import cli
-from fauna.pipelines.cli import compile_pipeline
+from fauna.pipelines import cluster
+from fauna.pipelines.cluster import compile_pipeline
 from fauna.pipelines.conformance import backend_conformance_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_backend_conformance_flags_placeholders_inside_longer_strings(tmp_path):
     assert len(problems) == 1, problems
     assert "s3://bucket/checkpoints/{{$.pipeline_job_uuid}}" in problems[0]
     with pytest.raises(FaunaError, match="would break on a KFP backend"):
-        cli.check_compiled(path)
+        cluster.check_compiled(path)
     assert not path.exists()  # a non-conforming package is not left behind
 
 

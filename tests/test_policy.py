@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fauna.config import CompareConfig, Config, ConfigError
-from fauna.metrics import CHAMPION_METRICS, METRIC_KEYS, metric_spec, score
-from fauna.policy import (
+from fauna.score.metrics import CHAMPION_METRICS, METRIC_KEYS, metric_spec, score
+from fauna.score.policy import (
     Entrant,
     PolicyError,
     Predictions,
@@ -64,7 +64,7 @@ def test_metric_spec_is_the_one_table() -> None:
 
 def test_per_image_scores_match_evaluation() -> None:
     """The policy's resampled metrics are the evaluate step's, on the full test split."""
-    from fauna.evaluation import classification_metrics
+    from fauna.score.evaluation import classification_metrics
 
     classes = ["a", "b", "c", "d", "e"]
     p = smoke_like(1, accuracy=0.6, n=200, k=5)
@@ -308,7 +308,7 @@ def test_publish_decides_by_the_same_policy() -> None:
 
 def test_learned_nothing_guard_on_known_predictions() -> None:
     """Varied answers that ignore the image are flagged as no better than chance."""
-    from fauna.evaluation import classification_metrics, guard, prediction_diversity
+    from fauna.score.evaluation import classification_metrics, guard, prediction_diversity
 
     rng = np.random.default_rng(0)
     y_true = np.arange(120) % 4
@@ -337,11 +337,11 @@ def test_shuffled_labels_model_is_never_champion(s3: str, tmp_path: Path) -> Non
     """
     from test_evaluate import make_dataset_dir, make_model_dir
 
-    from fauna import champion
-    from fauna.champion import DatasetId
     from fauna.steps.compare import compare_backbones
     from fauna.steps.evaluate import evaluate_model
     from fauna.steps.publish import publish_run
+    from fauna.store import champion
+    from fauna.store.champion import DatasetId
 
     data = make_dataset_dir(tmp_path / "data", seed=3, test_per_class=15, shuffled_labels=True)
     model = make_model_dir(tmp_path / "shuffled", data, "shuffled", epochs=6, lr=3e-2)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from test_evaluate import CLASSES, make_dataset_dir, make_model_dir
 
-from fauna.synthetic import class_image
+from fauna.data.synthetic import class_image
 
 NUM_CLASSES, SIZE = len(CLASSES), 32
 
@@ -77,8 +77,8 @@ def test_prepared_pixels_are_what_training_saw(model_dir: Path, images: dict[str
     """Same resize, EXIF orientation, RGB and JPEG round trip as the preprocess step."""
     import io
 
-    from fauna.imaging import transform
-    from fauna.inputs import decode_image
+    from fauna.data.imaging import transform
+    from fauna.data.input_pipeline import decode_image
     from fauna.steps.predict import prepare_image
 
     pixels = np.asarray(prepare_image(images["sideways.png"], SIZE, "crop", 95))
@@ -114,8 +114,8 @@ def test_cli_prints_top3_and_exits_1_when_a_file_failed(
 def test_model_from_s3_and_the_champion(
     s3: str, model_dir: Path, images: dict[str, Path], tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from fauna import champion, storage
     from fauna.cli import main
+    from fauna.store import champion, storage
 
     monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
     uri = f"s3://{s3}/runs/r1/models/vgg16"
@@ -170,8 +170,8 @@ def test_predict_through_s3_faults(
 
     from faults import DROP, SLOW_DOWN, STALL
 
-    from fauna import champion, storage
     from fauna.cli import main
+    from fauna.store import champion, storage
 
     monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
     uri = faulty_s3.uri("runs/r1/models/vgg16").rstrip("/")
@@ -219,8 +219,8 @@ def test_a_model_that_diverged_or_collapsed_is_named_before_the_answers(
 ) -> None:
     """A NaN model (what lr 1000 left) or one answering the same for everything: one
     warning line on stderr before the answers; a healthy model gets none."""
-    from fauna.artifact import load_model
     from fauna.cli import main
+    from fauna.model.artifact import load_model
 
     copy = tmp_path / broken
     shutil.copytree(model_dir, copy)

@@ -1,7 +1,7 @@
 """preprocess: every kind of input image becomes an upright NxN RGB record, nothing is lost.
 
 The input is an ingest-like directory built here (not by the ingest step), so
-these tests depend only on the layout in `fauna.dataset`.
+these tests depend only on the layout in `fauna.data.dataset`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna import cli
 from fauna.config import Config, PreprocessConfig
-from fauna.dataset import (
+from fauna.data.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
@@ -32,8 +32,8 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
-from fauna.outputs import MARKER, OutputError, mark_complete, read_marker, step_output
-from fauna.records import deserialize, iter_records, shard_paths
+from fauna.data.records import deserialize, iter_records, shard_paths
+from fauna.step_output import MARKER, OutputError, mark_complete, read_marker, step_output
 from fauna.steps.preprocess import preprocess_dataset
 
 SIZE = 32

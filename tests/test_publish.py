@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from test_evaluate import make_dataset_dir, make_model_dir
 
-from fauna import champion, storage
-from fauna.champion import DatasetId
 from fauna.config import Config
 from fauna.steps.compare import compare_backbones
 from fauna.steps.evaluate import evaluate_model
 from fauna.steps.predict import champion_model_uri
 from fauna.steps.publish import publish_run, signature_of_test_split
+from fauna.store import champion, storage
+from fauna.store.champion import DatasetId
 
 # Test images per class: enough that the champion policy can tell the models apart (on
 # 6 per class, a model that never predicts 2 of the 4 classes is no better than chance

@@ -20,12 +20,13 @@ import test_publish as tp
 from registry_standin import StandinRegistry
 from test_evaluate import make_dataset_dir, make_model_dir
 
-from fauna import champion, cli, registry, storage
-from fauna.champion import DatasetId
+from fauna import cli
 from fauna.config import Config
 from fauna.steps.compare import compare_backbones
 from fauna.steps.evaluate import evaluate_model
 from fauna.steps.publish import publish_run, signature_of_test_split
+from fauna.store import champion, registry, storage
+from fauna.store.champion import DatasetId
 
 API = "/api/model_registry/v1alpha3"
 
@@ -226,7 +227,7 @@ def test_registry_down_or_refusing_never_blocks_publish_then_register_backfills(
         result = _publish(run_models, "all", "run-down", s3, tmp_path)
     assert result.promotion.promoted
     assert champion.read_pointer(s3, key)[0]["run_id"] == "run-down"
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "fauna.registry"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "fauna.store.registry"]
     assert "\n" not in warning and "fauna register --run run-down" in warning
 
     with StandinRegistry() as server:
@@ -236,7 +237,7 @@ def test_registry_down_or_refusing_never_blocks_publish_then_register_backfills(
         with caplog.at_level(logging.WARNING, logger="fauna"):
             again = _publish(run_models, "all", "run-refused", s3, tmp_path)
         assert not again.promotion.promoted  # the same models: not better; publish still ends
-        (warning,) = [r.getMessage() for r in caplog.records if r.name == "fauna.registry"]
+        (warning,) = [r.getMessage() for r in caplog.records if r.name == "fauna.store.registry"]
         assert "HTTP 503" in warning and "\n" not in warning
         assert server.store.items["model_versions"] == {}
 

@@ -79,7 +79,7 @@ class Page(HTMLParser):
 
 
 def _exact(p: float, n: int) -> tuple[float, float]:
-    """The 95% Clopper-Pearson interval by SciPy's binomial test, not by fauna.policy's
+    """The 95% Clopper-Pearson interval by SciPy's binomial test, not by fauna.score.policy's
     own code, so the test does not check the code against itself."""
     from scipy.stats import binomtest
 
@@ -317,7 +317,7 @@ def test_real_evaluate_writes_thumbnails_and_the_report_shows_them(tmp_path: Pat
 
 def test_evaluate_bar_total_from_the_manifest(tmp_path: Path) -> None:
     """The bar's total: the split's batches, counted in the manifest (None without one)."""
-    from fauna.evaluation import INFERENCE_BATCH, split_batches
+    from fauna.score.evaluation import INFERENCE_BATCH, split_batches
 
     assert split_batches(tmp_path, "test") is None
     rows = ["id,label,split"] + [f"{i},a,{'test' if i % 2 else 'train'}" for i in range(300)]

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 from test_evaluate import CLASSES, make_dataset_dir, make_model_dir
 
-from fauna.synthetic import class_image
+from fauna.data.synthetic import class_image
 
 pytest.importorskip("kserve")
 
@@ -122,7 +122,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(s3_server: str, models: tuple[Path, Path], tmp_path_factory) -> Iterator[Server]:
     """`fauna serve --model champion` against a fresh bucket whose champion is models[0]."""
-    from fauna import champion, storage
+    from fauna.store import champion, storage
 
     tmp = tmp_path_factory.mktemp("serve-run")
     env = {
@@ -291,7 +291,7 @@ def test_a_promotion_is_served_without_dropping_requests(
 ) -> None:
     """Move the champion pointer to another model: the server loads it and answers with it,
     and every request sent meanwhile is answered 200 (by the old model or the new)."""
-    from fauna import champion, storage
+    from fauna.store import champion, storage
 
     files = list(images.values())
     expected = fauna_predict(models[1], files, capsys)
@@ -342,9 +342,9 @@ def test_a_promotion_to_a_broken_model_keeps_serving_the_current_one(
 ) -> None:
     """Fail closed: a pointer naming nothing loadable is one warning per poll, the current
     model stays; a good pointer afterwards is followed."""
-    from fauna import champion, storage
     from fauna.config import Config
     from fauna.serving.predictor import ChampionFollower, load_served
+    from fauna.store import champion, storage
 
     monkeypatch.setenv("FAUNA_CACHE_DIR", str(tmp_path / "cache"))
     cfg = Config().merged({"pipeline": {"bucket": s3}})

@@ -14,9 +14,9 @@ from stepkill import kill_at_random, partial_folders, tree_bytes
 
 from fauna.cli import main
 from fauna.config import Config, SplitConfig
-from fauna.dataset import SPLITS, DatasetError, read_manifest, write_json, write_manifest
-from fauna.outputs import MARKER, OutputError, mark_complete, read_marker
-from fauna.records import deserialize, iter_records, shard_paths
+from fauna.data.dataset import SPLITS, DatasetError, read_manifest, write_json, write_manifest
+from fauna.data.records import deserialize, iter_records, shard_paths
+from fauna.step_output import MARKER, OutputError, mark_complete, read_marker
 from fauna.steps.split import split_dataset
 
 CLASSES = ["antelope", "bat", "beaver", "bobcat"]
@@ -189,7 +189,7 @@ def test_a_users_folder_is_refused_and_left_untouched(pre: Path, tmp_path: Path)
 
 
 def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(pre: Path, tmp_path: Path):
-    from fauna.steps.augment import balance_dataset
+    from fauna.steps.augment import augment_dataset
 
     started = time.monotonic()
     split_dataset(pre, tmp_path / "reference", SplitConfig())
@@ -205,7 +205,7 @@ def test_killed_at_a_random_moment_then_rerun_gives_the_same_bytes(pre: Path, tm
         for partial in outcome["partial"]:
             assert not (partial / MARKER).exists()
             with pytest.raises(OutputError, match="not a completed step output"):
-                balance_dataset(partial, tmp_path / "aug", Config().augment)
+                augment_dataset(partial, tmp_path / "aug", Config().augment)
     split_dataset(pre, out, SplitConfig())
     assert partial_folders(out) == []
     assert tree_bytes(out) == tree_bytes(tmp_path / "reference")

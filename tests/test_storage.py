@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from faults import DROP, INTERNAL, LOST_REPLY, SLOW_DOWN, STALL
 
-from fauna import storage
-from fauna.storage import PreconditionFailed, StorageError, parse_s3_uri
+from fauna.store import storage
+from fauna.store.storage import PreconditionFailed, StorageError, parse_s3_uri
 
 
 def make_tree(root: Path, files: int = 40) -> dict[str, bytes]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from fauna import champion, storage, store_check
 from fauna.cli import main
 from fauna.errors import EXIT_ERROR, EXIT_TRANSIENT
+from fauna.store import champion, storage
+from fauna.store import conditional_writes as store_check
 
 
 def _probes(bucket: str) -> list[str]:

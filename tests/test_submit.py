@@ -22,7 +22,7 @@ from fauna.cli import main
 from fauna.config import Config
 from fauna.errors import FaunaError
 from fauna.pipelines import kfp_backend, kfp_objects
-from fauna.pipelines.cli import compile_pipeline, validate_cron
+from fauna.pipelines.cluster import compile_pipeline, validate_cron
 
 SECRET = "s3cr3t-do-not-leak-7f2a"
 TOKEN = "token-of-the-fauna-service-account"

@@ -189,7 +189,7 @@ def test_the_objective_is_the_metric_specs_validation_counterpart(
     """The metric spec names each champion metric's validation metric and direction; the
     sweep takes both from it, and they are metrics train really logs."""
     from fauna.cli import main
-    from fauna.metrics import metric_spec
+    from fauna.score.metrics import metric_spec
 
     spec = metric_spec(metric)
     logged = {f"val_{m}" for m in _epoch_metrics()}

@@ -1,4 +1,4 @@
-"""fauna.tfrecord writes and reads what TensorFlow does: byte for byte, both ways."""
+"""fauna.data.tfrecord writes and reads what TensorFlow does: byte for byte, both ways."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fauna import tfrecord
-from fauna.records import Record, ShardWriter, deserialize, iter_records, serialize
+from fauna.data import tfrecord
+from fauna.data.records import Record, ShardWriter, deserialize, iter_records, serialize
 
 
 def _records(n: int) -> list[Record]:
@@ -56,7 +56,7 @@ def test_examples_are_tensorflow_s_bytes_and_read_back() -> None:
 def test_tensorflow_reads_our_shards_and_we_read_its(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from fauna.records import parse_example
+    from fauna.data.records import parse_example
 
     records = _records(25)
     with ShardWriter(tmp_path / "ours", per_shard=10) as writer:
@@ -103,7 +103,7 @@ def test_writing_and_reading_shards_imports_no_tensorflow(tmp_path: Path) -> Non
 
     code = (
         "import sys\nfrom pathlib import Path\n"
-        "from fauna.records import Record, ShardWriter, ShuffledShardWriter, iter_records\n"
+        "from fauna.data.records import Record, ShardWriter, ShuffledShardWriter, iter_records\n"
         f"root = Path({str(tmp_path)!r})\n"
         "recs = [Record(b'x' * i, i % 3, 'c', 'ab', f'id{i}') for i in range(30)]\n"
         "with ShardWriter(root / 'a', per_shard=7) as w:\n"

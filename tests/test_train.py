@@ -1,6 +1,6 @@
 """train: settings checked, recipes per start, the paper's backbones end to end, resume.
 
-Real Keras models on tiny generated split datasets in the fauna.records format
+Real Keras models on tiny generated split datasets in the fauna.data.records format
 (weights none, or a weights file standing in for ImageNet: nothing here downloads).
 Training outputs are shared through module-scoped fixtures to keep the suite fast.
 Checkpoint faults (kill -9, damaged files, S3 outages) are in test_checkpoints.py;
@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from fauna.config import Config, ConfigError
-from fauna.outputs import mark_complete
-from fauna.records import Record, ShardWriter
-from fauna.synthetic import class_image
+from fauna.data.records import Record, ShardWriter
+from fauna.data.synthetic import class_image
+from fauna.step_output import mark_complete
 
 PAPER_SIZE = 75  # InceptionV3's minimum
 METRICS = ("loss", "accuracy", "top3_accuracy", "auc", "macro_f1")
@@ -103,7 +103,7 @@ def kill_after(epochs: int):
 
 
 def top1_on_test_split(model, data: Path, size: int, classes: int) -> float:
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
 
     correct = total = 0
     for images, labels in make_dataset(data / "test", size, classes, 32):
@@ -200,8 +200,8 @@ def test_override_names_are_registry_names(tmp_path: Path) -> None:
 def test_epochs_split_and_class_weights() -> None:
     from fauna.config import BackboneTrainConfig
     from fauna.training import TrainError
-    from fauna.training.data import balanced_class_weights
     from fauna.training.recipe import with_total_epochs
+    from fauna.training.trainset import balanced_class_weights
 
     paper = BackboneTrainConfig(head_epochs=10, fine_tune_epochs=90)
     split = {n: with_total_epochs(paper, n) for n in (1, 2, 10, 50)}
@@ -252,7 +252,7 @@ def test_augment_json_is_read_as_the_augment_step_writes_it(tmp_path: Path) -> N
     from datagen import make_preprocessed
 
     from fauna.cli import main
-    from fauna.training.data import augment_settings
+    from fauna.training.trainset import augment_settings
 
     pre = make_preprocessed(tmp_path / "pre", ["a", "b"], 8, size=32)
     mark_complete(pre, "preprocess")
@@ -298,8 +298,8 @@ def paper_models(tmp_path_factory: pytest.TempPathFactory, paper_data: Path) -> 
 def test_paper_backbone_trains_from_scratch_and_writes_everything(
     backbone: str, paper_models: dict[str, Path]
 ) -> None:
-    from fauna.artifact import load_model
-    from fauna.outputs import read_marker
+    from fauna.model.artifact import load_model
+    from fauna.step_output import read_marker
 
     out = paper_models[backbone]
     assert read_marker(out)["step"] == "train"
@@ -353,7 +353,7 @@ def test_model_keras_loads_with_plain_keras_and_matches_the_export(
     """No `import fauna` needed to load model.keras; export/1 serves the same predictions."""
     import tensorflow as tf
 
-    from fauna.artifact import load_model
+    from fauna.model.artifact import load_model
 
     out = paper_models["vgg16"]
     pixels = np.random.default_rng(2).uniform(0, 255, (3, PAPER_SIZE, PAPER_SIZE, 3))
@@ -420,8 +420,8 @@ def test_component_wraps_the_step_and_sets_metadata(
 def test_two_phases_from_pretrained_weights(tmp_path: Path) -> None:
     """A weights file stands in for ImageNet: head (backbone frozen), then fine-tuning with
     BatchNorm frozen; the statistics it came with are kept."""
-    from fauna.artifact import load_model
-    from fauna.backbones import get_backbone
+    from fauna.model.artifact import load_model
+    from fauna.model.backbones import get_backbone
     from fauna.steps.train import train_backbone
 
     data = make_split_dataset(tmp_path / "data", size=32)
@@ -504,7 +504,7 @@ def test_learns_separable_classes_through_a_mid_run_resume(
     0.95-0.975 with oneDNN on and off; with 25 images per class it was 0.80-0.90 and
     failed on AMD EPYC (0.825), so 40 per class, and a threshold below the spread.
     """
-    from fauna.artifact import load_model
+    from fauna.model.artifact import load_model
     from fauna.steps.train import train_backbone
 
     classes, size = 4, 32
@@ -539,8 +539,8 @@ def test_generated_classes_keep_their_hue_and_pattern_through_the_crop() -> None
     import colorsys
     import random
 
-    from fauna.imaging import transform
-    from fauna.synthetic import PATTERNS
+    from fauna.data.imaging import transform
+    from fauna.data.synthetic import PATTERNS
 
     classes, rng = 30, random.Random(5)
     hues = []

@@ -17,8 +17,8 @@ from test_evaluate import CLASSES, PER_SPLIT
 
 from fauna import timing
 from fauna.config import EvaluateConfig, TsneConfig
-from fauna.evaluation import FEATURES, EvaluationError
-from fauna.outputs import step_output
+from fauna.score.evaluation import FEATURES, EvaluationError
+from fauna.step_output import step_output
 
 N_TEST = PER_SPLIT["test"] * len(CLASSES)
 

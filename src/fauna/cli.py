@@ -2,7 +2,7 @@
 
 The command table below names, for each command, the function that imports its
 module; each module provides `add_arguments(parser)` and `run(args, cfg) -> int`
-(pipelines/cli.py holds three commands and names its functions per command). A
+(pipelines/cluster.py holds three commands and names its functions per command). A
 module is imported only for the command being run, so `fauna --help` and
 `fauna <command> --help` answer without loading TensorFlow.
 """
@@ -99,27 +99,27 @@ def _publish():
 
 
 def _register():
-    from fauna import registry
+    from fauna.store import registry
 
     return registry.add_arguments, registry.run
 
 
 def _compile():
-    from fauna.pipelines import cli
+    from fauna.pipelines import cluster
 
-    return cli.add_compile_arguments, cli.run_compile
+    return cluster.add_compile_arguments, cluster.run_compile
 
 
 def _submit():
-    from fauna.pipelines import cli
+    from fauna.pipelines import cluster
 
-    return cli.add_submit_arguments, cli.run_submit
+    return cluster.add_submit_arguments, cluster.run_submit
 
 
 def _schedule():
-    from fauna.pipelines import cli
+    from fauna.pipelines import cluster
 
-    return cli.add_schedule_arguments, cli.run_schedule
+    return cluster.add_schedule_arguments, cluster.run_schedule
 
 
 def _local_run():
@@ -129,13 +129,13 @@ def _local_run():
 
 
 def _synth():
-    from fauna import synthetic
+    from fauna.data import synthetic
 
     return synthetic.add_arguments, synthetic.run
 
 
 def _check_store():
-    from fauna import store_check
+    from fauna.store import conditional_writes as store_check
 
     return store_check.add_arguments, store_check.run
 
@@ -183,7 +183,7 @@ then --config FILE, then --profile NAME, then each --set section.key=value.
 examples:
   fauna ingest --source ./photos --out work/raw
   fauna preprocess --raw work/raw --out work/pre --set preprocess.image_size=224
-  fauna train --data work/balanced --backbone resnet50 --out work/models/resnet50 \
+  fauna train --data work/augmented --backbone resnet50 --out work/models/resnet50 \
               --set train.weights=none   # offline: from random weights
   fauna local-run                     # the whole study on this machine
 """

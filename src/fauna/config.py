@@ -29,9 +29,9 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from fauna.backbones import normalize_name
 from fauna.errors import FaunaError
-from fauna.metrics import CHAMPION_METRICS, canonical
+from fauna.model.backbones import normalize_name
+from fauna.score.metrics import CHAMPION_METRICS, canonical
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -211,7 +211,7 @@ class BackboneTrainConfig:
 @_section("train")
 class TrainConfig(BackboneTrainConfig):
     # Registry names; checked against the registry where training starts
-    # (`fauna.backbones.check_names`): listing them here would import Keras.
+    # (`fauna.model.backbones.check_names`): listing them here would import Keras.
     backbones: list[Name] = Field(
         default_factory=lambda: ["vgg16", "resnet50", "inceptionv3"], min_length=1
     )
@@ -297,7 +297,7 @@ class TsneConfig:
 
 @_section("compare")
 class CompareConfig:
-    """The champion policy (fauna.policy), for compare's choice and publish's decision."""
+    """The champion policy (fauna.score.policy), for compare's choice and publish's decision."""
 
     # neg_loss: deprecated, = loss
     champion_metric: Literal[CHAMPION_METRICS] = "macro_f1"
@@ -351,7 +351,7 @@ class PipelineConfig:
 
 @_section("model_registry")
 class ModelRegistryConfig:
-    # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides (fauna.registry)
+    # Kubeflow Model Registry REST URL, "" = off; MODEL_REGISTRY_URL overrides
     url: Text = ""
     author: Text = "fauna"
     timeout_seconds: float = 30.0  # per call: a silent registry never holds publish up

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from fauna.errors import FaunaError
 
-# The steps, by the name their completion marker records (fauna.outputs).
+# The steps, by the name their completion marker records (fauna.step_output).
 INGEST_STEP = "ingest"
 PREPROCESS_STEP = "preprocess"
 SPLIT_STEP = "split"
@@ -34,7 +34,7 @@ PUBLISH_STEP = "publish"
 # What a model step reads as `--data`: a split, balanced by augment or not.
 DATA_STEPS = (SPLIT_STEP, AUGMENT_STEP)
 
-# How preprocess makes an image square (fauna.imaging.transform); the first is the default.
+# How preprocess makes an image square (fauna.data.imaging.transform); the first is the default.
 CROP, STRETCH = PREPROCESS_MODES = ("crop", "stretch")
 DEFAULT_PREPROCESS_MODE = CROP
 
@@ -116,7 +116,7 @@ _OPT_STR = (str, type(None))
 class EvalMetrics(_Document):
     """evaluate's metrics.json: one model's test-split scores and its degenerate verdict.
 
-    `rest` holds n_test, every metric of fauna.metrics (`score`), per-split details and
+    `rest` holds n_test, every metric of fauna.score.metrics (`score`), per-split details and
     `degenerate`/`degenerate_reason`/`prediction_diversity`, in the order written.
     """
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fauna.config import AUGMENT_MODES, Config, ConfigError, TrainConfig, undot
-from fauna.metrics import CHAMPION_METRICS
+from fauna.score.metrics import CHAMPION_METRICS
 
 # KFP parameter type names as the compiled YAML and the UI show them.
 KFP_TYPES = {

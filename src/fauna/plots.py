@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from fauna.dataset import display_name
+from fauna.data.dataset import display_name
 
 PNG_DPI = 110
 

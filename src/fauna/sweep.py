@@ -26,7 +26,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from fauna.config import BackboneTrainConfig, Config, ConfigError
-from fauna.metrics import SPECS, VALIDATION_METRICS, metric_spec
+from fauna.score.metrics import SPECS, VALIDATION_METRICS, metric_spec
 
 CONTAINER = "training-container"
 ALGORITHMS = ("random", "tpe", "bayesianoptimization", "grid", "cmaes")
@@ -91,7 +91,7 @@ def _check_values(name: str, values: list[str]) -> None:
 
 def default_params(cfg: Config, backbone: str) -> list[Param]:
     """The learning rate of the backbone's recipe, 1e-5..1e-2 log-uniform."""
-    from fauna.backbones import is_pretrained
+    from fauna.model.backbones import is_pretrained
 
     weights = cfg.train.for_backbone(backbone).weights
     name = "learning_rate" if is_pretrained(weights) else "scratch_learning_rate"
@@ -265,7 +265,7 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any, cfg: Config) -> int:
-    from fauna.backbones import get_backbone
+    from fauna.model.backbones import get_backbone
 
     if args.config:
         raise SweepError("--config FILE does not reach the trials' pods: pass --set settings")

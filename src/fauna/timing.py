@@ -1,7 +1,7 @@
 """Where a task's time goes: start-up and imports, data in, compute, data out.
 
 A step calls `begin(STEP)` when its function starts and wraps its reading and writing
-in `phase("data_in")` / `phase("data_out")`; `fauna.outputs.step_output` writes the
+in `phase("data_in")` / `phase("data_out")`; `fauna.step_output.step_output` writes the
 result as `timings.json` into the step's output folder (`write_into`). Time not in a
 named phase is compute; start-up is the process's age when `begin` is called (the
 interpreter, the KFP executor and the module imports of a task). `fauna local-run`

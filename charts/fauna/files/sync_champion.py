@@ -1,6 +1,6 @@
 """Serving's init container: copy the champion model's SavedModel export for TF Serving.
 
-Champions are kept per dataset (`fauna.champion`: s3://<bucket>/models/<dataset>/
+Champions are kept per dataset (`fauna.store.champion`: s3://<bucket>/models/<dataset>/
 champion.json). DATASET names the one to serve (a dataset's name or key); empty means
 the only dataset that has a champion. Downloads <model_uri>/<EXPORT_SUBPATH>/ into
 MODEL_DIR (TF Serving's numbered version folder) through fauna's storage layer, so
@@ -11,9 +11,9 @@ champion yet or the export is missing; the pod then retries with Kubernetes' bac
 import os
 import sys
 
-from fauna import storage
-from fauna.champion import find_champion
 from fauna.errors import FaunaError
+from fauna.store import storage
+from fauna.store.champion import find_champion
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""What the comparison decides: the champion (fauna.policy: never a flagged or no-skill model,
+"""What the comparison decides: the champion (fauna.score.policy: never a flagged or no-skill model,
 and only ahead on evidence), each score's uncertainty, the dataset, the paper.
 
 `report_data` assembles everything the report is rendered from (saved as report.json,
@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fauna.champion import DatasetId
-from fauna.metrics import METRIC_KEYS, champion_value
 from fauna.paper import paper_applies, paper_results_dict
-from fauna.policy import Entrant, Predictions, baseline, choose, interval, resolution
 from fauna.report.gather import CompareError
+from fauna.score.metrics import METRIC_KEYS, champion_value
+from fauna.score.policy import Entrant, Predictions, baseline, choose, interval, resolution
+from fauna.store.champion import DatasetId
 
 TITLE = "fauna: backbone comparison"
 
@@ -26,7 +26,7 @@ def choose_champion(
     policy: Any,
     validation: dict[str, float | None] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """The champion by fauna.policy (never a flagged or no-skill model), and the excluded.
+    """The champion by fauna.score.policy (never a flagged or no-skill model), and the excluded.
 
     None when no backbone is eligible: then there is no champion.
     """
@@ -111,7 +111,7 @@ def report_data(
     """Everything the report shows, decided: champion, flags, dataset, the paper or not.
 
     `policy` is the `compare` config section; `predictions` each backbone's answers per
-    test image (fauna.policy), `validation` its validation score for the tie-break.
+    test image (fauna.score.policy), `validation` its validation score for the tie-break.
     """
     predictions = predictions or {}
     champion, flagged = choose_champion(rows, predictions, policy, validation)

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import HISTORY_JSON
-from fauna.dataset import read_json
+from fauna.data.dataset import read_json
+from fauna.model.artifact import HISTORY_JSON
 
 PER_CLASS_CSV = "per_class.csv"
 # evaluate's thumbnails of misclassified test images (a folder) and their index (<name>.json)

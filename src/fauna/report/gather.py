@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import HISTORY_JSON, HISTORY_PNG, model_backbone, model_info
 from fauna.contracts import EVALUATE_STEP, TRAIN_STEP, TSNE_STEP, EvalMetrics
-from fauna.dataset import MANIFEST, read_json, read_manifest
+from fauna.data.dataset import MANIFEST, read_json, read_manifest
 from fauna.errors import FaunaError
-from fauna.metrics import METRIC_KEYS, metric_spec
-from fauna.outputs import require_output
+from fauna.model.artifact import HISTORY_JSON, HISTORY_PNG, model_backbone, model_info
 from fauna.paper import paper_reference
-from fauna.policy import PREDICTIONS, Predictions
 from fauna.report.extras import PER_CLASS_CSV, backbone_extras
+from fauna.score.metrics import METRIC_KEYS, metric_spec
+from fauna.score.policy import PREDICTIONS, Predictions
+from fauna.step_output import require_output
 
 TSNE_INFO = "tsne.json"
 TSNE_PNG = "tsne.png"

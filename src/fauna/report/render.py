@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fauna.dataset import display_name, read_json, write_json
-from fauna.metrics import METRIC_LABELS
+from fauna.data.dataset import display_name, read_json, write_json
 from fauna.paper import PAPER_TITLE
 from fauna.report.tables import (
     confused_table,
@@ -33,6 +32,7 @@ from fauna.report.uncertainty import (
     num_classes,
     trivial_top_k,
 )
+from fauna.score.metrics import METRIC_LABELS
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_DATA = "report.json"
@@ -344,7 +344,7 @@ def rerender_with_notes(report_dir: Path, out: Path, notes: Sequence[str]) -> di
 
     The input folder is left as it was (publish writes its verdict into its own output).
     """
-    from fauna.outputs import MARKER
+    from fauna.step_output import MARKER
 
     shutil.copytree(report_dir, out, ignore=shutil.ignore_patterns(MARKER))
     return render_report(read_json(Path(out) / REPORT_DATA), Path(out), notes)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fauna.dataset import display_name
+from fauna.data.dataset import display_name
 from fauna.paper import PAPER_RESULTS
 from fauna.report.uncertainty import interval, trivial_top_k
 

@@ -7,7 +7,7 @@ per row `interval`, `n_test`, `chance`, `majority`; the champion's `evidence`) a
 here where they are missing, so a report made before they existed still shows them:
 chance = 1 / classes; majority = the largest class's share of the test images; for top-1
 and top-3 (proportions of test images) the exact binomial (Clopper-Pearson) interval, from
-the champion policy's own function (`fauna.policy.proportion_bounds`), so the report shows
+the champion policy's own function (`fauna.score.policy.proportion_bounds`), so the report shows
 the interval the policy decides with.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fauna.metrics import METRIC_LABELS
-from fauna.policy import proportion_bounds
+from fauna.score.metrics import METRIC_LABELS
+from fauna.score.policy import proportion_bounds
 
 CONFIDENCE = 0.95  # two-sided, where compare measured no interval to take its confidence from
 TOP_K = {"top1": 1, "top3": 3}

@@ -2,9 +2,9 @@
 
 The model is found the way `fauna predict` finds it (a folder, an s3:// prefix,
 `champion[:<dataset>]`) and each image goes through the same shared steps as predict's
-files: `fauna.imaging.preprocess_image` (EXIF orientation, RGB, shorter side resize and
+files: `fauna.data.imaging.preprocess_image` (EXIF orientation, RGB, shorter side resize and
 centre crop, the JPEG round trip with the model's preprocess.json settings) and
-`fauna.inputs.decode_image`, so a served answer equals `fauna predict`'s.
+`fauna.data.input_pipeline.decode_image`, so a served answer equals `fauna predict`'s.
 
 A request is refused with one line (`BadRequest`, answered 400) for an empty body, a
 body that is not an image, an image over the byte or pixel limits, or a tensor of the
@@ -27,7 +27,7 @@ from typing import Any
 
 from fauna.config import Config
 from fauna.contracts import DEFAULT_PREPROCESS_MODE
-from fauna.dataset import PREPROCESS_INFO, read_classes, read_json
+from fauna.data.dataset import PREPROCESS_INFO, read_classes, read_json
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ServedModel:
         does not pay for tracing."""
         import numpy as np
 
-        from fauna.artifact import load_model, resolve_model_uri
+        from fauna.model.artifact import load_model, resolve_model_uri
 
         model_dir = resolve_model_uri(source, cfg)
         info = read_json(model_dir / PREPROCESS_INFO)
@@ -152,9 +152,9 @@ class ServedModel:
 
     def pixels(self, data: bytes, limits: Limits, where: str = "image") -> Any:
         """One image's bytes -> float32 (size, size, 3), exactly as predict prepares a file."""
-        from fauna.imagecheck import ImageRejected, open_image
-        from fauna.imaging import preprocess_image
-        from fauna.inputs import decode_image
+        from fauna.data.imagecheck import ImageRejected, open_image
+        from fauna.data.imaging import preprocess_image
+        from fauna.data.input_pipeline import decode_image
 
         if not data:
             raise BadRequest(f"{where}: empty")
@@ -191,7 +191,7 @@ class ServedModel:
 
 def champion_source(spec: str) -> str | None:
     """The dataset part of `champion[:<dataset>]` ("" for any), or None for a model URI."""
-    from fauna.artifact import CHAMPION
+    from fauna.model.artifact import CHAMPION
 
     if spec == CHAMPION or spec.startswith(CHAMPION + ":"):
         return spec.partition(":")[2]
@@ -199,8 +199,8 @@ def champion_source(spec: str) -> str | None:
 
 
 def load_served(spec: str, cfg: Config) -> ServedModel:
-    """The model `spec` names, the champion resolved through `fauna.champion.find_champion`."""
-    from fauna.artifact import champion_model_uri
+    """The model `spec` names; a champion is resolved by `fauna.store.champion.find_champion`."""
+    from fauna.model.artifact import champion_model_uri
 
     dataset = champion_source(spec)
     return ServedModel.load(spec if dataset is None else champion_model_uri(cfg, dataset), cfg)
@@ -226,7 +226,7 @@ class ChampionFollower:
 
     def check_once(self) -> bool:
         """Read the pointer; load and swap in a new model when it moved. True if swapped."""
-        from fauna.champion import read_pointer
+        from fauna.store.champion import read_pointer
 
         found = read_pointer(self.cfg.pipeline.bucket, self.dataset_key)
         if found is None or found[1] == self.etag:

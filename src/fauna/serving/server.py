@@ -25,7 +25,7 @@ import uuid
 from typing import Any
 
 from fauna.config import Config
-from fauna.dataset import display_name
+from fauna.data.dataset import display_name
 from fauna.errors import FaunaError
 from fauna.serving.predictor import (
     BadRequest,
@@ -226,7 +226,7 @@ def add_arguments(parser: Any) -> None:
 
 def follower_for(model: Any, spec: str, cfg: Config, interval: float) -> ChampionFollower | None:
     """A follower of the champion pointer when serving `champion[:<dataset>]`, else None."""
-    from fauna.champion import DatasetId
+    from fauna.store.champion import DatasetId
 
     if champion_source(spec) is None:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from fauna.imagecheck import FILE_TOO_LARGE, too_large_detail
+from fauna.data.imagecheck import FILE_TOO_LARGE, too_large_detail
 from fauna.sources.base import CHUNK, Fetched, Limits, Source, SourceError, slug
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fauna.config import DataConfig
-from fauna.dataset import DatasetError
-from fauna.imagecheck import IMAGE_EXTENSIONS, looks_like_image
-from fauna.synthetic import SYNTHETIC_MARKER
+from fauna.data.dataset import DatasetError
+from fauna.data.imagecheck import IMAGE_EXTENSIONS, looks_like_image
+from fauna.data.synthetic import SYNTHETIC_MARKER
 
 # Label CSV columns, matched case-insensitively, first match wins (data.csv_*_column override).
 ID_COLUMNS = ("file", "filename", "path", "image", "image_id", "id")
@@ -24,7 +24,7 @@ IMAGE_FOLDERS = {"images", "imgs", "img", "pictures", "photos"}
 # Top folders that are splits of a dataset, not classes: their class folders are pooled.
 SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
-# Quarantine reasons decided from the layout (image-level ones live in fauna.imagecheck).
+# Quarantine reasons decided from the layout (image-level ones live in fauna.data.imagecheck).
 MISSING_FILE = "missing file"
 EMPTY_LABEL = "empty label"
 UNKNOWN_LABEL = "unknown label"

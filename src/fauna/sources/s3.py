@@ -5,9 +5,9 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-from fauna import storage
 from fauna.sources.archive import is_archive, strip_archive_suffix, unpacked
 from fauna.sources.base import Fetched, Limits, Source, SourceError, redact_url, slug
+from fauna.store import storage
 
 # The storage layer's credentials (wired for every task that touches S3).
 SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

@@ -4,7 +4,7 @@ Modes (`augment.mode`):
 
     none        train as it is, no train-time augmentation
     augment     train as it is on disk; training applies random flip / rotation /
-                zoom / translation / contrast on the fly (`fauna.inputs.augmenter`)
+                zoom / translation / contrast on the fly (`fauna.data.input_pipeline.augmenter`)
     oversample  augmented copies of minority-class train images are added until
                 every class reaches the largest class (or `target_count`); classes
                 already above the target keep all their images; train-time
@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fauna.config import AUGMENT_MODES, AugmentConfig, Config, PreprocessConfig, check_augment
-from fauna.dataset import (
+from fauna.data.dataset import (
     AUGMENT_INFO,
     AUGMENT_STEP,
     CLASSES,
@@ -53,8 +53,8 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
-from fauna.outputs import require_output, step_output
-from fauna.records import Record, ShuffledShardWriter, iter_records, shard_paths
+from fauna.data.records import Record, ShuffledShardWriter, iter_records, shard_paths
+from fauna.step_output import require_output, step_output
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ BATCH = 64
 
 
 @dataclass
-class BalanceResult:
+class AugmentResult:
     out: Path
     mode: str
     before: dict[str, int]  # train images per class
@@ -114,7 +114,9 @@ class CopyMaker:
     """Augments decoded images in batches and re-encodes them as JPEG, deterministically."""
 
     def __init__(self, cfg: AugmentConfig, quality: int) -> None:
-        from fauna.inputs import augmenter  # TensorFlow/Keras only when copies are made
+        from fauna.data.input_pipeline import (
+            augmenter,  # TensorFlow/Keras only when copies are made
+        )
 
         self.layers = augmenter(cfg)
         self.quality = quality
@@ -204,7 +206,7 @@ def _optional_json(path: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
-def balance_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> BalanceResult:
+def augment_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> AugmentResult:
     """Write `out`: the split layout with train balanced/augmented per `cfg.mode`.
 
     `out` appears complete (with its completion marker) or not at all.
@@ -240,7 +242,7 @@ def balance_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> BalanceRe
         write_manifest(tmp / MANIFEST, out_rows, BALANCED_FIELDS)
         counts = Counter(r["split"] for r in itertools.chain(rows, copies))
         added = Counter(c["label"] for c in copies)
-        result = BalanceResult(
+        result = AugmentResult(
             out,
             cfg.mode,
             {c: before[c] for c in classes},
@@ -267,7 +269,7 @@ def _read_rows(split_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _augment_info(cfg: AugmentConfig, result: BalanceResult, target: int) -> dict[str, Any]:
+def _augment_info(cfg: AugmentConfig, result: AugmentResult, target: int) -> dict[str, Any]:
     """augment.json: the AugmentConfig fields flat at the top (the train step rebuilds it)."""
     before, after = result.before, result.after
     empty = [c for c, n in before.items() if n == 0]
@@ -302,7 +304,7 @@ def add_arguments(parser: Any) -> None:
 
 def run(args: Any, cfg: Config) -> int:
     aug = cfg.augment if args.mode is None else dataclasses.replace(cfg.augment, mode=args.mode)
-    result = balance_dataset(Path(args.data), Path(args.out), aug)
+    result = augment_dataset(Path(args.data), Path(args.out), aug)
     print(result.summary())
     print(f"wrote {result.out} (manifest.csv, augment.json)")
     return 0

@@ -18,11 +18,7 @@ from typing import Any
 from fauna import timing
 from fauna.config import Config
 from fauna.contracts import COMPARE_STEP, DATA_STEPS, Comparison
-from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
-from fauna.evaluation import read_source
-from fauna.metrics import metric_spec
-from fauna.outputs import require_output, step_output
-from fauna.policy import PREDICTIONS_DIR
+from fauna.data.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.report.decision import machine_metrics, report_data, source_verdict
 from fauna.report.gather import (
     CompareError,
@@ -35,6 +31,10 @@ from fauna.report.gather import (
     validation_score,
 )
 from fauna.report.render import render_report
+from fauna.score.evaluation import read_source
+from fauna.score.metrics import metric_spec
+from fauna.score.policy import PREDICTIONS_DIR
+from fauna.step_output import require_output, step_output
 
 log = logging.getLogger(__name__)
 

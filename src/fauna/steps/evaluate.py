@@ -9,7 +9,7 @@ and metrics.json says which they were, rather than crashing or averaging in zero
 It also measures how varied the predictions are and flags a degenerate model (one
 that predicts (nearly) one class, or whose features do not vary), with the reason in
 words (`degenerate`, `degenerate_reason`, `prediction_diversity` in metrics.json);
-see fauna.evaluation for the measures and thresholds.
+see fauna.score.evaluation for the measures and thresholds.
 
 It writes the penultimate-layer features of the test images (features.npz), which the
 t-SNE step reuses instead of running the model again.
@@ -32,21 +32,21 @@ from typing import Any
 import numpy as np
 
 from fauna import timing
-from fauna.artifact import model_info
 from fauna.config import CompareConfig, Config, EvaluateConfig
 from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, EvalMetrics
-from fauna.dataset import CLASSES, SOURCE, carry_forward, write_json
-from fauna.evaluation import (
+from fauna.data.dataset import CLASSES, SOURCE, carry_forward, write_json
+from fauna.model.artifact import model_info
+from fauna.report.extras import MISCLASSIFIED
+from fauna.score.evaluation import (
     FEATURES,
     EvaluationError,
     Scored,
     read_source,
     score_model,
 )
-from fauna.metrics import METRIC_KEYS, SPECS
-from fauna.outputs import require_output, step_output
-from fauna.policy import PREDICTIONS
-from fauna.report.extras import MISCLASSIFIED
+from fauna.score.metrics import METRIC_KEYS, SPECS
+from fauna.score.policy import PREDICTIONS
+from fauna.step_output import require_output, step_output
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _write_misclassified(
     out: Path, data_dir: Path, scored: Scored, pairs: list[dict[str, Any]]
 ) -> int:
     """Thumbnails of the picked mistakes (one more pass over the test shards) and their index."""
-    from fauna.records import iter_records
+    from fauna.data.records import iter_records
 
     picked = pick_misclassified(scored, pairs)
     wanted = {p["id"]: n for n, p in enumerate(picked)}
@@ -145,7 +145,7 @@ def evaluate_model(
 ) -> dict:
     """Test-split metrics for one model; writes metrics.json, plots and CSVs into `out`.
 
-    Also predictions.npz (fauna.policy.PREDICTIONS): each test image's true label and
+    Also predictions.npz (fauna.score.policy.PREDICTIONS): each test image's true label and
     predicted probabilities by content hash, for the champion policy's paired comparisons.
     """
     from fauna.plots import plot_confusion

@@ -1,11 +1,11 @@
 """ingest: fetch a dataset from anywhere, check every file, keep the good ones with a manifest.
 
-Output (see fauna.dataset): images/<label>/<file> (original bytes), manifest.csv,
+Output (see fauna.data.dataset): images/<label>/<file> (original bytes), manifest.csv,
 classes.json, source.json, quarantine.json + report.txt. Nothing is dropped
 silently: every file or CSV row that goes in is either kept or quarantined with
 a reason, and the report says that the counts reconcile.
 
-The output is written through `fauna.outputs.step_output`: it appears complete or
+The output is written through `fauna.step_output.step_output`: it appears complete or
 not at all, and the download and unpacked archive live inside its temporary folder,
 so a killed run leaves nothing the next run over the same `--out` does not clean.
 """
@@ -29,10 +29,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fauna import storage
-from fauna.champion import content_fingerprint
 from fauna.config import Config, DataConfig
-from fauna.dataset import (
+from fauna.data.dataset import (
     CLASSES,
     INGEST_STEP,
     MANIFEST,
@@ -46,15 +44,17 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
-from fauna.imagecheck import (
+from fauna.data.imagecheck import (
     ImageCheck,
     bomb_warnings_as_errors,
     inspect_image,
 )
-from fauna.outputs import step_output
+from fauna.data.synthetic import SYNTHETIC_MARKER
 from fauna.sources import Limits, dataset_name, fetch, is_local, redact
 from fauna.sources.layout import Candidate, Layout, find_data_root, read_layout, visible
-from fauna.synthetic import SYNTHETIC_MARKER
+from fauna.step_output import step_output
+from fauna.store import storage
+from fauna.store.champion import content_fingerprint
 
 log = logging.getLogger(__name__)
 

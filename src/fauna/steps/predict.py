@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import CHAMPION as CHAMPION
-from fauna.artifact import champion_model_uri as champion_model_uri
-from fauna.artifact import resolve_model_uri
 from fauna.config import Config
 from fauna.contracts import DEFAULT_PREPROCESS_MODE
-from fauna.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
+from fauna.data.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
+from fauna.model.artifact import CHAMPION as CHAMPION
+from fauna.model.artifact import champion_model_uri as champion_model_uri
+from fauna.model.artifact import resolve_model_uri
 
 BATCH_SIZE = 32
 
@@ -55,8 +55,8 @@ class Prediction:
 
 def prepare_image(path: Path, size: int, mode: str, quality: int):
     """One file -> float32 (size, size, 3) pixels in [0, 255], as training saw them."""
-    from fauna.imaging import preprocess_image
-    from fauna.inputs import decode_image
+    from fauna.data.imaging import preprocess_image
+    from fauna.data.input_pipeline import decode_image
 
     return decode_image(preprocess_image(Path(path), size, mode, quality), size)
 
@@ -100,7 +100,7 @@ def predict_images(
     import numpy as np
     import tensorflow as tf
 
-    from fauna.artifact import load_model
+    from fauna.model.artifact import load_model
 
     model_dir = Path(model_dir)
     classes = read_classes(model_dir)

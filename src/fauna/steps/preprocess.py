@@ -1,10 +1,10 @@
 """preprocess: every image to an NxN RGB JPEG in TFRecord shards, streaming, on all cores.
 
 The one-image transform (decode at a reduced JPEG scale, orient, RGB, LANCZOS resize
-and centre crop or stretch) is `fauna.imaging.preprocess_image`, shared with predict.
+and centre crop or stretch) is `fauna.data.imaging.preprocess_image`, shared with predict.
 Memory: the manifest is read row by row, at most a fixed window of images is in
 flight between the pool and the shard writer, and shards are written as we go.
-The output is written through `fauna.outputs.step_output` (complete or absent).
+The output is written through `fauna.step_output.step_output` (complete or absent).
 
 The pool's worker processes import this module, so it imports little at module
 level (no TensorFlow, which only the main process needs to write shards).
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from fauna.dataset import (
+from fauna.data.dataset import (
     CLASSES,
     INGEST_STEP,
     MANIFEST,
@@ -43,9 +43,9 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
-from fauna.imagecheck import BOMB, bomb_from_pillow, bomb_warnings_as_errors
-from fauna.imaging import FILTER_NAME, preprocess_image
-from fauna.outputs import require_output, step_output
+from fauna.data.imagecheck import BOMB, bomb_from_pillow, bomb_warnings_as_errors
+from fauna.data.imaging import FILTER_NAME, preprocess_image
+from fauna.step_output import require_output, step_output
 
 if TYPE_CHECKING:
     from fauna.config import Config, PreprocessConfig
@@ -185,7 +185,7 @@ def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> Preproces
             reasons = ", ".join(f"{n} {reason}" for reason, n in quarantine.reasons.items())
             raise DatasetError(f"no image of {raw} could be preprocessed ({reasons})")
         _write_info(raw, tmp, cfg, quarantine)
-        from fauna.records import shard_paths
+        from fauna.data.records import shard_paths
 
         shards = len(shard_paths(tmp / SHARDS_DIR))
     elapsed = time.monotonic() - started
@@ -197,7 +197,7 @@ def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Qu
     # Main process only: TensorFlow (heavy, and it must not be in the workers).
     from tqdm import tqdm
 
-    from fauna.records import Record, ShardWriter
+    from fauna.data.records import Record, ShardWriter
 
     classes = read_classes(raw)
     label_index = {name: i for i, name in enumerate(classes)}

@@ -5,7 +5,7 @@ Layout in the bucket:
     runs/<run-id>/models/<backbone>/     model.keras, export/, classes.json, preprocess.json, ...
     runs/<run-id>/report/                report.md, report.html (with the verdict), metrics.json
     runs/<run-id>/publish.json           what was published and the promotion decision
-    models/<dataset>/champion.json       the champion pointer of one dataset (fauna.champion)
+    models/<dataset>/champion.json       the champion pointer of one dataset (fauna.store.champion)
     models/<dataset>/history/...         one entry per publish decision, never overwritten
 
 How it stays safe (fail closed: when in doubt, do not promote):
@@ -14,7 +14,7 @@ How it stays safe (fail closed: when in doubt, do not promote):
   with it or replace it.
 - A model flagged as degenerate is never promoted; a run whose models are all flagged
   has no candidate.
-- Promotion is on evidence (fauna.policy, the `compare` config section): the candidate
+- Promotion is on evidence (fauna.score.policy, the `compare` config section): the candidate
   must beat no skill with 99% confidence (the first champion of a dataset too), and a
   champion only by a paired comparison on the same test images (`decide`).
 - The champion is beaten only on the same test split: when the split changed, the
@@ -25,7 +25,7 @@ How it stays safe (fail closed: when in doubt, do not promote):
   verified before the pointer moves, saying "not promoted yet" (pending); they say
   "promoted" only after the compare-and-swap succeeded, and "not promoted: <reason>"
   when the move failed. The pointer moves by compare-and-swap (conditional writes, on a
-  store proven to enforce them, fauna.store_check); on a conflict the decision is made
+  store proven to enforce them, fauna.store.conditional_writes); on a conflict the decision is made
   again on the new champion.
 - History records every pointer move exactly once: its entry is named by the move, so a
   retried publish after a lost reply finds it or writes it.
@@ -48,10 +48,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fauna import champion, registry, storage
-from fauna.artifact import model_backbone
-from fauna.champion import ChampionError, DatasetId
-from fauna.champion import summary as _summary
 from fauna.config import Config
 from fauna.contracts import (
     COMPARE_STEP,
@@ -64,12 +60,13 @@ from fauna.contracts import (
     Promotion,
     PublishResult,
 )
-from fauna.dataset import MANIFEST, read_manifest, write_json
+from fauna.data.dataset import MANIFEST, read_manifest, write_json
 from fauna.errors import FaunaError, TransientError
-from fauna.evaluation import score_model
-from fauna.metrics import champion_value
-from fauna.outputs import require_output, step_output
-from fauna.policy import (
+from fauna.model.artifact import model_backbone
+from fauna.report.render import rerender_with_notes
+from fauna.score.evaluation import score_model
+from fauna.score.metrics import champion_value
+from fauna.score.policy import (
     PREDICTIONS_DIR,
     PolicyError,
     Predictions,
@@ -77,7 +74,10 @@ from fauna.policy import (
     challenge,
     skill_shortfall,
 )
-from fauna.report.render import rerender_with_notes
+from fauna.step_output import require_output, step_output
+from fauna.store import champion, registry, storage
+from fauna.store.champion import ChampionError, DatasetId
+from fauna.store.champion import summary as _summary
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def decide(
     policy: Any,
     predictions: Predictions | None,
 ) -> Promotion:
-    """Promote or not, and why, by fauna.policy (the `compare` section is `policy`).
+    """Promote or not, and why, by fauna.score.policy (the `compare` section is `policy`).
 
     `predictions` are the candidate's answers per test image; `rescore(pointer)` gives the
     champion's on this run's test split (a `Rescored`). One chain of cases, each returning
@@ -518,7 +518,7 @@ def champion_after(result: PublishResult, bucket: str) -> dict[str, Any] | None:
     Model output describes it (None when the dataset has none): where its SavedModel
     export is, what it scored, which run made it, and whether this run promoted or kept it.
     """
-    from fauna.artifact import EXPORT_DIR
+    from fauna.model.artifact import EXPORT_DIR
 
     found = champion.read_pointer(bucket, result.dataset["key"])
     if found is None or not found[0].get("model_uri"):

@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fauna.config import Config, SplitConfig
-from fauna.dataset import (
+from fauna.data.dataset import (
     CLASSES,
     MANIFEST,
     PREPROCESS_INFO,
@@ -51,8 +51,8 @@ from fauna.dataset import (
     write_json,
     write_manifest,
 )
-from fauna.outputs import require_output, step_output
-from fauna.records import ShuffledShardWriter, iter_records, shard_paths
+from fauna.data.records import ShuffledShardWriter, iter_records, shard_paths
+from fauna.step_output import require_output, step_output
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ one phase training every layer. Every epoch ends with a checkpoint (model and st
 as one unit) beside `--out` (`.<out>.checkpoints/`, or `--checkpoint-dir`) and, with
 `--checkpoint-uri`, in S3: run the same command again after a crash or preemption
 and it continues after the last completed epoch. The model folder appears only when
-training succeeded (fauna.outputs.step_output); the local checkpoints are removed then.
+training succeeded (fauna.step_output.step_output); the local checkpoints are removed then.
 
-Output folder (fauna.artifact): model.keras, export/1/ (SavedModel for TF Serving),
+Output folder (fauna.model.artifact): model.keras, export/1/ (SavedModel for TF Serving),
 classes.json, preprocess.json, source.json, augment.json, history.json/.csv/.png,
 train_info.json.
 """
@@ -24,17 +24,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fauna.artifact import model_info
 from fauna.config import BackboneTrainConfig, Config, TrainConfig
 from fauna.contracts import DATA_STEPS, TRAIN_STEP
-from fauna.dataset import SOURCE, read_json
-from fauna.outputs import read_marker, require_output, step_output
+from fauna.data.dataset import SOURCE, read_json
+from fauna.model.artifact import model_info
+from fauna.step_output import read_marker, require_output, step_output
 from fauna.training import Diverged, TrainError
 from fauna.training.checkpoints import CheckpointStore
-from fauna.training.data import TrainingData, load_training_data
 from fauna.training.deliverables import TrainResult, write_outputs
 from fauna.training.distribute import scaled_for_replicas, training_strategy
 from fauna.training.recipe import plan_recipe, with_total_epochs
+from fauna.training.trainset import TrainingData, load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,22 @@ def train_backbone(
     extra_callbacks: run after the checkpoint each epoch (tests use one to simulate a kill).
     export: write the TF Serving SavedModel too (tests skip it where it only costs time).
     """
-    from fauna.backbones import check_input_size, check_names, check_preprocessing, get_backbone
+    from fauna.model import backbones
 
     data, out = Path(data), Path(out)
     require_output(data, DATA_STEPS)
     if checkpoint_uri:
-        from fauna import storage
+        from fauna.store import storage
 
         storage.check_access(checkpoint_uri, write=True)  # before epoch 1, not after it
-    spec = get_backbone(backbone)
-    check_names(cfg.overrides, "train.overrides")
+    spec = backbones.get_backbone(backbone)
+    backbones.check_names(cfg.overrides, "train.overrides")
     bcfg = cfg.for_backbone(spec.name)
     if epochs is not None:
         bcfg = with_total_epochs(bcfg, epochs)
-    check_preprocessing(spec)
+    backbones.check_preprocessing(spec)
     dataset = load_training_data(data)
-    check_input_size(spec, dataset.image_size)
+    backbones.check_input_size(spec, dataset.image_size)
     log.info(effective_settings(spec.name, cfg, bcfg))  # once every check has passed
     strategy = training_strategy()  # several devices: one replica each, batch and rates scaled
     bcfg = scaled_for_replicas(bcfg, strategy.num_replicas_in_sync)
@@ -133,8 +133,8 @@ def fetch_data(uri: str) -> Path:
     import shutil
     import tempfile
 
-    from fauna import storage
-    from fauna.backbones import cache_dir
+    from fauna.model.backbones import cache_dir
+    from fauna.store import storage
 
     target = cache_dir("data") / hashlib.sha256(uri.encode()).hexdigest()[:16]
     if read_marker(target) is not None:

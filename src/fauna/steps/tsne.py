@@ -8,7 +8,7 @@ A stratified sample (at most `max_samples`, for speed: t-SNE is the slow part) i
 projected to 2-D and plotted coloured by class; both routes pick the same sample.
 
 Features that barely differ between images (a collapsed model: relative spread below
-fauna.evaluation.MIN_FEATURE_SPREAD) are not projected: t-SNE would blow numerical
+fauna.score.evaluation.MIN_FEATURE_SPREAD) are not projected: t-SNE would blow numerical
 noise up into clusters that look like structure. The step then says so instead
 (tsne.json `degenerate_reason`, the page), and writes no plot.
 """
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from fauna import timing
-from fauna.artifact import load_model, model_backbone
 from fauna.config import Config, TsneConfig
 from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, TSNE_STEP
-from fauna.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
-from fauna.evaluation import (
+from fauna.data.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
+from fauna.model.artifact import load_model, model_backbone
+from fauna.score.evaluation import (
     FEATURES,
     MIN_FEATURE_SPREAD,
     EvaluationError,
@@ -37,7 +37,7 @@ from fauna.evaluation import (
     read_source,
     run_inference,
 )
-from fauna.outputs import read_marker, require_output, step_output
+from fauna.step_output import read_marker, require_output, step_output
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def split_labels(data_dir: Path, split: str = "test") -> tuple[list[str], np.nda
     """Ids and label indices of a split, without decoding any image."""
     import tensorflow as tf
 
-    from fauna.records import features, shard_paths
+    from fauna.data.records import features, shard_paths
 
     paths = [str(p) for p in shard_paths(Path(data_dir) / split)]
     if not paths:

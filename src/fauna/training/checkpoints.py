@@ -124,7 +124,7 @@ class CheckpointStore:
         self._prune(keep=KEEP)
 
     def _upload(self, folder: Path) -> None:
-        from fauna import storage
+        from fauna.store import storage
 
         state = json.loads((folder / STATE_FILE).read_text())
         prefix = f"{self.remote}/{folder.name}"
@@ -142,7 +142,7 @@ class CheckpointStore:
             self._prune_remote(keep)
 
     def _prune_remote(self, keep: int) -> None:
-        from fauna import storage
+        from fauna.store import storage
 
         present = self._remote_files()
         complete = [name for name, files in present.items() if STATE_FILE in files]
@@ -169,7 +169,7 @@ class CheckpointStore:
         with a lower learning rate is another run (its fingerprint would refuse them)."""
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.remote:
-            from fauna import storage
+            from fauna.store import storage
 
             try:
                 storage.delete_prefix(self.remote)
@@ -185,7 +185,7 @@ class CheckpointStore:
 
     def _remote_files(self) -> dict[str, set[str]]:
         """The file names under each epoch folder of the S3 prefix."""
-        from fauna import storage
+        from fauna.store import storage
 
         base = storage.parse_s3_uri(self.remote).key.rstrip("/")
         found: dict[str, set[str]] = {}
@@ -222,7 +222,7 @@ class CheckpointStore:
         return None
 
     def _download(self, name: str, present: set[str]) -> Path:
-        from fauna import storage
+        from fauna.store import storage
 
         prefix = f"{self.remote}/{name}"
         partial = self.dir / f"{name}{PARTIAL}"
@@ -273,7 +273,7 @@ class CheckpointStore:
 
     @staticmethod
     def _load_model(folder: Path) -> Any:
-        from fauna.artifact import ModelArtifactError, load_model_file
+        from fauna.model.artifact import ModelArtifactError, load_model_file
 
         try:
             return load_model_file(folder / MODEL_FILE, compile=True)

@@ -1,4 +1,4 @@
-"""The model folder a training run delivers (names from fauna.artifact).
+"""The model folder a training run delivers (names from fauna.model.artifact).
 
 model.keras       the model without optimizer state, standard Keras layers only
 export/1/         the same model as a TF Serving SavedModel (signature `serve`)
@@ -17,17 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from fauna import timing
-from fauna.artifact import (
-    EXPORT_DIR,
-    HISTORY_CSV,
-    HISTORY_JSON,
-    HISTORY_PNG,
-    MODEL_FILE,
-    SERVING_VERSION,
-    TRAIN_INFO,
-)
 from fauna.contracts import TrainInfo
-from fauna.dataset import (
+from fauna.data.dataset import (
     AUGMENT_INFO,
     CLASSES,
     PREPROCESS_INFO,
@@ -35,6 +26,15 @@ from fauna.dataset import (
     carry_forward,
     read_json,
     write_json,
+)
+from fauna.model.artifact import (
+    EXPORT_DIR,
+    HISTORY_CSV,
+    HISTORY_JSON,
+    HISTORY_PNG,
+    MODEL_FILE,
+    SERVING_VERSION,
+    TRAIN_INFO,
 )
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ def inference_model(job: Any, model: Any) -> tuple[Any, int]:
     of batches its BatchNorm statistics were recomputed on (scratch recipe; else 0)."""
     import keras
 
-    from fauna.model import recalibrate_batchnorm
-    from fauna.training.data import calibration_batches
+    from fauna.model.network import recalibrate_batchnorm
+    from fauna.training.trainset import calibration_batches
 
     batches = 0
     if job.recipe.recalibrate_batchnorm:
@@ -118,8 +118,8 @@ def check_finite(job: Any, model: Any, epochs: int) -> None:
 
     from fauna.training import Diverged
     from fauna.training.callbacks import first_non_finite_weight
-    from fauna.training.data import calibration_batches
     from fauna.training.recipe import rate_setting
+    from fauna.training.trainset import calibration_batches
 
     problem = first_non_finite_weight(model)
     if problem is None:
@@ -160,7 +160,7 @@ def write_outputs(
 def train_info(
     job: Any, model: Any, history: list[dict], data_dir: Path, calibrated_batches: int
 ) -> dict[str, Any]:
-    from fauna.model import count_params
+    from fauna.model.network import count_params
 
     cfg, data = job.cfg, job.data
     source = read_json(data_dir / SOURCE) if (data_dir / SOURCE).is_file() else {}

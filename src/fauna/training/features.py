@@ -32,8 +32,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from fauna.model import EMBEDDING_LAYER
-from fauna.training.data import TrainingData
+from fauna.model.network import EMBEDDING_LAYER
+from fauna.training.trainset import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def extract(
     """One pass of the frozen backbone over a shard directory, in file order, streamed."""
     import tensorflow as tf
 
-    from fauna.inputs import make_dataset
-    from fauna.training.data import class_counts
+    from fauna.data.input_pipeline import make_dataset
+    from fauna.training.trainset import class_counts
 
     count = sum(class_counts(directory, len(data.classes)))
     features = feature_model(model)

@@ -14,10 +14,9 @@ from typing import Any
 import keras
 
 from fauna.config import BackboneTrainConfig, TrainConfig
-from fauna.model import build_model, limit_batchnorm_momentum
+from fauna.model.network import build_model, limit_batchnorm_momentum
 from fauna.training import callbacks as cb
 from fauna.training.checkpoints import Checkpoint, CheckpointStore, TrainingState
-from fauna.training.data import TrainingData, balanced_class_weights, training_datasets
 from fauna.training.recipe import (
     COSINE,
     LOSS,
@@ -28,6 +27,7 @@ from fauna.training.recipe import (
     metrics,
     rate_setting,
 )
+from fauna.training.trainset import TrainingData, balanced_class_weights, training_datasets
 
 log = logging.getLogger(__name__)
 

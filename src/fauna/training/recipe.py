@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fauna.backbones import is_pretrained
 from fauna.config import BackboneTrainConfig
+from fauna.model.backbones import is_pretrained
 from fauna.training import TrainError
 
 PRETRAINED, SCRATCH = "pretrained", "scratch"
@@ -176,7 +176,7 @@ def compile_for_phase(model: Any, phase: Phase, recipe: Recipe) -> None:
     """Set what trains in `phase` and compile a fresh optimizer for it."""
     import keras
 
-    from fauna.model import set_trainable
+    from fauna.model.network import set_trainable
 
     set_trainable(model, phase.trainable_layers, freeze_batchnorm=recipe.freeze_batchnorm)
     model.compile(

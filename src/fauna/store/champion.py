@@ -22,7 +22,7 @@ The pointer changes by compare-and-swap (`move_pointer`): read it with its ETag,
 write with `If-Match: <etag>` (or `If-None-Match: *` for a dataset's first champion);
 when another publish moved it meanwhile the write is refused, and the pointer is read
 and the decision made again. Before the first write of a process to a bucket the store is
-probed (`fauna.store_check`): a store that ignores the conditions is refused.
+probed (`fauna.store.conditional_writes`): a store that ignores the conditions is refused.
 
 
 Importing this module is light (boto3 is imported by the functions that talk to S3), so
@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fauna.dataset import CLASSES, SOURCE
+from fauna.data.dataset import CLASSES, SOURCE
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def read_pointer(bucket: str, dataset_key: str) -> tuple[dict[str, Any], str] | 
 
     An unreadable pointer (outage, missing bucket) raises: it is never taken for "none".
     """
-    from fauna import storage
+    from fauna.store import storage
 
     uri = pointer_uri(bucket, dataset_key)
     found = storage.read_text_with_etag(uri)
@@ -178,7 +178,8 @@ def move_pointer(
     On a lost race the pointer is read and decided again; a write whose reply was lost but
     which landed counts as done. Returns (decision, rounds).
     """
-    from fauna import storage, store_check
+    from fauna.store import conditional_writes as store_check
+    from fauna.store import storage
 
     uri = pointer_uri(bucket, dataset_key)
     for attempt in range(1, attempts + 1):
@@ -214,7 +215,7 @@ def _landed(uri: str, text: str, failure: Exception) -> bool:
     When the pointer cannot be read either, `failure.pointer_may_have_moved` is set: the
     caller must not claim either way.
     """
-    from fauna import storage
+    from fauna.store import storage
 
     try:
         found = storage.read_text_with_etag(uri)
@@ -233,7 +234,7 @@ def now_stamp() -> str:
 
 def append_history(bucket: str, dataset_key: str, run_id: str, entry: dict[str, Any]) -> str:
     """Write one history entry under a new, unique name (never overwrites); returns its URI."""
-    from fauna import storage
+    from fauna.store import storage
 
     name = f"{now_stamp()}-{slug(run_id)}-{uuid.uuid4().hex[:8]}.json"
     uri = f"{history_uri(bucket, dataset_key)}/{name}"
@@ -256,7 +257,7 @@ def record_move(
     The name comes from the pointer (its time and run), so the publish that moved it and a
     retried publish that finds its run already champion write the same key, once.
     """
-    from fauna import storage
+    from fauna.store import storage
 
     uri = move_entry_uri(bucket, dataset_key, pointer)
     try:
@@ -343,7 +344,7 @@ def record_later(bucket: str, dataset_key: str, pointer: dict[str, Any]) -> str:
 
 def read_history(bucket: str, dataset_key: str) -> list[dict[str, Any]]:
     """Every history entry of a dataset, oldest first."""
-    from fauna import storage
+    from fauna.store import storage
 
     prefix = history_uri(bucket, dataset_key)
     keys = sorted(key for key, _size in storage.list_keys(prefix))
@@ -355,7 +356,7 @@ def read_history(bucket: str, dataset_key: str) -> list[dict[str, Any]]:
 
 def datasets_with_champion(bucket: str) -> list[str]:
     """The dataset keys that have a champion pointer in the bucket (sorted)."""
-    from fauna import storage
+    from fauna.store import storage
 
     found = []
     for key, _size in storage.list_keys(f"s3://{bucket}/{CHAMPIONS_PREFIX}"):

@@ -1,6 +1,6 @@
-"""The S3 client under `fauna.storage`: URIs, errors, one shared client, a per-call deadline.
+"""The S3 client under `fauna.store.storage`: URIs, errors, one shared client, a per-call deadline.
 
-Callers use `fauna.storage` (which re-exports what they need from here); this module holds
+Callers use `fauna.store.storage` (which re-exports what they need from here); this module holds
 the part every storage call shares, so storage.py keeps only the operations.
 
 One client per (process, endpoint, region, deadline) is created once, under a lock, and

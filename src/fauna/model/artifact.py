@@ -32,7 +32,7 @@ SERVING_VERSION = "1"
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
-# `--model champion[:<dataset>]`: the dataset's champion (fauna.champion's pointer).
+# `--model champion[:<dataset>]`: the dataset's champion (fauna.store.champion's pointer).
 CHAMPION = "champion"
 
 
@@ -75,11 +75,11 @@ def load_model_file(path: Path | str, *, compile: bool = False) -> Any:
     """Load one `.keras` file; a damaged or foreign file is one line, not a traceback.
 
     Models fauna saves are standard Keras layers (plain `keras.saving.load_model`
-    loads them); fauna.model is imported only for models saved by older versions.
+    loads them); fauna.model.network is imported only for models saved by older versions.
     """
     import keras
 
-    import fauna.model  # noqa: F401  (registers the legacy preprocessing layer)
+    import fauna.model.network  # noqa: F401  (registers the legacy preprocessing layer)
 
     try:
         return keras.saving.load_model(path, compile=compile)
@@ -106,8 +106,8 @@ def resolve_model_uri(text: str, cfg: Config) -> Path:
 
 
 def champion_model_uri(cfg: Config, dataset: str = "") -> str:
-    """The model URI of a dataset's champion in the pipeline bucket (see fauna.champion)."""
-    from fauna.champion import ChampionError, find_champion
+    """The model URI of a dataset's champion in the pipeline bucket (see fauna.store.champion)."""
+    from fauna.store.champion import ChampionError, find_champion
 
     pointer = find_champion(cfg.pipeline.bucket, dataset, cfg.data.name)
     if not pointer.get("model_uri"):
@@ -117,8 +117,8 @@ def champion_model_uri(cfg: Config, dataset: str = "") -> str:
 
 def download_model(uri: str) -> Path:
     """Download an s3:// model folder into the cache; reused while the objects are unchanged."""
-    from fauna import storage
-    from fauna.backbones import cache_dir
+    from fauna.model.backbones import cache_dir
+    from fauna.store import storage
 
     listing = sorted(storage.list_keys(uri))
     if not listing:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import AugmentConfig
-from fauna.dataset import AUGMENT_INFO, PREPROCESS_INFO, DatasetError, read_classes, read_json
+from fauna.data.dataset import AUGMENT_INFO, PREPROCESS_INFO, DatasetError, read_classes, read_json
 
 # Batches of clean training images used to recompute BatchNorm statistics (scratch recipe).
 CALIBRATION_BATCHES = 100
@@ -57,7 +57,7 @@ def class_counts(directory: Path, num_classes: int) -> list[int]:
     import numpy as np
     import tensorflow as tf
 
-    from fauna.records import parse_example, shard_paths
+    from fauna.data.records import parse_example, shard_paths
 
     paths = [str(p) for p in shard_paths(directory)]
     counts = np.zeros(num_classes, dtype=np.int64)
@@ -74,7 +74,7 @@ def class_counts(directory: Path, num_classes: int) -> list[int]:
 
 
 def load_training_data(data: Path) -> TrainingData:
-    from fauna.records import shard_paths
+    from fauna.data.records import shard_paths
 
     classes = read_classes(data)
     info = read_json(data / PREPROCESS_INFO)
@@ -104,7 +104,7 @@ def training_datasets(data: TrainingData, batch_size: int, seed: int) -> tuple[A
     """(train, val or None) tf.data pipelines with known lengths (real progress, no warnings)."""
     import tensorflow as tf
 
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
 
     num_classes = len(data.classes)
     train = make_dataset(
@@ -125,7 +125,7 @@ def training_datasets(data: TrainingData, batch_size: int, seed: int) -> tuple[A
 
 def calibration_batches(data: TrainingData, batch_size: int) -> Any:
     """Clean (not augmented, not shuffled) training images for BatchNorm statistics."""
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
 
     dataset = make_dataset(data.train_dir, data.image_size, len(data.classes), batch_size)
     return dataset.take(CALIBRATION_BATCHES)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fauna.errors import FaunaError
-from fauna.metrics import chance_value, metric_spec, prior_value, score
+from fauna.score.metrics import chance_value, metric_spec, prior_value, score
 
 # Per-image true labels and predicted probabilities of one model on its test split
 # (evaluate's output), and the folder of compare's output holding each backbone's

@@ -6,12 +6,13 @@ logs or stores a credential.
 
 This module is the storage API every caller uses: buckets, objects, conditional writes
 and parallel transfers. The shared client, its per-call deadline and the translation of
-botocore's errors into one line live in `fauna.s3client` (re-exported here: `client`,
+botocore's errors into one line live in `fauna.store.s3client` (re-exported here: `client`,
 `StorageError`, `PreconditionFailed`, `StorageUnavailable`, `parse_s3_uri`, ...).
 
 Conditional writes (`write_text(..., if_match=etag)` / `if_none_match=True`) make a
 compare-and-swap of a small pointer object; a lost race raises `PreconditionFailed`.
-Whether a store enforces them is checked by `fauna.store_check` before a champion moves.
+Whether a store enforces them is checked (`fauna.store.conditional_writes`) before a
+champion moves.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from botocore.exceptions import ClientError
 from s3transfer.subscribers import BaseSubscriber
 
 from fauna import timing
-from fauna.s3client import (  # noqa: F401  (re-exported: fauna.storage is the public API)
+from fauna.store.s3client import (  # noqa: F401  (re-exported: fauna.store.storage is the public API)
     DEFAULT_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,

@@ -11,7 +11,7 @@ The degenerate-model guard: a model that predicts (nearly) one class for every i
 or whose features are the same for every image, has learned nothing usable even when a
 metric happens to rank it first (issue: a constant-output model won macro-F1 0.105 vs
 0.097); nor has one whose champion metric is not above the no-skill baselines with
-confidence (fauna.policy), or one whose outputs are not finite (a diverged model). Such a
+confidence (fauna.score.policy), or one whose outputs are not finite (a diverged model). Such a
 model is flagged, with the reason in words; compare never makes it champion and publish
 never promotes it. The thresholds are below.
 
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from fauna.dataset import PREPROCESS_INFO, SOURCE, read_classes, read_json
+from fauna.data.dataset import PREPROCESS_INFO, SOURCE, read_classes, read_json
 from fauna.errors import FaunaError
-from fauna.metrics import LOSS_EPSILON
-from fauna.policy import Predictions, skill_shortfall
+from fauna.score.metrics import LOSS_EPSILON
+from fauna.score.policy import Predictions, skill_shortfall
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def with_features(model: Any) -> Any:
 
 def split_batches(data_dir: Path, split: str) -> int | None:
     """Inference batches in a split, by the manifest (a progress bar's total); None if unknown."""
-    from fauna.dataset import MANIFEST, read_manifest
+    from fauna.data.dataset import MANIFEST, read_manifest
 
     path = Path(data_dir) / MANIFEST
     n = sum(r.get("split") == split for r in read_manifest(path)) if path.is_file() else 0
@@ -182,7 +182,7 @@ def run_inference(
     """
     from tqdm import tqdm
 
-    from fauna.inputs import make_dataset
+    from fauna.data.input_pipeline import make_dataset
 
     ds = make_dataset(
         Path(data_dir) / split, image_size, num_classes, INFERENCE_BATCH, with_ids=True
@@ -353,7 +353,7 @@ def prediction_diversity(
 
 def degenerate_reason(diversity: dict[str, Any], n_test: int) -> str | None:
     """Why a model is flagged as degenerate, in words; None when it is not."""
-    from fauna.dataset import display_name
+    from fauna.data.dataset import display_name
 
     if diversity["distinct_true"] < 2:
         return None  # one true class: a single predicted class is no evidence
@@ -396,13 +396,13 @@ class Scored:
     features: np.ndarray | None = None  # penultimate layer, rows as `ids` (t-SNE reuses them)
 
     def predictions(self) -> Predictions:
-        """What fauna.policy pairs two models on: answers keyed by image content."""
+        """What fauna.score.policy pairs two models on: answers keyed by image content."""
         return Predictions(np.array(self.keys, dtype=str), self.y_true, self.probs)
 
 
 def content_keys(data_dir: Path, ids: list[str]) -> list[str]:
     """The sha256 of each image by id (from the manifest), so models pair on content."""
-    from fauna.dataset import MANIFEST, read_manifest
+    from fauna.data.dataset import MANIFEST, read_manifest
 
     path = Path(data_dir) / MANIFEST
     by_id = {r["id"]: r["sha256"] for r in read_manifest(path)} if path.is_file() else {}
@@ -448,8 +448,8 @@ def score_model(
     `policy` (the `compare` config section; defaults when None) names the champion
     metric and the confidence the learned-nothing guard uses.
     """
-    from fauna.artifact import load_model, model_backbone
     from fauna.config import CompareConfig
+    from fauna.model.artifact import load_model, model_backbone
 
     policy = policy or CompareConfig()
     classes, image_size = check_inputs(model_dir, data_dir)

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from fauna.config import AugmentConfig
-from fauna.records import parse_example, shard_paths
+from fauna.data.records import parse_example, shard_paths
 
 
 def augmenter(cfg: AugmentConfig, seed: int | None = None) -> keras.Sequential:

@@ -4,7 +4,7 @@ Why TFRecord: tf.data reads it in parallel with no per-file overhead, shards
 travel well through S3, and images stay JPEG-encoded (small) until the training
 input pipeline decodes them. Memory stays bounded whatever the dataset size.
 
-Records are written and read by `fauna.tfrecord` (the same bytes, in plain Python):
+Records are written and read by `fauna.data.tfrecord` (the same bytes, in plain Python):
 the data steps never import TensorFlow. TensorFlow is imported only for tf.data
 pipelines (`features`, `parse_example`), inside those functions.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fauna import tfrecord
+from fauna.data import tfrecord
 
 if TYPE_CHECKING:
     import tensorflow as tf

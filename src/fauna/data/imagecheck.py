@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from fauna.imaging import exif_orientation
+from fauna.data.imaging import exif_orientation
 
 # What counts as "looks like an image" by name, and what Pillow may open.
 IMAGE_EXTENSIONS = frozenset(

@@ -28,8 +28,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from fauna import champion, storage
-from fauna.artifact import EXPORT_DIR
 from fauna.config import Config
 from fauna.contracts import (
     COMPARISON,
@@ -40,9 +38,11 @@ from fauna.contracts import (
     TrainInfo,
     parse_document,
 )
-from fauna.dataset import CLASSES
+from fauna.data.dataset import CLASSES
 from fauna.errors import FaunaError
-from fauna.metrics import METRIC_KEYS
+from fauna.model.artifact import EXPORT_DIR
+from fauna.score.metrics import METRIC_KEYS
+from fauna.store import champion, storage
 
 log = logging.getLogger(__name__)
 

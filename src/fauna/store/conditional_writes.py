@@ -1,6 +1,6 @@
 """Does the store enforce conditional writes? Checked before a champion pointer first moves.
 
-The champion's compare-and-swap (`fauna.champion.move_pointer`) is only safe on a store
+The champion's compare-and-swap (`fauna.store.champion.move_pointer`) is only safe on a store
 that *enforces* `If-None-Match: *` and `If-Match: <etag>` on PutObject. Some S3-compatible
 stores accept the headers and ignore them (SeaweedFS before 3.97 answered 200 to
 `If-None-Match: *` on an existing key, seaweedfs/seaweedfs#7153): there two publishes
@@ -21,8 +21,8 @@ import threading
 import uuid
 from typing import Any
 
-from fauna import storage
 from fauna.errors import FaunaError
+from fauna.store import storage
 
 log = logging.getLogger(__name__)
 

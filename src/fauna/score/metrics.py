@@ -3,7 +3,7 @@
 Evaluation, the report, compare's choice, publish's decision and the console summaries
 read labels and directions from `SPECS` (via `metric_spec`), so a new metric, or one
 where lower is better, is one row here plus, when it may crown a champion, its
-per-image computation (`score`) for the confidence intervals of fauna.policy.
+per-image computation (`score`) for the confidence intervals of fauna.score.policy.
 
 Only NumPy is imported here.
 """

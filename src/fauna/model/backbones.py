@@ -1,7 +1,7 @@
 """The one backbone registry: the paper's three plus every `keras.applications` model.
 
 Each entry knows its constructor, how its module preprocesses pixels (rebuilt from
-standard Keras layers in fauna.model, so a saved model loads with plain Keras) and
+standard Keras layers in fauna.model.network, so a saved model loads with plain Keras) and
 the smallest input it accepts. Names are case-insensitive: `vgg16`, `ResNet50`,
 `efficientnetv2b0`, `convnexttiny`, ...
 """
@@ -166,7 +166,7 @@ def check_preprocessing(backbone: Backbone) -> None:
     if not backbone.preprocessing:
         raise BackboneError(
             f"{backbone.name}: fauna does not know how {backbone.module} preprocesses pixels "
-            "(add it to fauna.backbones.PREPROCESSING)"
+            "(add it to fauna.model.backbones.PREPROCESSING)"
         )
 
 
@@ -208,7 +208,7 @@ def resolve_weights(weights: str) -> str | None:
     if text.lower() == "imagenet":
         return "imagenet"
     if text.startswith("s3://"):
-        from fauna import storage
+        from fauna.store import storage
 
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         local = cache_dir("weights", digest) / text.rsplit("/", 1)[-1]

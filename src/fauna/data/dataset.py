@@ -9,8 +9,8 @@ Each step reads and writes a directory (a KFP `Dataset` artifact on a cluster):
 
 and all of them carry classes.json (the label order), and where input can be
 rejected, quarantine.json + report.txt (what was rejected and why; counts reconcile).
-Each folder is written through `fauna.outputs.step_output` and carries its completion
-marker; the next step checks it with `fauna.outputs.require_output` (step names below).
+Each folder is written through `fauna.step_output.step_output` and carries its completion
+marker; the next step checks it with `fauna.step_output.require_output` (step names below).
 """
 
 from __future__ import annotations

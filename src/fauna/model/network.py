@@ -24,8 +24,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from fauna.backbones import Backbone, get_backbone
 from fauna.config import BackboneTrainConfig
+from fauna.model.backbones import Backbone, get_backbone
 
 PREPROCESS_LAYER = "preprocess"
 BACKBONE_LAYER = "backbone"
