@@ -31,8 +31,10 @@ from typing import Any
 
 from fauna import knobs, timing
 from fauna.config import Config
-from fauna.contracts import PublishResult
+from fauna.contracts import COMPARISON, REPORT_DIR, REPORT_HTML, PublishResult
 from fauna.errors import FaunaError
+from fauna.model.artifact import MODEL_FILE
+from fauna.score.metrics import metric_spec
 from fauna.sources import kaggle_credentials_found
 from fauna.store import storage
 
@@ -182,23 +184,37 @@ def verify_published(result: dict[str, Any]) -> None:
     """Do not trust the reported status alone: check the objects are really in the bucket."""
     missing = [
         uri
-        for uri in [f"{result['report_uri']}/report.html", f"{result['report_uri']}/metrics.json"]
-        + [f"{uri}/model.keras" for uri in result["model_uris"].values()]
+        for uri in [f"{result['report_uri']}/{REPORT_HTML}", f"{result['report_uri']}/{COMPARISON}"]
+        + [f"{uri}/{MODEL_FILE}" for uri in result["model_uris"].values()]
         if not storage.exists(uri)
     ]
     if missing:
         raise FaunaError(f"the run reported success but these are missing: {', '.join(missing)}")
 
 
+# The metrics the console summary shows (the report has them all); headers from the spec.
+SUMMARY_METRICS = ("top1", "top3", "macro_f1")
+
+
 def summary_table(metrics: dict[str, Any]) -> str:
-    rows = [f"{'backbone':<14}{'top-1':>8}{'top-3':>8}{'macro-F1':>10}{'train s':>9}{'img/s':>8}"]
+    """The run's numbers in a few columns: backbone, SUMMARY_METRICS, train s, img/s."""
+    specs = [metric_spec(key) for key in SUMMARY_METRICS]
+    widths = [max(8, len(s.header) + 2) for s in specs]
+    head = "".join(f"{s.header:>{w}}" for s, w in zip(specs, widths, strict=True))
+    rows = [f"{'backbone':<14}{head}{'train s':>9}{'img/s':>8}"]
     for name, m in metrics["backbones"].items():
+        values = "".join(
+            f"{_number(m.get(s.key)):>{w}.3f}" for s, w in zip(specs, widths, strict=True)
+        )
         rows.append(
-            f"{name:<14}{m.get('top1', float('nan')):>8.3f}{m.get('top3', float('nan')):>8.3f}"
-            f"{m.get('macro_f1', float('nan')):>10.3f}{m.get('train_seconds', float('nan')):>9.0f}"
-            f"{m.get('images_per_second', float('nan')):>8.1f}"
+            f"{name:<14}{values}{_number(m.get('train_seconds')):>9.0f}"
+            f"{_number(m.get('images_per_second')):>8.1f}"
         )
     return "\n".join(rows)
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def run_kind(args: Any) -> int:
@@ -283,7 +299,7 @@ def task_time_lines(run_dir: Path) -> list[str]:
 
 def summary_lines(result: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """What the run ends with on stdout: the table, the champion decision, where things are."""
-    report = Path(result["local_dir"]) / "report"
+    report = Path(result["local_dir"]) / REPORT_DIR
     promotion = result["promotion"]
     best = metrics["champion"]  # None when every model is flagged as degenerate
     return [
@@ -294,7 +310,7 @@ def summary_lines(result: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
         if best
         else "champion of this run: none (every model is flagged as degenerate; see the report)",
         ("promoted: " if promotion["promoted"] else "not promoted: ") + promotion["reason"],
-        f"report:  {(report / 'report.html').resolve()}",
-        f"         {result['report_uri']}/report.html",
+        f"report:  {(report / REPORT_HTML).resolve()}",
+        f"         {result['report_uri']}/{REPORT_HTML}",
         *(f"model {name}: {uri}" for name, uri in result["model_uris"].items()),
     ]

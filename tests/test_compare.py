@@ -150,11 +150,12 @@ def _texts(out: Path) -> tuple[str, str]:
 
 def test_champion_and_machine_metrics(tmp_path: Path) -> None:
     result, out = _compare(tmp_path)
+    conf = Config().compare.confidence  # the champion policy's, as configured
     evidence = result["champion"].pop("evidence")
     assert result["champion"] == {"backbone": "resnet50", "metric": "macro_f1", "value": 0.70}
     # resnet50 is right on the 10 images vgg16 gets wrong: ahead on evidence, said in words.
     assert evidence.startswith("resnet50 is ahead of the next best: macro-F1 better than vgg16")
-    assert "on 30 test images, with 95% confidence" in evidence
+    assert f"on 30 test images, with {conf:.0%} confidence" in evidence
     # Each score's uncertainty, the no-skill levels and the test size, for the report.
     assert result["chance"] == pytest.approx(1 / 3) and result["n_test"] == N_TEST
     assert result["resolution"] == pytest.approx(5 / N_TEST)  # 0.5^5 < 5%: five images
@@ -162,7 +163,7 @@ def test_champion_and_machine_metrics(tmp_path: Path) -> None:
         assert row["n_test"] == N_TEST and row["chance"] == pytest.approx(1 / 3)
         assert row["majority"] == pytest.approx(1 / 3)
         low, high = row["interval"]["low"], row["interval"]["high"]
-        assert row["interval"]["confidence"] == 0.95
+        assert row["interval"]["confidence"] == conf
         assert 0.0 <= low <= high <= 1.0, b
     # vgg16's 20 of 30 leave room either way; resnet50 is right on every image, so every
     # resample is too (a bootstrap cannot widen a perfect score).

@@ -158,3 +158,27 @@ def test_kind_backend_hands_the_choices_to_the_script(bare_path, monkeypatch, ca
     assert args.backbone_overrides == json.loads(
         overrides
     )  # what the kind route hands on parses back
+
+
+def test_the_summary_table_names_its_metrics_as_the_spec_does():
+    """The console summary's headers come from the metric spec; a metric not measured
+    (None, as roc_auc can be) reads nan rather than failing the run's last line."""
+    from fauna.score.metrics import metric_spec
+
+    metrics = {
+        "backbones": {
+            "vgg16": {"top1": 0.9833, "top3": 1.0, "macro_f1": 0.9832}
+            | {"train_seconds": 163.2, "images_per_second": 16.54},
+            "tiny": {"top1": 0.5, "top3": None, "macro_f1": 0.4, "train_seconds": 2},
+        }
+    }
+    head, vgg, tiny = local.summary_table(metrics).splitlines()
+    assert head.split() == [
+        "backbone",
+        *(metric_spec(k).header for k in local.SUMMARY_METRICS),
+        "train",
+        "s",
+        "img/s",
+    ]
+    assert vgg.split() == ["vgg16", "0.983", "1.000", "0.983", "163", "16.5"]
+    assert tiny.split() == ["tiny", "0.500", "nan", "0.400", "2", "nan"]

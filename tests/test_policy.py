@@ -133,7 +133,7 @@ def test_intervals_narrow_with_more_images() -> None:
     assert small.low < small.value < small.high and large.low < large.value < large.high
     assert (large.high - large.low) < (small.high - small.low) / 3
     f1 = interval(smoke_like(0, 0.8, n=200), "macro_f1", POLICY)
-    assert f1 is not None and f1.low < f1.value < f1.high and f1.confidence == 0.95
+    assert f1 is not None and f1.low < f1.value < f1.high and f1.confidence == POLICY.confidence
     assert resolution(30, POLICY) == pytest.approx(5 / 30)  # 0.5^5 < 5%: five images at best
 
 
@@ -148,7 +148,8 @@ def test_the_report_shows_the_top1_interval_the_policy_decides_with() -> None:
         row = {"backbone": "b", "top1": decided.value, "n_test": n, "interval": None}
         data = {"metric": "macro_f1", "dataset": {"num_classes": 30}, "backbones": [row]}
         shown = report_interval(row, "top1", data)
-        assert shown == {"low": decided.low, "high": decided.high, "confidence": 0.95}
+        # The report's interval is at the configured confidence without being told it.
+        assert shown == {"low": decided.low, "high": decided.high, "confidence": POLICY.confidence}
 
 
 # ------------------------------------------------------------- challenger vs champion
@@ -163,7 +164,7 @@ def test_a_clear_winner_is_promoted_and_a_near_tie_held() -> None:
     promoted, reason, c = challenge(better, champion, "top1", POLICY)
     assert promoted and c.low > 0
     assert reason.startswith("top-1 accuracy better than the champion by ")
-    assert reason.endswith("on 108 test images: better with 95% confidence")
+    assert reason.endswith(f"on 108 test images: better with {POLICY.confidence:.0%} confidence")
 
     nearly = base.copy()
     nearly[np.flatnonzero(~base)[:1]] = True  # one image more: 0.9 points
@@ -185,7 +186,8 @@ def test_min_gain_and_confidence_are_settings() -> None:
     assert challenge(better, champion, "top1", POLICY)[0]
     demanding = CompareConfig(min_gain=0.2)
     promoted, reason, _ = challenge(better, champion, "top1", demanding)
-    assert not promoted and "better by more than 0.2 with 95% confidence needed" in reason
+    needed = f"better by more than 0.2 with {demanding.confidence:.0%} confidence needed"
+    assert not promoted and needed in reason
 
 
 def test_identical_models_are_never_better() -> None:

@@ -182,7 +182,9 @@ def test_champion_moves_only_for_a_better_unflagged_model(s3, data, models, repo
     assert results["run-4"].promotion.promoted
     # Paired on the same 120 images, from the answers run-1's compare saved.
     assert "better than the champion by" in results["run-4"].promotion.reason
-    assert "with 95% confidence (on the same test split)" in results["run-4"].promotion.reason
+    conf = Config().compare.confidence  # the champion policy's, as configured
+    said = f"with {conf:.0%} confidence (on the same test split)"
+    assert said in results["run-4"].promotion.reason
 
     pointer = _pointer(s3, data)
     assert pointer["run_id"] == "run-4" and pointer["backbone"] == "strong"

@@ -20,6 +20,9 @@ from test_compare import CLASSES, METRICS, make_run
 
 from fauna.config import PAPER_CLASSES, Config
 
+# The champion policy's confidence (`compare.confidence`): what every interval is at.
+CONF = Config().compare.confidence
+
 # ----------------------------------------------------------------- reading the HTML
 
 
@@ -79,11 +82,11 @@ class Page(HTMLParser):
 
 
 def _exact(p: float, n: int) -> tuple[float, float]:
-    """The 95% Clopper-Pearson interval by SciPy's binomial test, not by fauna.score.policy's
-    own code, so the test does not check the code against itself."""
+    """The Clopper-Pearson interval at the policy's confidence by SciPy's binomial test, not
+    by fauna.score.policy's own code, so the test does not check the code against itself."""
     from scipy.stats import binomtest
 
-    ci = binomtest(round(p * n), n).proportion_ci(0.95, method="exact")
+    ci = binomtest(round(p * n), n).proportion_ci(CONF, method="exact")
     return ci.low, ci.high
 
 
@@ -156,7 +159,7 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
         assert row["macro-F1"]["note"] == f"{iv['low']:.3f}–{iv['high']:.3f}"
         assert row["weighted-F1"]["note"] == ""  # no interval measured for it: none invented
     assert rows["resnet50"]["top-1"]["bold"] and not rows["vgg16"]["top-1"]["bold"]
-    assert "top-1: 95% exact binomial (Clopper-Pearson) interval on the test images" in page.text
+    assert f"top-1: {CONF:.0%} exact binomial (Clopper-Pearson) interval on the test" in page.text
     md = (out / "report.md").read_text()
     low, high = _exact(0.72, 30)
     assert f"**72.00%** [{100 * low:.1f}–{100 * high:.1f}%]" in md
@@ -195,13 +198,14 @@ def test_champion_box_says_by_how_much_and_how_sure(tmp_path: Path) -> None:
     given = {"resnet50": (0.52, 0.86), "vgg16": (0.38, 0.71)}
     for row in data["backbones"]:
         low, high = given[row["backbone"]]
-        row |= {"interval": {"low": low, "high": high, "confidence": 0.95}}
-    data["champion"]["evidence"] = "Better than vgg16 by 0.150 ± 0.120 (95%, paired bootstrap)."
+        row |= {"interval": {"low": low, "high": high, "confidence": CONF}}
+    evidence = f"Better than vgg16 by 0.150 ± 0.120 ({CONF:.0%}, paired bootstrap)."
+    data["champion"]["evidence"] = evidence
     data["resolution"] = "30 test images can separate differences of about 12 points."
     render_report(data, out)
     page = _page(out)
-    assert "(95% interval 0.5200–0.8600) of 2 backbones" in page.text
-    assert "Better than vgg16 by 0.150 ± 0.120 (95%, paired bootstrap)." in page.text
+    assert f"({CONF:.0%} interval 0.5200–0.8600) of 2 backbones" in page.text
+    assert evidence in page.text
     assert "not measured" not in page.text
     assert "30 test images can separate differences of about 12 points." in page.text
     rows = {r["backbone"]["text"]: r for r in page.table_with("macro-F1")}
@@ -335,16 +339,16 @@ def test_policy_numbers_in_their_shapes(tmp_path: Path) -> None:
     data |= {"metric": "top1", "resolution": 5 / 30, "chance": 1 / 3, "n_test": 30}
     data["champion"] |= {"metric": "top1", "value": 0.72}
     for row in data["backbones"]:
-        given = {"low": 0.55, "high": 0.86, "confidence": 0.95}
+        given = {"low": 0.55, "high": 0.86}  # no confidence said: the configured one
         row["interval"] = given if row["backbone"] == "resnet50" else None
     render_report(data, out)
     page = _page(out)
     assert "30 test images can separate differences of about 17% at best." in page.text
     rows = {r["backbone"]["text"]: r for r in page.table_with("top-1")}
     assert rows["resnet50"]["top-1"]["note"] == "55.0–86.0%"  # measured, not computed
-    assert "top-1 accuracy: the 95% interval compare measured" in page.text
-    assert "top-3: 95% exact" not in page.text  # 3 classes: top-3 is trivial
-    assert "Champion: resnet50, best by top-1 accuracy: 0.7200 (95% interval" in page.text
+    assert f"top-1 accuracy: the {CONF:.0%} interval compare measured" in page.text
+    assert f"top-3: {CONF:.0%} exact" not in page.text  # 3 classes: top-3 is trivial
+    assert f"Champion: resnet50, best by top-1 accuracy: 0.7200 ({CONF:.0%} interval" in page.text
 
 
 def test_the_tie_break_reads_the_metric_specs_validation_counterpart(tmp_path: Path) -> None:
@@ -363,3 +367,34 @@ def test_the_tie_break_reads_the_metric_specs_validation_counterpart(tmp_path: P
     expected = {"top1": 0.4, "top3": 0.6, "macro_f1": 0.2, "roc_auc": 0.7, "loss": -0.5}
     for metric, value in (expected | {"weighted_f1": -0.5, "neg_loss": -0.5}).items():
         assert validation_score(tmp_path, metric) == pytest.approx(value), metric
+
+
+def test_a_metric_added_to_the_spec_is_a_column_of_the_results_table(tmp_path, monkeypatch):
+    """The results table is the metric spec's: a new row there (here one where lower is
+    better, and a top-k accuracy) is a column with its header, format and direction, with
+    no edit to fauna.report.tables."""
+    from fauna.report.render import render_report
+    from fauna.score import metrics
+    from fauna.score.metrics import MetricSpec
+
+    out = compare(tmp_path)
+    data = json.loads((out / "report.json").read_text())
+    error = MetricSpec("brier", "Brier score", False, ".3f", False, short="Brier")
+    top2 = MetricSpec("top2", "top-2 accuracy", True, ".4f", False, short="top-2", top_k=2)
+    monkeypatch.setattr(metrics, "SPECS", (*metrics.SPECS, top2, error))
+    values = {"resnet50": (0.21, 0.9), "vgg16": (0.35, 0.8)}
+    for row in data["backbones"]:
+        row["brier"], row["top2"] = values[row["backbone"]]
+    render_report(data, out)
+    page = _page(out)
+    results = next(t for t in page.tables if "Brier" in [c["text"] for c in t[0]])
+    assert [c["text"] for c in results[0]][-3:] == ["top-2", "Brier", "test images"]
+    rows = {r["backbone"]["text"]: r for r in page.table_with("Brier")}
+    assert rows["resnet50"]["Brier"]["text"] == "0.210" and rows["resnet50"]["Brier"]["bold"]
+    assert rows["vgg16"]["Brier"]["text"] == "0.350" and not rows["vgg16"]["Brier"]["bold"]
+    # A top-k accuracy: a percentage with its exact interval, ranked (2 < 3 classes).
+    low, high = _exact(0.9, 30)
+    assert rows["resnet50"]["top-2"]["text"] == "90.00%" and rows["resnet50"]["top-2"]["bold"]
+    assert rows["resnet50"]["top-2"]["note"] == f"{100 * low:.1f}–{100 * high:.1f}%"
+    assert f"top-1 and top-2: {CONF:.0%} exact binomial" in page.text
+    assert "| Brier |" in (out / "report.md").read_text()

@@ -43,6 +43,14 @@ EVAL_METRICS = "metrics.json"
 COMPARISON = "metrics.json"
 TRAIN_INFO = "train_info.json"
 PUBLISH_JSON = "publish.json"
+# The report's page (compare's output; publish's `report/` folder, also in the bucket).
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"
+# Files of a step's output that compare reads (fauna.report.gather): evaluate's confusion
+# matrix plot, t-SNE's info (its backbone, or why no plot was drawn) and plot.
+CONFUSION_PNG = "confusion_matrix.png"
+TSNE_INFO = "tsne.json"
+TSNE_PNG = "tsne.png"
 
 
 class ContractError(FaunaError):

@@ -26,6 +26,14 @@ class PaperResult:
     f1: float
 
 
+# What the paper reported, as our metrics (fauna.score.metrics keys): metric -> (the field
+# of `PaperResult` set beside it, the paper's name for it). The paper's "F1" is our macro-F1.
+PAPER_METRICS: dict[str, tuple[str, str]] = {
+    "top1": ("top1", "top-1"),
+    "top3": ("top3", "top-3"),
+    "macro_f1": ("f1", "F1"),
+}
+
 PAPER_TITLE = "Clasificador Multiclase con Redes Neuronales Convolucionales"
 
 PAPER_RESULTS: tuple[PaperResult, ...] = (

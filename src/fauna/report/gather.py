@@ -16,19 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fauna.contracts import EVALUATE_STEP, TRAIN_STEP, TSNE_STEP, EvalMetrics
+from fauna.contracts import (
+    CONFUSION_PNG,
+    EVALUATE_STEP,
+    TRAIN_STEP,
+    TSNE_INFO,
+    TSNE_PNG,
+    TSNE_STEP,
+    EvalMetrics,
+)
 from fauna.data.dataset import MANIFEST, read_json, read_manifest
 from fauna.errors import FaunaError
 from fauna.model.artifact import HISTORY_JSON, HISTORY_PNG, model_backbone, model_info
-from fauna.paper import paper_reference
+from fauna.paper import PAPER_METRICS, paper_reference
 from fauna.report.extras import PER_CLASS_CSV, backbone_extras
 from fauna.score.metrics import METRIC_KEYS, metric_spec
 from fauna.score.policy import PREDICTIONS, Predictions
 from fauna.step_output import require_output
-
-TSNE_INFO = "tsne.json"
-TSNE_PNG = "tsne.png"
-CONFUSION_PNG = "confusion_matrix.png"
 
 
 class CompareError(FaunaError):
@@ -156,7 +160,7 @@ def backbone_row(inputs: Inputs, backbone: str, images: Path) -> dict[str, Any]:
         "images_per_second": info.get("images_per_second"),
         "paper": None
         if ref is None
-        else {"model": ref.model, "top1": ref.top1, "top3": ref.top3, "f1": ref.f1},
+        else {"model": ref.model, **{f: getattr(ref, f) for f, _ in PAPER_METRICS.values()}},
         "images": {k: v for k, v in figures.items() if k != "tsne_skipped" and v},
         "tsne_skipped": figures.get("tsne_skipped"),
         **backbone_extras(ev, model_dir, images, backbone),

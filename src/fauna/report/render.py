@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fauna.contracts import REPORT_HTML
 from fauna.data.dataset import display_name, read_json, write_json
 from fauna.paper import PAPER_TITLE
+from fauna.report.extras import CURVE_KEYS
 from fauna.report.tables import (
     confused_table,
     md_cell,
@@ -29,10 +31,11 @@ from fauna.report.uncertainty import (
     baseline_line,
     interval,
     interval_note,
+    metric_column,
     num_classes,
     trivial_top_k,
 )
-from fauna.score.metrics import METRIC_LABELS
+from fauna.score.metrics import METRIC_LABELS, metric_spec
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_DATA = "report.json"
@@ -90,7 +93,7 @@ def _champion_box(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     metric, rows = champ["metric"], data["backbones"]
     label = METRIC_LABELS.get(metric, metric)
-    key = "loss" if metric in ("neg_loss", "loss") else metric
+    key = metric_column(metric)
     flagged = data.get("flagged") or {}
     row = next(r for r in rows if r["backbone"] == champ["backbone"])
     ci = interval(row, key, data)
@@ -108,7 +111,7 @@ def _champion_box(data: dict[str, Any]) -> dict[str, Any] | None:
     ]
     others = [r for r in others if r.get(key) is not None]
     if others:
-        lower = key == "loss"
+        lower = not metric_spec(key).higher_is_better
         runner = (min if lower else max)(others, key=lambda r: r[key])
         gap = (runner[key] - row[key]) if lower else (row[key] - runner[key])
         details.append(
@@ -176,9 +179,6 @@ def _results_notes(data: dict[str, Any]) -> list[str]:
     ]
 
 
-CURVES = {"loss": "loss", "accuracy": "accuracy"}  # history key -> chart title
-
-
 def _figures(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Learning curves (every backbone on one chart per metric when the rows carry their
     curves, each backbone's own plot folded below them), confusion matrices, t-SNE plots."""
@@ -186,7 +186,7 @@ def _figures(data: dict[str, Any]) -> list[dict[str, Any]]:
     combined = [
         {
             "image": image,
-            "caption": f"{CURVES[k]} per epoch, every backbone: train solid, validation dashed",
+            "caption": f"{k} per epoch, every backbone: train solid, validation dashed",
         }
         for k, image in (data.get("learning_curves") or {}).items()
     ]
@@ -318,7 +318,7 @@ def render_report(data: dict[str, Any], out: Path, notes: Sequence[str] = ()) ->
     html = env.get_template("report.html.j2").render(
         view=view, title=view["title"], inline=lambda rel: data_uri(out / rel)
     )
-    (out / "report.html").write_text(html)
+    (out / REPORT_HTML).write_text(html)
     write_json(out / REPORT_DATA, data)
     return data
 
@@ -331,10 +331,10 @@ def draw_learning_curves(rows: list[dict[str, Any]], images: Path) -> dict[str, 
         return drawn
     from fauna.plots import plot_learning_curves
 
-    for key, label in CURVES.items():
+    for key in CURVE_KEYS:  # the history key is the chart's title
         if any(key in h or f"val_{key}" in h for c in curves.values() for h in c):
             name = f"learning-curves-{key}.png"
-            plot_learning_curves(curves, key, label, images / name)
+            plot_learning_curves(curves, key, key, images / name)
             drawn[key] = f"{images.name}/{name}"
     return drawn
 

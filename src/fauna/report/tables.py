@@ -1,8 +1,11 @@
 """The report's tables: columns declared once (`Column`: header, value, format, which value
 is best, the small note after a value), laid out as Markdown or HTML by the templates.
 
-`results_table` shows each score with its interval (fauna.report.uncertainty) and ranks no
-trivial top-k; `per_class_table` shows precision, recall and F1 per class and backbone.
+`results_table` has a column per metric of the metric spec (fauna.score.metrics: its
+header, direction, format; a new metric there is a new column here), each score with its
+interval (fauna.report.uncertainty), no trivial top-k ranked, and the paper's numbers
+beside the metrics it reported (fauna.paper.PAPER_METRICS); `per_class_table` shows
+precision, recall and F1 per class and backbone.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fauna.data.dataset import display_name
-from fauna.paper import PAPER_RESULTS
+from fauna.paper import PAPER_METRICS, PAPER_RESULTS
 from fauna.report.uncertainty import interval, trivial_top_k
+from fauna.score import metrics
+from fauna.score.metrics import MetricSpec
 
 
 @dataclass
@@ -91,19 +96,25 @@ def make_table(
 
 
 def _ours(
-    header: str, key: str, show: Callable[[Any], str], best: str = "", data: dict | None = None
+    header: str,
+    key: str,
+    show: Callable[[Any], str],
+    best: str = "",
+    data: dict | None = None,
+    percent: bool = False,
 ) -> Column:
-    """Our score per row; with `data`, its interval after it (where one is known)."""
+    """Our score per row; with `data`, its interval after it (where one is known), in
+    percent for a share of the test images."""
 
     def note(row: dict[str, Any]) -> str:
         ci = interval(row, key, data) if data is not None else None
         if ci is None:
             return ""
-        if show is pct:
+        if percent:
             return f"{100 * ci['low']:.1f}–{100 * ci['high']:.1f}%"
         return f"{ci['low']:.3f}–{ci['high']:.3f}"
 
-    return Column(header, lambda r: r[key], show, best, note=note)
+    return Column(header, lambda r: r.get(key), show, best, note=note)
 
 
 def _paper(header: str, key: str, show: Callable[[Any], str]) -> Column:
@@ -116,26 +127,37 @@ def _paper(header: str, key: str, show: Callable[[Any], str]) -> Column:
     )
 
 
+def shown(spec: MetricSpec) -> Callable[[float | None], str]:
+    """How the report writes a metric's value: a share of the test images (top-k) in
+    percent, any other by the spec's format."""
+    return pct if spec.top_k else spec.format
+
+
+def _metric_columns(spec: MetricSpec, data: dict[str, Any], with_paper: bool) -> list[Column]:
+    """A metric's column (best by its direction, unranked where trivial) and, where the
+    paper reported it, the paper's number beside it."""
+    direction = "max" if spec.higher_is_better else "min"
+    best = "" if trivial_top_k(spec.key, data) else direction
+    show = shown(spec)
+    columns = [_ours(spec.header, spec.key, show, best, data, percent=bool(spec.top_k))]
+    if with_paper and spec.key in PAPER_METRICS:
+        field_name, name = PAPER_METRICS[spec.key]
+        columns.append(_paper(f"paper {name}", field_name, show))
+    return columns
+
+
 def results_table(data: dict[str, Any]) -> Table:
-    """Test metrics per backbone with their intervals (the paper's beside them when they
-    apply); top-k is not ranked where it is trivial (k >= classes)."""
+    """Test metrics per backbone, one column per metric of the spec (fauna.score.metrics,
+    in its order), with their intervals (the paper's beside them when they apply); top-k
+    is not ranked where it is trivial (k >= classes)."""
     rows, with_paper = data["backbones"], data["paper"] is not None
-    top3_best = "" if trivial_top_k("top3", data) else "max"
     flagged = Column(
         "backbone", lambda r: r["backbone"] + (" (flagged)" if r["degenerate"] else ""), kind="text"
     )
-    columns = [flagged, _ours("top-1", "top1", pct, "max", data)]
-    columns += [_paper("paper top-1", "top1", pct)] if with_paper else []
-    columns += [_ours("top-3", "top3", pct, top3_best, data)]
-    columns += [_paper("paper top-3", "top3", pct)] if with_paper else []
-    columns += [_ours("macro-F1", "macro_f1", num, "max", data)]
-    columns += [_paper("paper F1", "f1", num)] if with_paper else []
-    columns += [
-        _ours("weighted-F1", "weighted_f1", num, "max", data),
-        _ours("ROC-AUC", "roc_auc", num, "max", data),
-        _ours("loss", "loss", num, "min", data),
-        _ours("test images", "n_test", lambda v: "n/a" if v is None else str(v)),
-    ]
+    columns = [flagged]
+    for spec in metrics.SPECS:
+        columns += _metric_columns(spec, data, with_paper)
+    columns.append(_ours("test images", "n_test", lambda v: "n/a" if v is None else str(v)))
     return make_table(
         columns,
         rows,
@@ -145,13 +167,15 @@ def results_table(data: dict[str, Any]) -> Table:
 
 
 def paper_table() -> Table:
+    """The paper's results: its models and setups, and the metrics it reported."""
     columns = [
         Column("model", lambda p: p.model, kind="text"),
         Column("setup", lambda p: p.setup, kind="text"),
-        Column("top-1", lambda p: p.top1, pct),
-        Column("top-3", lambda p: p.top3, pct),
-        Column("F1", lambda p: p.f1, num),
     ]
+    for spec in metrics.SPECS:
+        if spec.key in PAPER_METRICS:
+            field_name, name = PAPER_METRICS[spec.key]
+            columns.append(Column(name, lambda p, f=field_name: getattr(p, f), shown(spec)))
     return make_table(columns, PAPER_RESULTS, row_classes=["paper"] * len(PAPER_RESULTS))
 
 

@@ -5,32 +5,44 @@ measured on (30 images: one image is 3.3 points of top-1). These are read from t
 data where compare's champion policy put them (top level `chance`, `n_test`, `resolution`;
 per row `interval`, `n_test`, `chance`, `majority`; the champion's `evidence`) and computed
 here where they are missing, so a report made before they existed still shows them:
-chance = 1 / classes; majority = the largest class's share of the test images; for top-1
-and top-3 (proportions of test images) the exact binomial (Clopper-Pearson) interval, from
-the champion policy's own function (`fauna.score.policy.proportion_bounds`), so the report shows
-the interval the policy decides with.
+chance = 1 / classes; majority = the largest class's share of the test images; for a top-k
+accuracy (a metric with `top_k` in the metric spec: a proportion of test images) the exact
+binomial (Clopper-Pearson) interval, from the champion policy's own function
+(`fauna.score.policy.proportion_bounds`), so the report shows the interval the policy decides
+with. An interval that does not say its confidence is at the policy's configured one
+(`compare.confidence` of fauna.config: `default_confidence`), never a number of its own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fauna.score.metrics import METRIC_LABELS
+from fauna.config import CompareConfig
+from fauna.score import metrics
+from fauna.score.metrics import DEPRECATED_ALIASES, METRIC_LABELS
 from fauna.score.policy import proportion_bounds
 
-CONFIDENCE = 0.95  # two-sided, where compare measured no interval to take its confidence from
-TOP_K = {"top1": 1, "top3": 3}
+
+def default_confidence() -> float:
+    """The champion policy's configured confidence (`compare.confidence`'s default): the
+    confidence of an interval where the report data does not say which it was measured at."""
+    return CompareConfig().confidence
+
+
+def _given_confidence(interval: dict[str, Any]) -> float:
+    return float(interval.get("confidence", default_confidence()))
 
 
 def confidence(data: dict[str, Any]) -> float:
-    """The confidence compare measured its intervals at (the policy's), else CONFIDENCE."""
+    """The confidence compare measured its intervals at (the policy's), else the default."""
     given = [r["interval"] for r in data["backbones"] if r.get("interval")]
-    return float(given[0].get("confidence", CONFIDENCE)) if given else CONFIDENCE
+    return _given_confidence(given[0]) if given else default_confidence()
 
 
-def proportion_interval(p: float, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
+def proportion_interval(p: float, n: int, conf: float | None = None) -> tuple[float, float]:
     """The two-sided interval of a share p of n test images (p = right / n, so the count is
-    p * n rounded): the policy's exact bounds."""
+    p * n rounded): the policy's exact bounds, at `conf` (None: the default confidence)."""
+    conf = default_confidence() if conf is None else conf
     return proportion_bounds(round(p * n), n, (1 - conf) / 2)
 
 
@@ -62,14 +74,26 @@ def majority(data: dict[str, Any]) -> float | None:
     return max(test) / sum(test) if test and sum(test) else None
 
 
+def top_k(key: str) -> int | None:
+    """k of a top-k accuracy in the metric spec (a share of the test images), else None."""
+    spec = next((s for s in metrics.SPECS if s.key == key), None)
+    return None if spec is None else spec.top_k
+
+
+def top_k_specs() -> list[metrics.MetricSpec]:
+    """The spec's top-k accuracies, in its order."""
+    return [s for s in metrics.SPECS if s.top_k]
+
+
 def trivial_top_k(key: str, data: dict[str, Any]) -> bool:
     """top-k with k >= classes is 100% for any model: nothing to rank."""
-    k = TOP_K.get(key)
+    k = top_k(key)
     return k is not None and k > 1 and k >= num_classes(data)
 
 
-def _metric_column(metric: str) -> str:
-    return "loss" if metric in ("neg_loss", "loss") else metric
+def metric_column(metric: str) -> str:
+    """The results table's column of the champion metric (a deprecated alias translated)."""
+    return DEPRECATED_ALIASES.get(metric, metric)
 
 
 def interval(row: dict[str, Any], key: str, data: dict[str, Any]) -> dict[str, float] | None:
@@ -77,13 +101,13 @@ def interval(row: dict[str, Any], key: str, data: dict[str, Any]) -> dict[str, f
     metric, the policy's exact bounds for top-1/top-3 (unless trivial), None where the data
     gives none."""
     given = row.get("interval")
-    if given and key == _metric_column(data["metric"]):
+    if given and key == metric_column(data["metric"]):
         low, high = float(given["low"]), float(given["high"])
         if data["metric"] == "neg_loss" and high <= 0:  # an interval of minus the loss
             low, high = -high, -low
-        return {"low": low, "high": high, "confidence": float(given.get("confidence", 0.95))}
+        return {"low": low, "high": high, "confidence": _given_confidence(given)}
     n = row.get("n_test")
-    if key in TOP_K and row.get(key) is not None and n and not trivial_top_k(key, data):
+    if top_k(key) and row.get(key) is not None and n and not trivial_top_k(key, data):
         conf = confidence(data)
         low, high = proportion_interval(float(row[key]), int(n), conf)
         return {"low": low, "high": high, "confidence": conf}
@@ -92,19 +116,19 @@ def interval(row: dict[str, Any], key: str, data: dict[str, Any]) -> dict[str, f
 
 def interval_note(data: dict[str, Any]) -> str:
     """What the bracketed ranges in the results table are."""
-    metric = _metric_column(data["metric"])
+    metric = metric_column(data["metric"])
     given = [r["interval"] for r in data["backbones"] if r.get("interval")]
-    exact = [k for k in TOP_K if not trivial_top_k(k, data) and not (given and k == metric)]
-    names = {"top1": "top-1", "top3": "top-3"}
+    measured = metric if given else None  # its interval is compare's, not computed here
+    exact = [s for s in top_k_specs() if not trivial_top_k(s.key, data) and s.key != measured]
     parts = []
     if exact:
-        keys = " and ".join(names[k] for k in exact)
+        keys = " and ".join(s.header for s in exact)
         parts.append(
             f"{keys}: {confidence(data):.0%} exact binomial (Clopper-Pearson) "
             f"interval{'s' if len(exact) > 1 else ''} on the test images"
         )
     if given:
-        conf = float(given[0].get("confidence", 0.95))
+        conf = _given_confidence(given[0])
         parts.append(
             f"{METRIC_LABELS.get(metric, metric)}: the {conf:.0%} interval compare measured"
         )

@@ -1,9 +1,11 @@
 """The metric spec: every test metric once, with its label, direction, format and role.
 
-Evaluation, the report, compare's choice, publish's decision and the console summaries
-read labels and directions from `SPECS` (via `metric_spec`), so a new metric, or one
-where lower is better, is one row here plus, when it may crown a champion, its
-per-image computation (`score`) for the confidence intervals of fauna.score.policy.
+Evaluation, the report (its results table: one column per row here, in this order),
+compare's choice, publish's decision and the console summaries read labels, directions
+and formats from `SPECS` (via `metric_spec`), so a new metric, or one where lower is
+better, is one row here plus its computation in
+`fauna.score.evaluation.classification_metrics` and, when it may crown a champion, its
+per-image computation (`score`, `chance_value`) for the intervals of fauna.score.policy.
 
 Only NumPy is imported here.
 """
@@ -33,6 +35,15 @@ class MetricSpec:
     # Its validation counterpart: the Keras history key train logs each epoch (the sweep's
     # objective, the tie-break's score); None where training measures none.
     validation: str | None = None
+    # Its name as a column header (tables, console summaries); "" = the label.
+    short: str = ""
+    # k of a top-k accuracy: a share of the test images (the report shows a percentage and
+    # the exact binomial interval, and does not rank it where k >= classes); None otherwise.
+    top_k: int | None = None
+
+    @property
+    def header(self) -> str:
+        return self.short or self.label
 
     def format(self, value: float | None) -> str:
         return "n/a" if value is None else format(value, self.fmt)
@@ -48,12 +59,12 @@ class MetricSpec:
 
 # The scalar test metrics of one evaluation (metrics.json), in the order reports show them.
 SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec("top1", "top-1 accuracy", True, ".4f", True, "val_accuracy"),
-    MetricSpec("top3", "top-3 accuracy", True, ".4f", True, "val_top3_accuracy"),
+    MetricSpec("top1", "top-1 accuracy", True, ".4f", True, "val_accuracy", "top-1", 1),
+    MetricSpec("top3", "top-3 accuracy", True, ".4f", True, "val_top3_accuracy", "top-3", 3),
     MetricSpec("macro_f1", "macro-F1", True, ".4f", True, "val_macro_f1"),
     MetricSpec("weighted_f1", "weighted-F1", True, ".4f", True),
     MetricSpec("roc_auc", "ROC-AUC", True, ".4f", True, "val_auc"),
-    MetricSpec("loss", "test loss", False, ".4f", True, "val_loss"),
+    MetricSpec("loss", "test loss", False, ".4f", True, "val_loss", "loss"),
 )
 _BY_KEY = {s.key: s for s in SPECS}
 # Old names still accepted in configs: neg_loss (= -loss, higher is better) is now `loss`.

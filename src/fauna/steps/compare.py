@@ -17,7 +17,7 @@ from typing import Any
 
 from fauna import timing
 from fauna.config import Config
-from fauna.contracts import COMPARE_STEP, DATA_STEPS, Comparison
+from fauna.contracts import COMPARE_STEP, DATA_STEPS, REPORT_HTML, Comparison
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.report.decision import machine_metrics, report_data, source_verdict
 from fauna.report.gather import (
@@ -118,7 +118,7 @@ def compare_backbones(
         log.info(
             f"champion by {metric_spec(champion['metric']).label}: {champion['backbone']} "
             f"({champion['value']:.4f}): {champion['evidence']}; "
-            f"report in {Path(out) / 'report.html'}"
+            f"report in {Path(out) / REPORT_HTML}"
         )
     return machine
 

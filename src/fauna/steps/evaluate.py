@@ -33,10 +33,10 @@ import numpy as np
 
 from fauna import timing
 from fauna.config import CompareConfig, Config, EvaluateConfig
-from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, EvalMetrics
+from fauna.contracts import CONFUSION_PNG, DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, EvalMetrics
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, write_json
 from fauna.model.artifact import model_info
-from fauna.report.extras import MISCLASSIFIED
+from fauna.report.extras import MISCLASSIFIED, PER_CLASS_CSV
 from fauna.score.evaluation import (
     FEATURES,
     EvaluationError,
@@ -59,7 +59,7 @@ __all__ = ["EvaluationError", "evaluate_model"]
 
 def _write_tables(out: Path, scored: Scored, per_class: list[dict[str, Any]]) -> None:
     """per_class.csv and predictions.csv (one row per test image)."""
-    with (out / "per_class.csv").open("w", newline="") as fh:
+    with (out / PER_CLASS_CSV).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, ["class", "precision", "recall", "f1", "support"])
         writer.writeheader()
         writer.writerows(per_class)
@@ -172,7 +172,7 @@ def evaluate_model(
         plot_confusion(
             cm,
             scored.classes,
-            tmp / "confusion_matrix.png",
+            tmp / CONFUSION_PNG,
             f"{scored.backbone}: confusion matrix (rows normalised, {m['n_test']} test images)",
         )
         _write_tables(tmp, scored, per_class)

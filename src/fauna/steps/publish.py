@@ -54,6 +54,7 @@ from fauna.contracts import (
     DATA_STEPS,
     PUBLISH_JSON,
     PUBLISH_STEP,
+    REPORT_DIR,
     TRAIN_INFO,
     TRAIN_STEP,
     Comparison,
@@ -376,7 +377,7 @@ class Artifacts:
         self.published = promotion
 
     def _write(self, promotion: Promotion, verdict: str) -> None:
-        report = self.tmp / "report"
+        report = self.tmp / REPORT_DIR
         if report.exists():
             shutil.rmtree(report)
         reason = promotion.reason.removeprefix(f"{PENDING}: ")

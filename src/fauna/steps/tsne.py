@@ -24,7 +24,7 @@ import numpy as np
 
 from fauna import timing
 from fauna.config import Config, TsneConfig
-from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, TSNE_STEP
+from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, TSNE_INFO, TSNE_PNG, TSNE_STEP
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
 from fauna.model.artifact import load_model, model_backbone
 from fauna.score.evaluation import (
@@ -189,7 +189,7 @@ def tsne_embeddings(source_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig
     with timing.phase("data_out"), step_output(out, STEP) as tmp:
         png = None
         if skipped is None:
-            png = plot_tsne(coords, labels, classes, tmp / "tsne.png", title)
+            png = plot_tsne(coords, labels, classes, tmp / TSNE_PNG, title)
         np.savez_compressed(
             tmp / "embeddings.npz",
             embeddings=emb,
@@ -198,7 +198,7 @@ def tsne_embeddings(source_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig
             ids=np.array(ids),
             classes=np.array(classes),
         )
-        write_json(tmp / "tsne.json", info)
+        write_json(tmp / TSNE_INFO, info)
         caption = f"perplexity {perplexity:g}, PCA init"
         page = tsne_page(f"t-SNE: {backbone}", title, png, caption, info["synthetic"], skipped)
         (tmp / "tsne.html").write_text(page)
