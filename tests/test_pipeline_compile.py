@@ -354,3 +354,27 @@ def test_compare_and_publish_get_the_whole_champion_policy(gpu_docs):
         params = tasks[name]["inputs"]["parameters"]
         assert params["compare_config"]["runtimeValue"]["constant"] == expected, name
         assert "componentInputParameter" in params["champion_metric"], name
+
+
+def test_the_source_knobs_help_lists_the_sources_table(monkeypatch):
+    """The kinds of source in the `source` knob's help (and ingest's --source) come from
+    `fauna.sources.SOURCES`: every kind's example, and a kind added there is listed."""
+    from fauna import sources
+    from fauna.sources.base import Source
+
+    helps = [knobs.BY_NAME["source"].help]
+    parser = build_parser("ingest")
+    sub = parser._subparsers._group_actions[0].choices["ingest"]
+    helps += [a.help for a in sub._actions if "--source" in a.option_strings]
+    for kind in sources.SOURCES:
+        assert kind.example, f"{kind.kind}: say what its strings look like (Source.example)"
+        assert all(kind.example in text for text in helps), kind.kind
+    remote, local = knobs.BY_NAME["source"].help.split("; in local runs also ")
+    assert "s3://bucket/prefix" in remote and "a folder" in local and "a folder" not in remote
+
+    def never(_: str) -> bool:
+        return False
+
+    hf = Source("hf", never, sources.fetch, str, "hf://owner/name")  # a new kind of source
+    monkeypatch.setattr(sources, "SOURCES", (*sources.SOURCES, hf))
+    assert "an http(s) URL, hf://owner/name; in local runs" in sources.described()

@@ -6,7 +6,9 @@ docs/pipeline.md (`markdown_table`, kept current by a test). A knob's default is
 value at its config path (params.yaml), so `--config`/`--profile`/`--set` move it.
 
 Adding a knob: one entry here; a train knob (a `train.X` setting) also needs its
-parameter in `components/train.py` (compiling fails until it is there).
+parameter in `components/train.py`, typed by hand there because KFP builds the component
+from its source (tests/test_pipeline_compile.py compares the two and says what to change).
+The `source` knob's help lists the kinds of source from `fauna.sources.SOURCES`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from fauna.config import AUGMENT_MODES, Config, ConfigError, TrainConfig, undot
 from fauna.score.metrics import CHAMPION_METRICS
+from fauna.sources import described as described_sources
 
 # KFP parameter type names as the compiled YAML and the UI show them.
 KFP_TYPES = {
@@ -96,8 +99,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "source",
         str,
-        "where ingest reads the data: kaggle:owner/name, s3://bucket/prefix, an http(s) "
-        "URL; in local runs also a folder, an archive or a label CSV",
+        "where ingest reads the data: " + described_sources(),
         path="data.source",
         env="DATA",
     ),

@@ -35,6 +35,7 @@ __all__ = [
     "Source",
     "SourceError",
     "dataset_name",
+    "described",
     "fetch",
     "find",
     "is_local",
@@ -45,6 +46,15 @@ __all__ = [
 ]
 
 kaggle_credentials_found = kaggle.credentials_found
+
+
+def described() -> str:
+    """The kinds of source in words, from the table: those a cluster can read, then the
+    local ones (the `source` knob's help)."""
+    remote = [kind.example for kind in SOURCES if not kind.local]
+    local = [kind.example for kind in SOURCES if kind.local]
+    listed = ", ".join(local[:-1]) + " or " + local[-1] if len(local) > 1 else "".join(local)
+    return ", ".join(remote) + (f"; in local runs also {listed}" if local else "")
 
 
 def find(source: str) -> Source | None:

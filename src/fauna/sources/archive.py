@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from fauna.data.imagecheck import FILE_TOO_LARGE, too_large_detail
 from fauna.sources.base import CHUNK, Fetched, Limits, Source, SourceError, slug
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -53,7 +52,7 @@ def _name(source: str) -> str:
     return slug(strip_archive_suffix(path.name) if is_archive(path) else path.stem)
 
 
-SOURCE = Source("archive", _detect, _fetch, _name, local=True)
+SOURCE = Source("archive", _detect, _fetch, _name, "an archive", local=True)
 
 
 def unpacked(archive: Path, target: Path, limits: Limits, remote: bool) -> Fetched:
@@ -177,13 +176,20 @@ def _extract_zip(archive: Path, target: Path, limits: Limits) -> list[tuple[str,
                 elif info.is_dir():
                     dest.mkdir(parents=True, exist_ok=True)
                 elif info.file_size > limits.max_file_bytes:
-                    detail = too_large_detail(info.file_size, limits.max_file_bytes)
-                    refused.append((info.filename, FILE_TOO_LARGE, detail))
+                    refused.append(_too_large(info.filename, info.file_size, limits))
                 else:
                     _unzip_member(zf, info, dest, budget)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise SourceError(f"cannot unpack {archive.name}: {exc}") from None
     return refused
+
+
+def _too_large(name: str, size: int, limits: Limits) -> tuple[str, str, str]:
+    """A member refused for its size, as the image checks word it (PIL imported only here,
+    so the sources table loads without it: `fauna <command> --help` lists its kinds)."""
+    from fauna.data.imagecheck import FILE_TOO_LARGE, too_large_detail
+
+    return (name, FILE_TOO_LARGE, too_large_detail(size, limits.max_file_bytes))
 
 
 def _check_zip_count(archive: Path, budget: _Budget) -> None:
@@ -239,8 +245,7 @@ def _extract_tar(
                 if why:
                     refused.append((member.name, UNSAFE_MEMBER, why))
                 elif member.size > limits.max_file_bytes:
-                    detail = too_large_detail(member.size, limits.max_file_bytes)
-                    refused.append((member.name, FILE_TOO_LARGE, detail))
+                    refused.append(_too_large(member.name, member.size, limits))
                 else:
                     budget.write(member.size)  # tar headers tell the truth about sizes
                     try:

@@ -94,15 +94,18 @@ class Source:
 
     kind: its name; detect: whether a source string is of this kind (the table asks in
     order, first yes wins); fetch: make it a local folder within `Limits`; name: a
-    display name from the source string; redact: the string as it may be shown and
-    stored; secrets: environment variables it reads (wired from the cluster's Secret);
-    local: whether it is a path on this machine (a cluster pod cannot read it).
+    display name from the source string; example: what such a string looks like, in a
+    few words (the `source` knob's help lists them: `fauna.sources.described`); redact:
+    the string as it may be shown and stored; secrets: environment variables it reads
+    (wired from the cluster's Secret); local: whether it is a path on this machine (a
+    cluster pod cannot read it).
     """
 
     kind: str
     detect: Callable[[str], bool]
     fetch: Callable[[str, Path, Limits], Fetched]
     name: Callable[[str], str]
+    example: str
     redact: Callable[[str], str] = keep
     secrets: tuple[str, ...] = ()
     local: bool = False

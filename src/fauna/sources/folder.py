@@ -15,4 +15,6 @@ def _name(source: str) -> str:
     return slug(Path(source).expanduser().absolute().name)
 
 
-SOURCE = Source("folder", lambda s: Path(s).expanduser().is_dir(), _fetch, _name, local=True)
+SOURCE = Source(
+    "folder", lambda s: Path(s).expanduser().is_dir(), _fetch, _name, "a folder", local=True
+)

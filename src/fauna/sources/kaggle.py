@@ -62,5 +62,11 @@ def _name(source: str) -> str:
 
 
 SOURCE = Source(
-    "kaggle", lambda s: s.startswith(PREFIX), _fetch, _name, secrets=SECRETS, local=False
+    "kaggle",
+    lambda s: s.startswith(PREFIX),
+    _fetch,
+    _name,
+    f"{PREFIX}owner/name",
+    secrets=SECRETS,
+    local=False,
 )

@@ -23,4 +23,4 @@ def _name(source: str) -> str:
     return slug(Path(source).expanduser().absolute().parent.name)
 
 
-SOURCE = Source("csv", _detect, _fetch, _name, local=True)
+SOURCE = Source("csv", _detect, _fetch, _name, "a label CSV", local=True)

@@ -7,7 +7,6 @@ from pathlib import Path, PurePosixPath
 
 from fauna.sources.archive import is_archive, strip_archive_suffix, unpacked
 from fauna.sources.base import Fetched, Limits, Source, SourceError, redact_url, slug
-from fauna.store import storage
 
 # The storage layer's credentials (wired for every task that touches S3).
 SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -15,6 +14,8 @@ SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 def _fetch(source: str, workdir: Path, limits: Limits) -> Fetched:
     """An archive object, or a prefix holding a folder tree (or a single archive)."""
+    from fauna.store import storage  # boto3: only to fetch (the table loads without it)
+
     storage.check_bucket(source)
     loc = storage.parse_s3_uri(source)
     if loc.key and is_archive(loc.key) and storage.exists(source):
@@ -56,4 +57,18 @@ def _name(source: str) -> str:
     return slug(last or parts.hostname or "")
 
 
-SOURCE = Source("s3", storage.is_s3_uri, _fetch, _name, redact=redact_url, secrets=SECRETS)
+def _detect(source: str) -> bool:
+    from fauna.store.s3client import is_s3_uri
+
+    return is_s3_uri(source)
+
+
+SOURCE = Source(
+    "s3",
+    _detect,
+    _fetch,
+    _name,
+    "s3://bucket/prefix",
+    redact=redact_url,
+    secrets=SECRETS,
+)

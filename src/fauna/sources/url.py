@@ -147,5 +147,10 @@ def _name(source: str) -> str:
 
 
 SOURCE = Source(
-    "http", lambda s: s.startswith(("http://", "https://")), _fetch, _name, redact=redact_url
+    "http",
+    lambda s: s.startswith(("http://", "https://")),
+    _fetch,
+    _name,
+    "an http(s) URL",
+    redact=redact_url,
 )

@@ -50,7 +50,7 @@ from fauna.data.imagecheck import (
     inspect_image,
 )
 from fauna.data.synthetic import SYNTHETIC_MARKER
-from fauna.sources import Limits, dataset_name, fetch, is_local, redact
+from fauna.sources import Limits, dataset_name, described, fetch, is_local, redact
 from fauna.sources.layout import Candidate, Layout, find_data_root, read_layout, visible
 from fauna.step_output import step_output
 from fauna.store import storage
@@ -494,8 +494,7 @@ def _store_in_cache(source: str, tmp: Path, cfg: DataConfig, name: str, remote: 
 def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--source",
-        help="kaggle:owner/dataset, a folder, an archive, a label CSV (images beside it), "
-        "s3://bucket/prefix or an http(s) URL (default: data.source)",
+        help=f"{described()} (default: data.source)",
     )
     parser.add_argument("--out", required=True, help="output folder (the raw dataset)")
     parser.add_argument(
