@@ -356,6 +356,60 @@ def test_compare_and_publish_get_the_whole_champion_policy(gpu_docs):
         assert "componentInputParameter" in params["champion_metric"], name
 
 
+# The train component's parameters that are not training knobs (epochs is a knob of its own).
+TRAIN_COMPONENT_OTHERS = {"backbone", "epochs", "train_config", "run_id", "checkpoint_root"}
+TRAIN_COMPONENT_OTHERS |= {"data", "model"}
+
+
+def _train_signature_problems(func) -> list[str]:
+    """Where `func`'s parameters differ from `fauna.knobs.TRAIN_KNOBS` (names and types),
+    each said as what to change in components/train.py. KFP builds a lightweight component
+    from its function's source, so the signature is typed there by hand, not generated."""
+    import inspect
+
+    where = "components/train.py's train()"
+    params = inspect.signature(func).parameters
+    problems = []
+    for knob in TRAIN_KNOBS:
+        typed = f"`{knob.name}: {knob.type.__name__}`"
+        if knob.name not in params:
+            problems.append(f"the training knob {knob.name!r} is missing: add {typed} to {where}")
+        elif params[knob.name].annotation is not knob.type:
+            problems.append(
+                f"{knob.name!r} is {params[knob.name].annotation!r} in {where}, the knob a "
+                f"{knob.type.__name__}: declare it {typed}"
+            )
+    knob_names = {knob.name for knob in TRAIN_KNOBS}
+    for name in sorted(set(params) - knob_names - TRAIN_COMPONENT_OTHERS):
+        problems.append(
+            f"{where} takes {name!r}, which is no training knob in fauna.knobs.KNOBS: "
+            "remove it, or add the knob"
+        )
+    return problems
+
+
+def test_the_train_component_takes_each_training_knob_with_its_type():
+    from fauna.components.train import train
+
+    assert _train_signature_problems(train.python_func) == []
+
+
+def test_a_train_component_out_of_step_with_the_knobs_is_told_what_to_change():
+    """The check above fails with what to do: a knob missing, mistyped or left over."""
+
+    def stale(backbone: str, epochs: int, batch_size: str, dropout: float):
+        pass
+
+    problems = "\n".join(_train_signature_problems(stale))
+    assert (
+        "the training knob 'learning_rate' is missing: add `learning_rate: float` to "
+        "components/train.py's train()" in problems
+    )
+    assert "'batch_size' is <class 'str'> in components/train.py's train()" in problems
+    assert "declare it `batch_size: int`" in problems
+    assert "takes 'dropout', which is no training knob" in problems
+
+
 def test_the_source_knobs_help_lists_the_sources_table(monkeypatch):
     """The kinds of source in the `source` knob's help (and ingest's --source) come from
     `fauna.sources.SOURCES`: every kind's example, and a kind added there is listed."""
