@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna import knobs, timing
-from fauna.config import Config
+from fauna.config import PAPER_CLASSES, Config
 from fauna.contracts import COMPARISON, REPORT_DIR, REPORT_HTML, PublishResult
 from fauna.errors import FaunaError
 from fauna.model.artifact import MODEL_FILE
@@ -98,8 +98,8 @@ def choose_data(data: str | None, cfg: Config, run_dir: Path) -> tuple[str, str]
     sample = run_dir / "sample-data"
     generate(sample, per_class=SAMPLE_PER_CLASS, size_range=(96, 144), seed=cfg.split.seed)
     return str(sample.resolve()), (
-        f"a GENERATED sample ({SAMPLE_PER_CLASS} images x 30 classes of coloured patterns, "
-        "not animals): no Kaggle credentials and no DATA given"
+        f"a GENERATED sample ({SAMPLE_PER_CLASS} images x {len(PAPER_CLASSES)} classes of "
+        "coloured patterns, not animals): no Kaggle credentials and no DATA given"
     )
 
 

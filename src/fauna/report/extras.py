@@ -21,6 +21,8 @@ from fauna.data.dataset import read_json
 from fauna.model.artifact import HISTORY_JSON
 
 PER_CLASS_CSV = "per_class.csv"
+# Its columns, as evaluate writes them: the class, then its scores and test support.
+PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "support")
 # evaluate's thumbnails of misclassified test images (a folder) and their index (<name>.json)
 MISCLASSIFIED = "misclassified"
 # The history keys the combined learning curves show (train, and val_ for validation).
@@ -34,8 +36,7 @@ def per_class_scores(eval_dir: Path) -> dict[str, dict[str, float]]:
         return {}
     with path.open(newline="") as fh:
         return {
-            e["class"]: {k: float(e[k]) for k in ("precision", "recall", "f1", "support")}
-            for e in csv.DictReader(fh)
+            e["class"]: {k: float(e[k]) for k in PER_CLASS_COLUMNS[1:]} for e in csv.DictReader(fh)
         }
 
 

@@ -36,7 +36,7 @@ from fauna.config import CompareConfig, Config, EvaluateConfig
 from fauna.contracts import CONFUSION_PNG, DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, EvalMetrics
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, write_json
 from fauna.model.artifact import model_info
-from fauna.report.extras import MISCLASSIFIED, PER_CLASS_CSV
+from fauna.report.extras import MISCLASSIFIED, PER_CLASS_COLUMNS, PER_CLASS_CSV
 from fauna.score.evaluation import (
     FEATURES,
     EvaluationError,
@@ -60,7 +60,7 @@ __all__ = ["EvaluationError", "evaluate_model"]
 def _write_tables(out: Path, scored: Scored, per_class: list[dict[str, Any]]) -> None:
     """per_class.csv and predictions.csv (one row per test image)."""
     with (out / PER_CLASS_CSV).open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, ["class", "precision", "recall", "f1", "support"])
+        writer = csv.DictWriter(fh, list(PER_CLASS_COLUMNS))
         writer.writeheader()
         writer.writerows(per_class)
     classes, probs = scored.classes, scored.probs
