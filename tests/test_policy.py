@@ -73,6 +73,20 @@ def test_per_image_scores_match_evaluation() -> None:
         assert score(key, p.y_true, p.probs) == pytest.approx(full[key]), key
 
 
+def test_a_metric_without_its_per_image_computation_fails_loudly(monkeypatch) -> None:
+    """A metric added to the spec that may crown needs score() and chance_value(): until
+    they have it, the policy says so instead of scoring it as a loss (as it once did)."""
+    from fauna.score import metrics
+    from fauna.score.metrics import MetricSpec, chance_value
+
+    monkeypatch.setitem(metrics._BY_KEY, "brier", MetricSpec("brier", "Brier", False, ".3f", True))
+    p = smoke_like(1, accuracy=0.6, n=50, k=5)
+    with pytest.raises(KeyError, match="no per-image computation of 'brier': add it to score"):
+        score("brier", p.y_true, p.probs)
+    with pytest.raises(KeyError, match="no chance level of 'brier': add it to chance_value"):
+        chance_value("brier", 5)
+
+
 def test_config_section_checks_and_the_alias() -> None:
     assert Config().merged(
         {"compare": {"champion_metric": "neg_loss"}}

@@ -147,22 +147,27 @@ def score(key: str, y_true: np.ndarray, probs: np.ndarray) -> float | None:
         return _f1(y_true, probs.argmax(axis=1), k, weighted=key == "weighted_f1")
     if key == "roc_auc":
         return _auc(y_true, probs)
-    p_true = probs[np.arange(len(y_true)), y_true]
-    return float(np.mean(-np.log(np.clip(p_true, LOSS_EPSILON, 1.0))))
+    if key == "loss":
+        p_true = probs[np.arange(len(y_true)), y_true]
+        return float(np.mean(-np.log(np.clip(p_true, LOSS_EPSILON, 1.0))))
+    raise KeyError(f"no per-image computation of {key!r}: add it to score() in {__name__}")
 
 
 def chance_value(key: str, num_classes: int) -> float:
     """The metric of a uniform random guess over `num_classes` classes (its expectation)."""
     key = metric_spec(key).key
     k = max(1, num_classes)
-    return {
+    chances = {
         "top1": 1 / k,
         "top3": min(3, k) / k,
         "macro_f1": 1 / k,
         "weighted_f1": 1 / k,
         "roc_auc": 0.5,
         "loss": math.log(k),
-    }[key]
+    }
+    if key not in chances:
+        raise KeyError(f"no chance level of {key!r}: add it to chance_value() in {__name__}")
+    return chances[key]
 
 
 def prior_value(key: str, y_true: np.ndarray, num_classes: int) -> float | None:
