@@ -1,0 +1,32 @@
+"""The names steps share, defined once: step names, preprocess modes, document file names."""
+
+from __future__ import annotations
+
+# The steps, by the name their completion marker records (fauna.step_output).
+INGEST_STEP = "ingest"
+PREPROCESS_STEP = "preprocess"
+SPLIT_STEP = "split"
+AUGMENT_STEP = "augment"
+TRAIN_STEP = "train"
+EVALUATE_STEP = "evaluate"
+TSNE_STEP = "tsne"
+COMPARE_STEP = "compare"
+PUBLISH_STEP = "publish"
+# What a model step reads as `--data`: a split, balanced by augment or not.
+DATA_STEPS = (SPLIT_STEP, AUGMENT_STEP)
+
+# How preprocess makes an image square (fauna.data.imaging.transform); the first is the default.
+CROP, STRETCH = PREPROCESS_MODES = ("crop", "stretch")
+DEFAULT_PREPROCESS_MODE = CROP
+
+# The documents' file names. Two are called metrics.json (in different step outputs).
+EVAL_METRICS = "metrics.json"
+COMPARISON = "metrics.json"
+TRAIN_INFO = "train_info.json"
+PUBLISH_JSON = "publish.json"
+HISTORY_JSON = "history.json"
+CLASSES = "classes.json"
+SOURCE = "source.json"
+PREPROCESS_INFO = "preprocess.json"
+SPLIT_INFO = "split.json"
+AUGMENT_INFO = "augment.json"
