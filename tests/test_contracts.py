@@ -524,3 +524,21 @@ def test_the_config_accepts_exactly_the_preprocess_modes():
     mode = typing.get_type_hints(PreprocessConfig)["mode"]
     assert typing.get_args(mode) == PREPROCESS_MODES
     assert PreprocessConfig().mode == DEFAULT_PREPROCESS_MODE
+
+
+def test_contracts_import_only_the_standard_library_and_fauna_errors():
+    """Every layer (steps, serving, the registry) reads these documents: no dependency."""
+    found = []
+    for path in sorted(CONTRACTS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                own = name == "fauna.errors" or name.startswith("fauna.contracts")
+                if not own and name.split(".")[0] not in sys.stdlib_module_names | {"__future__"}:
+                    found.append(f"{path.name}: {name}")
+    assert found == []
