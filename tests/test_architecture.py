@@ -71,7 +71,17 @@ def test_no_long_function_without_a_reason_in_its_docstring():
     )
 
 
-SHARED_SUBPACKAGES = ("data", "model", "score", "store", "training", "report", "serving", "sources")
+SHARED_SUBPACKAGES = (
+    "contracts",
+    "data",
+    "model",
+    "score",
+    "store",
+    "training",
+    "report",
+    "serving",
+    "sources",
+)
 
 
 def test_shared_modules_do_not_import_steps_or_pipelines():

@@ -186,6 +186,7 @@ def test_folders_layout_keeps_good_images_and_quarantines_the_rest(zoo: Path, tm
     assert result.classes == ["cat", "dog"] and result.per_class == {"cat": 5, "dog": 5}
     info = read_json(out / "source.json")
     assert info == {
+        "schema_version": 1,
         "source": str(zoo),
         "name": "zoo",  # data.name is empty: named after the folder
         "synthetic": False,

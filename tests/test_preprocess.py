@@ -287,7 +287,11 @@ def test_shards_roll_over_and_manifest_matches_records(crop_out: Path, raw: Path
     info = read_json(crop_out / PREPROCESS_INFO)
     assert info["count"] == kept and info["image_size"] == SIZE and info["mode"] == "crop"
     assert read_json(crop_out / CLASSES) == CLASSES_LIST
-    assert read_json(crop_out / "source.json") == read_json(raw / "source.json")
+    # Carried as ingest wrote it, with its version (none there: version 1).
+    assert read_json(crop_out / "source.json") == {
+        "schema_version": 1,
+        **read_json(raw / "source.json"),
+    }
 
 
 def test_bad_rows_are_quarantined_and_counts_reconcile(crop_out: Path) -> None:
@@ -326,6 +330,7 @@ def test_cli_overrides_and_one_line_errors(raw: Path, tmp_path: Path, capsys) ->
     argv = ["preprocess", "--raw", str(raw), "--out", str(out), "--workers", "1"]
     assert cli.main([*argv, "--image-size", "24", "--mode", "stretch"]) == 0
     assert read_json(out / PREPROCESS_INFO) | {"count": 0} == {
+        "schema_version": 1,
         "image_size": 24,
         "mode": "stretch",
         "filter": "lanczos",

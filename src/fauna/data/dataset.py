@@ -25,22 +25,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fauna.contracts import AUGMENT_INFO as AUGMENT_INFO
 from fauna.contracts import AUGMENT_STEP as AUGMENT_STEP
+from fauna.contracts import CLASSES as CLASSES
 from fauna.contracts import INGEST_STEP as INGEST_STEP
+from fauna.contracts import PREPROCESS_INFO as PREPROCESS_INFO
 from fauna.contracts import PREPROCESS_STEP as PREPROCESS_STEP
+from fauna.contracts import SOURCE as SOURCE
+from fauna.contracts import SPLIT_INFO as SPLIT_INFO
 from fauna.contracts import SPLIT_STEP as SPLIT_STEP
+from fauna.contracts import Classes
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
-CLASSES = "classes.json"
-SOURCE = "source.json"
 QUARANTINE = "quarantine.json"
 REPORT = "report.txt"
-PREPROCESS_INFO = "preprocess.json"
-SPLIT_INFO = "split.json"
-AUGMENT_INFO = "augment.json"
 SPLITS = ("train", "val", "test")
 SHARDS_DIR = "shards"  # preprocess: shards/part-*.tfrecord
 
@@ -85,7 +86,8 @@ def read_manifest(path: Path) -> Iterator[dict[str, str]]:
 
 
 def read_classes(directory: Path) -> list[str]:
-    return list(read_json(directory / CLASSES))
+    """classes.json of a step output, checked (fauna.contracts.Classes)."""
+    return list(Classes.read(directory).names)
 
 
 def carry_forward(names: Iterable[str], sources: Iterable[Path], out: Path) -> list[str]:

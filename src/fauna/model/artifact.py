@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fauna import timing
+from fauna.contracts import HISTORY_JSON as HISTORY_JSON
 from fauna.contracts import TRAIN_INFO as TRAIN_INFO
 from fauna.contracts import TrainInfo, load_document
 from fauna.errors import FaunaError
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.keras"
 EXPORT_DIR = "export"
 SERVING_VERSION = "1"
-HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 # `--model champion[:<dataset>]`: the dataset's champion (fauna.store.champion's pointer).

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fauna.contracts import History
 from fauna.data.dataset import read_json
 from fauna.model.artifact import HISTORY_JSON
 
@@ -63,7 +64,7 @@ def curves(model_dir: Path | None) -> list[dict[str, Any]]:
     if path is None or not path.is_file():
         return []
     keep = ("epoch", "phase", *CURVE_KEYS, *(f"val_{k}" for k in CURVE_KEYS))
-    return [{k: h[k] for k in keep if k in h} for h in read_json(path)]
+    return [{k: h[k] for k in keep if k in h} for h in History.read(path.parent).epochs]
 
 
 def backbone_extras(

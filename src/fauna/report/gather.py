@@ -24,6 +24,7 @@ from fauna.contracts import (
     TSNE_PNG,
     TSNE_STEP,
     EvalMetrics,
+    History,
 )
 from fauna.data.dataset import MANIFEST, read_json, read_manifest
 from fauna.errors import FaunaError
@@ -112,9 +113,7 @@ def _history_image(model_dir: Path | None, images: Path, backbone: str) -> str |
     if copied is None and (model_dir / HISTORY_JSON).is_file():
         from fauna.plots import plot_history  # matplotlib, only when a plot must be drawn
 
-        plot_history(
-            read_json(model_dir / HISTORY_JSON), images / f"{backbone}-history.png", backbone
-        )
+        plot_history(History.read(model_dir).epochs, images / f"{backbone}-history.png", backbone)
         copied = f"images/{backbone}-history.png"
     return copied
 
@@ -173,11 +172,9 @@ def validation_score(model_dir: Path | None, metric: str) -> float | None:
     (higher is better: a loss is negated), minus val_loss where it has none."""
     if model_dir is None or not (Path(model_dir) / HISTORY_JSON).is_file():
         return None
-    history = read_json(Path(model_dir) / HISTORY_JSON)
-    if not history:
+    entry = History.read(model_dir).entry(model_info(model_dir).get("weights_from_epoch"))
+    if entry is None:
         return None
-    kept = model_info(model_dir).get("weights_from_epoch")
-    entry = history[kept] if isinstance(kept, int) and 0 <= kept < len(history) else history[-1]
     spec = metric_spec(metric)
     if spec.validation and entry.get(spec.validation) is not None:
         value = float(entry[spec.validation])

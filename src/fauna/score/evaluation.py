@@ -20,7 +20,6 @@ Only NumPy is imported here; TensorFlow and Keras are imported when a model is r
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -30,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from fauna.data.dataset import PREPROCESS_INFO, SOURCE, read_classes, read_json
+from fauna.contracts import PreprocessInfo, SourceInfo
+from fauna.data.dataset import read_classes
 from fauna.errors import FaunaError
 from fauna.score.metrics import LOSS_EPSILON
 from fauna.score.policy import Predictions, skill_shortfall
@@ -64,12 +64,10 @@ class EvaluationError(FaunaError):
 
 
 def read_source(*dirs: Path) -> dict[str, Any]:
-    """The first source.json found; synthetic unless proven real is the safe default."""
-    for d in dirs:
-        path = Path(d) / SOURCE
-        if path.is_file():
-            return json.loads(path.read_text())
-    return {"source": "unknown", "synthetic": True}
+    """The first source.json found (checked: fauna.contracts.SourceInfo), its keys;
+    synthetic unless proven real is the safe default."""
+    found = SourceInfo.read_first(*dirs)
+    return {"source": "unknown", "synthetic": True} if found is None else dict(found.rest)
 
 
 def _listed(names: list[str], limit: int = 6) -> str:
@@ -109,10 +107,10 @@ def check_inputs(model_dir: Path, data_dir: Path) -> tuple[list[str], int]:
             describe_class_difference(classes, data_classes)
             + ": evaluate a model on the data it was trained for"
         )
-    size = int(read_json(Path(model_dir) / PREPROCESS_INFO)["image_size"])
-    data_pre = Path(data_dir) / PREPROCESS_INFO
-    if data_pre.is_file():
-        data_size = int(read_json(data_pre)["image_size"])
+    size = PreprocessInfo.read(model_dir).image_size
+    data_info = PreprocessInfo.read_first(data_dir)
+    if data_info is not None:
+        data_size = data_info.image_size
         if data_size != size:
             raise EvaluationError(
                 f"the model expects {size}px images but the dataset holds {data_size}px ones"

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
-from fauna.contracts import DEFAULT_PREPROCESS_MODE
-from fauna.data.dataset import PREPROCESS_INFO, read_classes, read_json
+from fauna.contracts import DEFAULT_PREPROCESS_MODE, PreprocessInfo
+from fauna.data.dataset import read_classes
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,15 @@ class ServedModel:
         from fauna.model.artifact import load_model, resolve_model_uri
 
         model_dir = resolve_model_uri(source, cfg)
-        info = read_json(model_dir / PREPROCESS_INFO)
-        size = int(info["image_size"])
+        info = PreprocessInfo.read(model_dir)
+        size = info.image_size
         served = cls(
             source=source,
             model_dir=model_dir,
             classes=read_classes(model_dir),
             image_size=size,
-            mode=info.get("mode", DEFAULT_PREPROCESS_MODE),
-            quality=int(info.get("jpeg_quality", 95)),
+            mode=info.mode(DEFAULT_PREPROCESS_MODE),
+            quality=int(info.rest.get("jpeg_quality", 95)),
             model=load_model(model_dir),
         )
         served.probabilities([np.zeros((size, size, 3), np.float32)])

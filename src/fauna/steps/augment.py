@@ -34,8 +34,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from fauna.config import AUGMENT_MODES, AugmentConfig, Config, PreprocessConfig, check_augment
+from fauna.contracts import AugmentInfo, PreprocessInfo, SplitInfo
 from fauna.data.dataset import (
-    AUGMENT_INFO,
     AUGMENT_STEP,
     CLASSES,
     MANIFEST,
@@ -48,9 +48,7 @@ from fauna.data.dataset import (
     carry_files,
     check_distinct,
     read_classes,
-    read_json,
     read_manifest,
-    write_json,
     write_manifest,
 )
 from fauna.data.records import Record, ShuffledShardWriter, iter_records, shard_paths
@@ -202,8 +200,17 @@ def _oversample(
     return rows
 
 
-def _optional_json(path: Path) -> dict[str, Any]:
-    return read_json(path) if path.is_file() else {}
+def _shard_settings(split_dir: Path) -> tuple[int, int]:
+    """The JPEG quality and images per shard the copies are written with: the preprocess
+    step's (carried in preprocess.json), else the split's shard size, else the defaults."""
+    pre, split = PreprocessInfo.read_first(split_dir), SplitInfo.read_first(split_dir)
+    quality = (pre and pre.jpeg_quality) or PreprocessConfig().jpeg_quality
+    per_shard = (
+        (pre and pre.images_per_shard)
+        or (split and split.images_per_shard)
+        or PreprocessConfig().images_per_shard
+    )
+    return int(quality), int(per_shard)
 
 
 def augment_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> AugmentResult:
@@ -218,13 +225,8 @@ def augment_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> AugmentRe
     classes = read_classes(split_dir)
     rows = _read_rows(split_dir)
     train_rows = [r for r in rows if r["split"] == "train"]
-    info = {
-        **_optional_json(split_dir / SPLIT_INFO),
-        **_optional_json(split_dir / PREPROCESS_INFO),
-    }
     # Copies are written like the preprocess step wrote the originals.
-    quality = int(info.get("jpeg_quality") or PreprocessConfig().jpeg_quality)
-    per_shard = int(info.get("images_per_shard") or PreprocessConfig().images_per_shard)
+    quality, per_shard = _shard_settings(split_dir)
     before = Counter(r["label"] for r in train_rows)
     with step_output(out, STEP) as tmp:
         linked = ("val", "test") if cfg.mode == "oversample" else SPLITS
@@ -252,7 +254,7 @@ def augment_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> AugmentRe
         )
         # Counts reconcile: train grew by exactly the copies, val and test did not change.
         assert result.counts["train"] == len(train_rows) + len(copies), result.counts
-        write_json(tmp / AUGMENT_INFO, _augment_info(cfg, result, target))
+        _augment_info(cfg, result, target).write(tmp)
         carry_files(split_dir, tmp, CARRIED_FILES)
     log.info(result.summary())
     return result
@@ -269,31 +271,33 @@ def _read_rows(split_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _augment_info(cfg: AugmentConfig, result: AugmentResult, target: int) -> dict[str, Any]:
+def _augment_info(cfg: AugmentConfig, result: AugmentResult, target: int) -> AugmentInfo:
     """augment.json: the AugmentConfig fields flat at the top (the train step rebuilds it)."""
     before, after = result.before, result.after
     empty = [c for c, n in before.items() if n == 0]
     oversample = cfg.mode == "oversample"
-    return {
-        **dataclasses.asdict(cfg),
-        "train_time_augmentation": cfg.mode != "none",
-        "oversample_target": target if oversample else None,
-        "per_class": {
-            c: {"before": before[c], "after": after[c], "added": after[c] - before[c]}
-            for c in before
-        },
-        "copies_added": result.copies_added,
-        "totals": {
-            "train_before": sum(before.values()),
-            "train_after": result.counts["train"],
-            "val": result.counts["val"],
-            "test": result.counts["test"],
-        },
-        "validation_and_test": "unchanged (never augmented)",
-        "notes": [f"no train images to oversample for: {', '.join(empty)}"]
-        if oversample and empty
-        else [],
-    }
+    return AugmentInfo.from_json(
+        {
+            **dataclasses.asdict(cfg),
+            "train_time_augmentation": cfg.mode != "none",
+            "oversample_target": target if oversample else None,
+            "per_class": {
+                c: {"before": before[c], "after": after[c], "added": after[c] - before[c]}
+                for c in before
+            },
+            "copies_added": result.copies_added,
+            "totals": {
+                "train_before": sum(before.values()),
+                "train_after": result.counts["train"],
+                "val": result.counts["val"],
+                "test": result.counts["test"],
+            },
+            "validation_and_test": "unchanged (never augmented)",
+            "notes": [f"no train images to oversample for: {', '.join(empty)}"]
+            if oversample and empty
+            else [],
+        }
+    )
 
 
 def add_arguments(parser: Any) -> None:

@@ -30,18 +30,16 @@ from typing import Any
 from tqdm import tqdm
 
 from fauna.config import Config, DataConfig
+from fauna.contracts import Classes, SourceInfo
 from fauna.data.dataset import (
-    CLASSES,
     INGEST_STEP,
     MANIFEST,
     QUARANTINE,
     REPORT,
-    SOURCE,
     DatasetError,
     Quarantine,
     read_json,
     read_manifest,
-    write_json,
     write_manifest,
 )
 from fauna.data.imagecheck import (
@@ -189,7 +187,7 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
     shutil.rmtree(work, ignore_errors=True)
     version = content_version(rows)
     write_manifest(tmp / MANIFEST, rows, MANIFEST_FIELDS)
-    write_json(tmp / CLASSES, sorted({row["label"] for row in rows}))
+    Classes(tuple(sorted({row["label"] for row in rows}))).write(tmp)
     # What the data is (the champion's dataset key), whatever the folder or archive is called.
     content = content_fingerprint((row["label"], row["sha256"]) for row in rows)
     info = {
@@ -200,7 +198,7 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
         "content": content,
     }
     # The pixel limit ingest checked with: preprocess applies the same one.
-    write_json(tmp / SOURCE, {**info, "max_image_pixels": cfg.max_image_pixels})
+    SourceInfo.from_json({**info, "max_image_pixels": cfg.max_image_pixels}).write(tmp)
     quarantine.write(tmp)
     _append_report(tmp, quarantine, shown, version, synthetic, rows, cfg)
     log.info("%s", quarantine.summary())
@@ -406,20 +404,28 @@ def _empty_message(shown: str, quarantine: Quarantine) -> str:
     )
 
 
+def _required(folder: Path, info: SourceInfo, key: str) -> Any:
+    """A key ingest always writes into source.json: one line where a folder lacks it."""
+    if key not in info.rest:
+        where = folder / info.FILE
+        raise DatasetError(f"{where} has no {key!r}: not an ingest output (re-run ingest)")
+    return info.rest[key]
+
+
 def _result_from_dir(out: Path, from_cache: bool = False) -> IngestResult:
-    info = read_json(out / SOURCE)
+    info = SourceInfo.read(out)
     report = read_json(out / QUARANTINE)
     per_class = dict(sorted(Counter(row["label"] for row in read_manifest(out / MANIFEST)).items()))
     return IngestResult(
         out=out,
-        source=info["source"],
-        name=info["name"],
-        version=info["version"],
-        synthetic=bool(info["synthetic"]),
+        source=_required(out, info, "source"),
+        name=_required(out, info, "name"),
+        version=_required(out, info, "version"),
+        synthetic=bool(_required(out, info, "synthetic")),
         total_in=report["total_in"],
         kept=report["kept"],
         quarantined=report["quarantined"],
-        classes=read_json(out / CLASSES),
+        classes=list(Classes.read(out).names),
         per_class=per_class,
         reasons=report["reasons"],
         from_cache=from_cache,
@@ -466,16 +472,16 @@ def _from_cache(source: str, tmp: Path, cfg: DataConfig, name: str) -> str:
     log.info("%s unchanged since version %s: using %s", redact(source), version, location)
     storage.download_dir(location, tmp)
     (tmp / COMPLETE_MARKER).unlink(missing_ok=True)
-    info = read_json(tmp / SOURCE)
-    if info.get("version") != version:
+    info = SourceInfo.read(tmp)
+    if info.version != version:
         raise DatasetError(f"cache entry {location} is inconsistent: re-run with --refresh")
-    write_json(tmp / SOURCE, {**info, "source": redact(source), "name": name})
+    SourceInfo.from_json({**info.rest, "source": redact(source), "name": name}).write(tmp)
     return location
 
 
 def _store_in_cache(source: str, tmp: Path, cfg: DataConfig, name: str, remote: bool) -> str:
     """Upload the kept dataset under its version (once); remember which version a source gave."""
-    version = read_json(tmp / SOURCE)["version"]
+    version = _required(tmp, SourceInfo.read(tmp), "version")
     location = _cache_version(cfg, name, version)
     if not storage.exists(f"{location}/{COMPLETE_MARKER}"):
         storage.upload_dir(tmp, location)

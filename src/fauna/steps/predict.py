@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import Config
-from fauna.contracts import DEFAULT_PREPROCESS_MODE
-from fauna.data.dataset import PREPROCESS_INFO, display_name, read_classes, read_json
+from fauna.contracts import DEFAULT_PREPROCESS_MODE, PreprocessInfo
+from fauna.data.dataset import display_name, read_classes
 from fauna.model.artifact import CHAMPION as CHAMPION
 from fauna.model.artifact import champion_model_uri as champion_model_uri
 from fauna.model.artifact import resolve_model_uri
@@ -104,9 +104,9 @@ def predict_images(
 
     model_dir = Path(model_dir)
     classes = read_classes(model_dir)
-    info = read_json(model_dir / PREPROCESS_INFO)
-    size, mode = int(info["image_size"]), info.get("mode", DEFAULT_PREPROCESS_MODE)
-    quality = int(info.get("jpeg_quality", 95))
+    info = PreprocessInfo.read(model_dir)
+    size, mode = info.image_size, info.mode(DEFAULT_PREPROCESS_MODE)
+    quality = int(info.rest.get("jpeg_quality", 95))
     model = load_model(model_dir)
     k = max(1, min(top_k, len(classes)))
 

@@ -26,21 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from fauna.contracts import Classes, PreprocessInfo, SourceInfo
 from fauna.data.dataset import (
-    CLASSES,
     INGEST_STEP,
     MANIFEST,
-    PREPROCESS_INFO,
     PREPROCESS_STEP,
     SHARDS_DIR,
-    SOURCE,
     DatasetError,
     Quarantine,
     check_distinct,
     read_classes,
-    read_json,
     read_manifest,
-    write_json,
     write_manifest,
 )
 from fauna.data.imagecheck import BOMB, bomb_from_pillow, bomb_warnings_as_errors
@@ -202,7 +198,7 @@ def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Qu
     classes = read_classes(raw)
     label_index = {name: i for i, name in enumerate(classes)}
     quarantine = Quarantine(STEP, total_in=total)
-    max_pixels = int(read_json(raw / SOURCE).get("max_image_pixels") or DEFAULT_MAX_PIXELS)
+    max_pixels = int(SourceInfo.read(raw).max_image_pixels or DEFAULT_MAX_PIXELS)
     job = _Job(str(raw), cfg.image_size, cfg.mode, cfg.jpeg_quality, max_pixels)
     workers = min(cfg.workers or available_cpus(), total)
     log.info("%d images from %s with %d worker(s)", total, raw, workers)
@@ -230,10 +226,9 @@ def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Qu
 
 
 def _write_info(raw: Path, out: Path, cfg: PreprocessConfig, quarantine: Quarantine) -> None:
-    write_json(out / CLASSES, read_classes(raw))
-    write_json(out / SOURCE, read_json(raw / SOURCE))
-    write_json(
-        out / PREPROCESS_INFO,
+    Classes.read(raw).write(out)
+    SourceInfo.read(raw).write(out)
+    PreprocessInfo.from_json(
         {
             "image_size": cfg.image_size,
             "mode": cfg.mode,
@@ -242,7 +237,7 @@ def _write_info(raw: Path, out: Path, cfg: PreprocessConfig, quarantine: Quarant
             "images_per_shard": cfg.images_per_shard,
             "count": quarantine.kept,
         },
-    )
+    ).write(out)
     quarantine.write(out)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fauna.config import Config, SplitConfig
+from fauna.contracts import PreprocessInfo, SplitInfo
 from fauna.data.dataset import (
     CLASSES,
     MANIFEST,
@@ -39,16 +40,13 @@ from fauna.data.dataset import (
     PREPROCESS_STEP,
     SHARDS_DIR,
     SOURCE,
-    SPLIT_INFO,
     SPLIT_STEP,
     SPLITS,
     DatasetError,
     carry_files,
     check_distinct,
     read_classes,
-    read_json,
     read_manifest,
-    write_json,
     write_manifest,
 )
 from fauna.data.records import ShuffledShardWriter, iter_records, shard_paths
@@ -156,7 +154,7 @@ def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
         # Streamed, not a second list of every row: memory stays one manifest's worth.
         out_rows = ({**r, "split": assignment[r["id"]]} for r in rows)
         write_manifest(tmp / MANIFEST, out_rows, SPLIT_FIELDS)
-        write_json(tmp / SPLIT_INFO, _split_info(cfg, rows, result, shards, per_shard))
+        _split_info(cfg, rows, result, shards, per_shard).write(tmp)
         carry_files(pre, tmp, CARRIED_FILES)
     log.info(result.summary())
     return result
@@ -191,10 +189,10 @@ def _write_shards(
 ) -> tuple[dict[str, int], dict[str, int], int]:
     """Every record into its split's shards, shuffled: (counts, shards, per shard) per split."""
     expected = Counter(assignment.values())
-    info = read_json(pre / PREPROCESS_INFO) if (pre / PREPROCESS_INFO).is_file() else {}
+    info = PreprocessInfo.read_first(pre)
     # Keep the preprocess step's shard size (from its info, else from its manifest).
     rows_per_shard = Counter(r.get("shard") for r in rows)
-    per_shard = int(info.get("images_per_shard") or max(rows_per_shard.values()))
+    per_shard = int((info and info.images_per_shard) or max(rows_per_shard.values()))
     writers = {
         name: ShuffledShardWriter(out / name, expected[name], per_shard, f"{cfg.seed}:{name}")
         for name in SPLITS
@@ -236,29 +234,31 @@ def _split_info(
     result: SplitResult,
     shards: dict[str, int],
     per_shard: int,
-) -> dict[str, Any]:
+) -> SplitInfo:
     """split.json: settings, totals (they reconcile), per-class counts, duplicate groups."""
     counts = result.counts
     group_sizes = Counter(r["sha256"] for r in rows)
     labels_per_sha: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         labels_per_sha[r["sha256"]].add(r["label"])
-    return {
-        "seed": cfg.seed,
-        "test_fraction": cfg.test_fraction,
-        "val_fraction": cfg.val_fraction,
-        "totals": {"in": len(rows), **counts, "reconciles": result.reconciles},
-        "fractions": {name: round(counts[name] / len(rows), 4) for name in SPLITS},
-        "per_class": result.per_class,
-        "duplicates": {
-            "groups": sum(1 for n in group_sizes.values() if n > 1),
-            "images_in_groups": sum(n for n in group_sizes.values() if n > 1),
-            "cross_class_groups": sum(1 for s in labels_per_sha.values() if len(s) > 1),
-        },
-        "shards": shards,
-        "images_per_shard": per_shard,
-        "notes": result.notes,
-    }
+    return SplitInfo.from_json(
+        {
+            "seed": cfg.seed,
+            "test_fraction": cfg.test_fraction,
+            "val_fraction": cfg.val_fraction,
+            "totals": {"in": len(rows), **counts, "reconciles": result.reconciles},
+            "fractions": {name: round(counts[name] / len(rows), 4) for name in SPLITS},
+            "per_class": result.per_class,
+            "duplicates": {
+                "groups": sum(1 for n in group_sizes.values() if n > 1),
+                "images_in_groups": sum(n for n in group_sizes.values() if n > 1),
+                "cross_class_groups": sum(1 for s in labels_per_sha.values() if len(s) > 1),
+            },
+            "shards": shards,
+            "images_per_shard": per_shard,
+            "notes": result.notes,
+        }
+    )
 
 
 def add_arguments(parser: Any) -> None:

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import BackboneTrainConfig, Config, TrainConfig
-from fauna.contracts import DATA_STEPS, TRAIN_STEP
-from fauna.data.dataset import SOURCE, read_json
+from fauna.contracts import DATA_STEPS, TRAIN_STEP, SourceInfo
 from fauna.model.artifact import model_info
 from fauna.step_output import read_marker, require_output, step_output
 from fauna.training import Diverged, TrainError
@@ -174,7 +173,7 @@ def _fingerprint(
         if f.name not in per_backbone
         and f.name not in ("backbones", "overrides", "head_features_once")
     }
-    source = read_json(data / SOURCE) if (data / SOURCE).is_file() else {}
+    source = SourceInfo.read_first(data) or SourceInfo()
     blob = json.dumps(
         {
             "backbone": backbone,
@@ -183,7 +182,7 @@ def _fingerprint(
             "policy": policy,
             "classes": dataset.classes,
             "image_size": dataset.image_size,
-            "data_version": source.get("version", ""),
+            "data_version": source.rest.get("version", ""),
             "train_images": dataset.train_images,
             "val_images": dataset.val_images,
         },

@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fauna.data.dataset import CLASSES, SOURCE
+from fauna.contracts import CLASSES, Classes, SourceInfo
 from fauna.errors import FaunaError
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,8 @@ class DatasetId:
         folder = Path(folder)
         if not (folder / CLASSES).is_file():
             raise ChampionError(f"no {CLASSES} in {folder}: cannot tell which dataset it is")
-        source = json.loads((folder / SOURCE).read_text()) if (folder / SOURCE).is_file() else {}
-        return cls.of(source, json.loads((folder / CLASSES).read_text()))
+        source = SourceInfo.read_first(folder) or SourceInfo()
+        return cls.of(source.rest, list(Classes.read(folder).names))
 
 
 def content_fingerprint(images: Iterable[tuple[str, str]]) -> str:

@@ -30,15 +30,17 @@ from typing import Any
 
 from fauna.config import Config
 from fauna.contracts import (
+    CLASSES,
     COMPARISON,
     PUBLISH_JSON,
     TRAIN_INFO,
+    Classes,
     Comparison,
     PublishResult,
     TrainInfo,
     parse_document,
+    parse_json,
 )
-from fauna.data.dataset import CLASSES
 from fauna.errors import FaunaError
 from fauna.model.artifact import EXPORT_DIR
 from fauna.score.metrics import METRIC_KEYS
@@ -93,12 +95,13 @@ def version_specs(published: dict[str, Any], test_split: str | None = None) -> l
     """The versions of a published run (publish.json's content), read from the bucket."""
     run_id, dataset = published["run_id"], published["dataset"]
     where = f"{published['report_uri']}/{COMPARISON}"
-    comparison = Comparison.from_json(parse_document(storage.read_text(where), where))
+    comparison = Comparison.from_json(parse_document(storage.read_text(where), where), where)
     specs = []
     for backbone, model_uri in sorted(published["model_uris"].items()):
-        classes = json.loads(storage.read_text(f"{model_uri}/{CLASSES}"))
+        where = f"{model_uri}/{CLASSES}"
+        classes = Classes.from_json(parse_json(storage.read_text(where), where), where).to_json()
         where = f"{model_uri}/{TRAIN_INFO}"
-        info = TrainInfo.from_json(parse_document(storage.read_text(where), where))
+        info = TrainInfo.from_json(parse_document(storage.read_text(where), where), where)
         scores = comparison.backbones.get(backbone, {})
         metrics = {
             f"metric.{k}": float(scores[k])

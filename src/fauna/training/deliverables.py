@@ -17,24 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from fauna import timing
-from fauna.contracts import TrainInfo
+from fauna.contracts import History, SourceInfo, TrainInfo
 from fauna.data.dataset import (
     AUGMENT_INFO,
     CLASSES,
     PREPROCESS_INFO,
     SOURCE,
     carry_forward,
-    read_json,
-    write_json,
 )
 from fauna.model.artifact import (
     EXPORT_DIR,
     HISTORY_CSV,
-    HISTORY_JSON,
     HISTORY_PNG,
     MODEL_FILE,
     SERVING_VERSION,
-    TRAIN_INFO,
 )
 
 log = logging.getLogger(__name__)
@@ -70,21 +66,21 @@ class TrainResult:
 
     @classmethod
     def from_folder(cls, out: Path) -> TrainResult:
-        info = read_json(out / TRAIN_INFO)
+        info = TrainInfo.read(out)
         return cls(
-            backbone=info["backbone"],
+            backbone=info.backbone,
             model_dir=out,
-            epochs_run=info["epochs_run"],
-            train_seconds=info["train_seconds"],
-            images_per_second=info["images_per_second"],
-            history=read_json(out / HISTORY_JSON),
-            runs=info.get("runs", 1),
-            weights_from_epoch=info.get("weights_from_epoch"),
+            epochs_run=info.rest["epochs_run"],
+            train_seconds=info.rest["train_seconds"],
+            images_per_second=info.rest["images_per_second"],
+            history=History.read(out).to_json(),
+            runs=info.rest.get("runs", 1),
+            weights_from_epoch=info.rest.get("weights_from_epoch"),
         )
 
 
 def write_history(folder: Path, history: list[dict]) -> None:
-    write_json(folder / HISTORY_JSON, history)
+    History(tuple(history)).write(folder)
     columns: list[str] = []
     for entry in history:
         columns += [k for k in entry if k not in columns]
@@ -149,11 +145,11 @@ def write_outputs(
     carry_forward((CLASSES, PREPROCESS_INFO, SOURCE, AUGMENT_INFO), [data_dir], folder)
     write_history(folder, history)
     plot_history(history, folder / HISTORY_PNG, f"{job.name}: training history")
-    info = TrainInfo.from_json(train_info(job, final, history, data_dir, calibrated)).to_json()
-    write_json(folder / TRAIN_INFO, info)
+    info = TrainInfo.from_json(train_info(job, final, history, data_dir, calibrated))
+    info.write(folder)
     log.info(
-        f"{job.name}: {len(history)} epochs in {info['train_seconds']:.1f} s "
-        f"({info['images_per_second']:.1f} images/s)"
+        f"{job.name}: {len(history)} epochs in {info.rest['train_seconds']:.1f} s "
+        f"({info.rest['images_per_second']:.1f} images/s)"
     )
 
 
@@ -163,7 +159,7 @@ def train_info(
     from fauna.model.network import count_params
 
     cfg, data = job.cfg, job.data
-    source = read_json(data_dir / SOURCE) if (data_dir / SOURCE).is_file() else {}
+    source = SourceInfo.read_first(data_dir) or SourceInfo()  # none: not synthetic (as before)
     train_seconds = sum(h["train_seconds"] for h in history)
     images = sum(h["images"] for h in history)
     # The lowest (validation) loss of the last phase: the weights kept, when the recipe
@@ -188,7 +184,7 @@ def train_info(
         "weights_from_epoch": kept,
         "policy": job.policy,
         "runs": len({h["run_id"] for h in history}),
-        "synthetic": bool(source.get("synthetic", False)),
+        "synthetic": bool(source.rest.get("synthetic", False)),
         "fingerprint": job.fingerprint,
         "recipe": {**job.recipe.describe(), "batchnorm_recalibrated_batches": calibrated_batches},
         "config": dataclasses.asdict(job.bcfg),

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fauna.config import AugmentConfig
-from fauna.data.dataset import AUGMENT_INFO, PREPROCESS_INFO, DatasetError, read_classes, read_json
+from fauna.contracts import AugmentInfo, PreprocessInfo
+from fauna.data.dataset import AUGMENT_INFO, DatasetError, read_classes
 
 # Batches of clean training images used to recompute BatchNorm statistics (scratch recipe).
 CALIBRATION_BATCHES = 100
@@ -43,11 +44,11 @@ def augment_settings(data: Path) -> AugmentConfig | None:
     path = data / AUGMENT_INFO
     if not path.is_file():
         return None
-    info = read_json(path)
-    if not info.get("train_time_augmentation"):
+    info = AugmentInfo.read(data)
+    if not info.train_time_augmentation:
         return None
     known = {f.name for f in dataclasses.fields(AugmentConfig)}
-    settings = {key: value for key, value in info.items() if key in known}
+    settings = {key: value for key, value in info.rest.items() if key in known}
     settings["mode"] = "augment"  # the layers run at train time whatever the balancing was
     return AugmentConfig(**settings)
 
@@ -77,7 +78,7 @@ def load_training_data(data: Path) -> TrainingData:
     from fauna.data.records import shard_paths
 
     classes = read_classes(data)
-    info = read_json(data / PREPROCESS_INFO)
+    info = PreprocessInfo.read(data)
     train_dir, val_dir = data / "train", data / "val"
     if not shard_paths(train_dir):
         raise DatasetError(f"no training shards in {train_dir}: is {data} a split dataset?")
@@ -85,7 +86,7 @@ def load_training_data(data: Path) -> TrainingData:
     has_val = bool(shard_paths(val_dir))
     return TrainingData(
         classes=classes,
-        image_size=int(info["image_size"]),
+        image_size=info.image_size,
         train_dir=train_dir,
         val_dir=val_dir if has_val else None,
         augment=augment_settings(data),
