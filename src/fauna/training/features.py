@@ -49,8 +49,11 @@ class Features:
     values: np.ndarray  # (images, features) float32
     labels: np.ndarray  # (images,) int32
 
-    def dataset(self, num_classes: int, batch_size: int, shuffle_seed: int | None) -> Any:
-        """Batches of (features, one-hot labels), reshuffled each epoch when seeded."""
+    def dataset(
+        self, num_classes: int, batch_size: int, shuffle_seed: int | None, whole: bool = False
+    ) -> Any:
+        """Batches of (features, one-hot labels), reshuffled each epoch when seeded; `whole`:
+        a partial last batch dropped (TrainingData.whole_batches)."""
         import tensorflow as tf
 
         count, width = self.values.shape
@@ -68,9 +71,11 @@ class Features:
             labels.set_shape((None,))
             return values, tf.one_hot(labels, num_classes)
 
-        batches = index.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
-        steps = math.ceil(count / batch_size)
-        return batches.apply(tf.data.experimental.assert_cardinality(steps))
+        batches = index.batch(batch_size, drop_remainder=whole).map(load)
+        steps = count // batch_size if whole else math.ceil(count / batch_size)
+        return batches.prefetch(tf.data.AUTOTUNE).apply(
+            tf.data.experimental.assert_cardinality(steps)
+        )
 
 
 def pooled_layer(model: keras.Model) -> keras.layers.Layer:
@@ -154,9 +159,9 @@ def head_features(
             f"{len(val.labels) if val else 0} validation images computed once "
             f"({time.perf_counter() - started:.1f} s)"
         )
-        num_classes = len(data.classes)
-        train_ds = train.dataset(num_classes, batch_size, seed)
-        val_ds = val.dataset(num_classes, batch_size, None) if val else None
+        num_classes, whole = len(data.classes), data.whole_batches
+        train_ds = train.dataset(num_classes, batch_size, seed, whole)
+        val_ds = val.dataset(num_classes, batch_size, None, whole) if val else None
         yield head_model(model), train_ds, val_ds
     finally:
         shutil.rmtree(folder, ignore_errors=True)
