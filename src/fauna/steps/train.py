@@ -174,6 +174,8 @@ def _fingerprint(
         if f.name not in per_backbone
         and f.name not in ("backbones", "overrides", "head_features_once")
     }
+    if not cfg.head_feature_views:  # views change the run; 0 keeps the fingerprints it had
+        del common["head_feature_views"]
     source = read_json(data / SOURCE) if (data / SOURCE).is_file() else {}
     blob = json.dumps(
         {
