@@ -215,10 +215,10 @@ def head_features(
     try:
         callbacks: list[keras.callbacks.Callback] = []
         if views and data.augment is not None:
-            train: Features = extract_views(
-                model, data, batch_size, views, seed, folder / "train-views.npy"
-            )
-            callbacks.append(CycleViews(train))
+            spill = folder / "train-views.npy"
+            cycle = extract_views(model, data, batch_size, views, seed, spill)
+            callbacks.append(CycleViews(cycle))
+            train: Features = cycle
             what = f"{views} augmented views of {len(train.labels)} train"
         else:
             train = extract(model, data.train_dir, data, batch_size, folder / "train.npy")
