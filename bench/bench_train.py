@@ -23,6 +23,10 @@ the model, so ratios there understate what a GPU node sees.
 over the shards, recomputing the frozen backbone every epoch against computing its
 features once (fauna.training.features; the extraction counted in the time):
     python bench/bench_train.py --head-epochs 3 --images 256 --image-size 75
+With `--head-views K` both sides augment (the config's augment settings): the backbone
+every epoch on freshly augmented images against K augmented views computed once
+(train.head_feature_views):
+    python bench/bench_train.py --head-epochs 3 --head-views 3 --images 256 --image-size 75
 """
 
 from __future__ import annotations
@@ -166,13 +170,16 @@ def head_phase(name: str, cfg, image_size: int, shards: Path, args) -> dict:
     keras.utils.set_random_seed(cfg.train.seed)
     batch, epochs = bcfg.batch_size, args.head_epochs
     counts = class_counts(shards, NUM_CLASSES)
+    augment = dataclasses.replace(cfg.augment, mode="augment") if args.head_views else None
     data = TrainingData(
-        [str(i) for i in range(NUM_CLASSES)], image_size, shards, None, None, counts, 0
+        [str(i) for i in range(NUM_CLASSES)], image_size, shards, None, augment, counts, 0
     )
     model = build_model(spec.name, image_size, NUM_CLASSES, bcfg, "none")
     recipe = plan_recipe(dataclasses.replace(bcfg, weights="imagenet"), data.steps_per_epoch(batch))
     compile_for_phase(model, recipe.phases[0], recipe)
-    images = make_dataset(shards, image_size, NUM_CLASSES, batch, training=True, seed=1)
+    images = make_dataset(
+        shards, image_size, NUM_CLASSES, batch, training=True, augment=augment, seed=1
+    )
     images = images.apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch(batch)))
     model.fit(images, epochs=1, verbose=0)  # warm-up: tracing, autotuning
     start = time.perf_counter()
@@ -180,14 +187,18 @@ def head_phase(name: str, cfg, image_size: int, shards: Path, args) -> dict:
     recompute = time.perf_counter() - start
 
     start = time.perf_counter()
-    once = features.extract(model, shards, data, batch, None)
+    if args.head_views:
+        once = features.extract_views(model, data, batch, args.head_views, 1, None)
+        cycle = [features.CycleViews(once)]
+    else:
+        once, cycle = features.extract(model, shards, data, batch, None), []
     extracted = time.perf_counter() - start
     head = features.head_model(model)
     head.compile(optimizer=model.optimizer, loss=LOSS, metrics=metrics())
     batches = once.dataset(NUM_CLASSES, batch, shuffle_seed=1)
-    head.fit(batches, epochs=1, verbose=0)  # warm-up, as above
+    head.fit(batches, epochs=1, verbose=0, callbacks=cycle)  # warm-up, as above
     start = time.perf_counter()
-    head.fit(batches, epochs=epochs, verbose=0)
+    head.fit(batches, epochs=epochs, verbose=0, callbacks=cycle)
     on_features = time.perf_counter() - start
     row = {
         "backbone": spec.name,
@@ -195,6 +206,7 @@ def head_phase(name: str, cfg, image_size: int, shards: Path, args) -> dict:
         "images": data.train_images,
         "batch_size": batch,
         "epochs": epochs,
+        "views": args.head_views,
         "recompute_epochs_per_s": round(epochs / recompute, 4),
         "extract_s": round(extracted, 2),
         "head_epoch_s": round(on_features / epochs, 4),
@@ -208,13 +220,14 @@ def head_phase(name: str, cfg, image_size: int, shards: Path, args) -> dict:
 def print_head_table(rows: list[dict], device: str) -> None:
     print(f"\nhead phase: backbone every epoch vs features once — {device}\n")
     print(
-        "| backbone | px | images | epochs | every epoch: epochs/s | extraction s "
+        "| backbone | px | images | epochs | views | every epoch: epochs/s | extraction s "
         "| head s/epoch | once: epochs/s (extraction counted) | speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['backbone']} | {r['image_size']} | {r['images']} | {r['epochs']} "
+            f"| {r['views'] or '-'} "
             f"| {r['recompute_epochs_per_s']:.3f} | {r['extract_s']:.1f} "
             f"| {r['head_epoch_s']:.3f} | {r['once_epochs_per_s']:.3f} | {r['speedup']:.1f}x |"
         )
@@ -233,6 +246,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--head-epochs", type=int, default=0, help="head phase: every epoch vs features once"
+    )
+    parser.add_argument(
+        "--head-views", type=int, default=0, help="with --head-epochs: K augmented views"
     )
     args = parser.parse_args()
 

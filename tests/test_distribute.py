@@ -8,15 +8,16 @@ file stands in for ImageNet: the pretrained recipe keeps BatchNorm in inference 
 (per-replica batch statistics would otherwise differ from one device's) and dropout is
 off; what remains is the order of float sums, hence the tolerance.
 
-Known limit (TensorFlow 2.21, Keras 3.15): with a partial last batch (18 train images at
-global batch 4, 9 validation images) a replica got an empty batch in the fine-tuning
-phase and BatchNorm failed on it (`Incompatible shapes: [0,32,32,3] vs. [32]`); the data
-here are whole batches, docs/training.md says what a user does.
+A partial last batch (18 train images at global batch 4, 9 validation images) used to
+give a replica an empty batch in the fine-tuning phase, and BatchNorm failed on it
+(`Incompatible shapes: [0,32,32,3] vs. [32]`); mirrored training now reads whole batches
+only (fauna.training.distribute.whole_batches).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def run(devices: int, data: Path, out: Path, weights: Path, batch: int, rate: fl
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"REPLICAS {devices}" in done.stdout, done.stdout
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 def curve(out: Path) -> list[tuple[str, float, float]]:
@@ -90,7 +91,7 @@ def curve(out: Path) -> list[tuple[str, float, float]]:
 def test_two_replicas_follow_one_device_at_the_same_global_batch_and_resume(tmp_path) -> None:
     from fauna.model.backbones import get_backbone
 
-    # 12 train and 12 validation images: whole global batches (partial ones: see above)
+    # 12 train and 12 validation images: whole global batches, so both runs see every image
     data = make_split_dataset(tmp_path / "data", size=SIZE, per_class={"train": 4, "val": 4})
     weights = tmp_path / "mobilenetv2.weights.h5"
     get_backbone("mobilenetv2").build(SIZE, "none").save_weights(weights)
@@ -112,3 +113,37 @@ def test_two_replicas_follow_one_device_at_the_same_global_batch_and_resume(tmp_
         )
     info = json.loads((two / "train_info.json").read_text())
     assert '"batch_size": 4' in json.dumps(info)  # the global batch is what the run records
+
+
+@pytest.mark.training
+@pytest.mark.slow  # one training subprocess: ~1.5 min on 2 shared cores
+def test_a_partial_last_batch_over_two_replicas_trains_on_whole_batches(tmp_path) -> None:
+    """18 train and 9 validation images at global batch 4: it crashed (an empty replica
+    batch in fine-tuning); now 4 whole batches of each, one validation image left out."""
+    from fauna.model.backbones import get_backbone
+
+    data = make_split_dataset(tmp_path / "data", size=SIZE, per_class={"train": 6, "val": 3})
+    weights = tmp_path / "mobilenetv2.weights.h5"
+    get_backbone("mobilenetv2").build(SIZE, "none").save_weights(weights)
+    out = tmp_path / "two"
+    log = run(2, data, out, weights, batch=2, rate=1e-3)
+    assert "1 of 9 images left out" in log
+    history = json.loads((out / "history.json").read_text())
+    assert [h["phase"] for h in history] == ["head", "head", "fine_tune"]
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["val_loss"]) for h in history)
+
+
+def test_too_few_images_for_one_global_batch_is_one_line(tmp_path) -> None:
+    from fauna.training import TrainError
+    from fauna.training.distribute import whole_batches
+    from fauna.training.trainset import load_training_data
+
+    data = make_split_dataset(tmp_path / "data", size=SIZE, per_class={"train": 2, "val": 1})
+    loaded = load_training_data(data)  # 6 train, 3 validation images
+    assert whole_batches(loaded, 8, 1) is loaded  # one device: every image, as before
+    with pytest.raises(TrainError, match="6 train images do not fill one global batch of 8"):
+        whole_batches(loaded, 8, 2)
+    with pytest.raises(TrainError, match="3 validation images do not fill one global batch of 4"):
+        whole_batches(loaded, 4, 2)
+    whole = whole_batches(loaded, 3, 3)
+    assert whole.whole_batches and whole.steps_per_epoch(3) == 2 and whole.steps(7, 3) == 2

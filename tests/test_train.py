@@ -163,6 +163,8 @@ def top1_on_test_split(model, data: Path, size: int, classes: int) -> float:
         ),
         ("reduce_lr_factor", 1.0, "train.reduce_lr_factor: Input should be less than 1, got 1.0"),
         ("backbones", [], "train.backbones: List should have at least 1 item"),
+        ("head_feature_views", -1, "train.head_feature_views: Input should be greater than"),
+        ("head_feature_views", 101, "train.head_feature_views: Input should be less than"),
     ],
 )
 def test_every_training_setting_is_checked_in_one_line(key, value, message) -> None:

@@ -220,9 +220,10 @@ class TrainConfig(BackboneTrainConfig):
     reduce_lr_patience: int = Field(2, ge=0)
     class_weights: bool = False
     mixed_precision: bool = True
-    # Head phase (backbone frozen, no train-time augmentation): backbone features computed
-    # once, the head trained on them (docs/performance.md); off = the backbone every epoch.
+    # Frozen-backbone head phase: features computed once (docs/training.md); with train-time
+    # augmentation only if head_feature_views K > 0: K augmented views, epoch e on view e mod K.
     head_features_once: bool = True
+    head_feature_views: int = Field(0, ge=0, le=100)
     seed: int = 42
     # Per-backbone settings by registry name (case-insensitive: `ResNet50` is resnet50).
     overrides: dict[str, dict[str, Any]] = Field(

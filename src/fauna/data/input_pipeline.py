@@ -53,10 +53,12 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int = 42,
     with_ids: bool = False,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (images, one-hot labels) [, ids] from a shard directory.
 
     training=True shuffles (files and records) and applies `augment` on the fly.
+    drop_remainder: whole batches only (training over several replicas).
     Nothing is ever loaded whole into memory.
     """
     paths = [str(p) for p in shard_paths(Path(directory))]
@@ -83,7 +85,8 @@ def make_dataset(
             return image, label, ex["image/id"]
         return image, label
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if training and augment is not None and augment.mode != "none":
         aug = augmenter(augment, seed=seed)
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)

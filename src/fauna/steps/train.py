@@ -31,7 +31,7 @@ from fauna.step_output import read_marker, require_output, step_output
 from fauna.training import Diverged, TrainError
 from fauna.training.checkpoints import CheckpointStore
 from fauna.training.deliverables import TrainResult, write_outputs
-from fauna.training.distribute import scaled_for_replicas, training_strategy
+from fauna.training.distribute import for_replicas, training_strategy
 from fauna.training.recipe import plan_recipe, with_total_epochs
 from fauna.training.trainset import TrainingData, load_training_data
 
@@ -85,7 +85,7 @@ def train_backbone(
     backbones.check_input_size(spec, dataset.image_size)
     log.info(effective_settings(spec.name, cfg, bcfg))  # once every check has passed
     strategy = training_strategy()  # several devices: one replica each, batch and rates scaled
-    bcfg = scaled_for_replicas(bcfg, strategy.num_replicas_in_sync)
+    bcfg, dataset = for_replicas(bcfg, dataset, strategy.num_replicas_in_sync)
     policy = _policy(cfg)
     fingerprint = _fingerprint(spec.name, bcfg, cfg, dataset, policy, data)
     if _already_trained(out, fingerprint):
@@ -173,6 +173,8 @@ def _fingerprint(
         if f.name not in per_backbone
         and f.name not in ("backbones", "overrides", "head_features_once")
     }
+    if not cfg.head_feature_views:  # views change the run; 0 keeps the fingerprints it had
+        del common["head_feature_views"]
     source = SourceInfo.read_first(data) or SourceInfo()
     blob = json.dumps(
         {

@@ -12,6 +12,15 @@ arXiv:1706.02677; the scratch recipe's warm-up covers its early steps), so a ste
 the same gradient scale per image. The scaled settings are the run's settings: they
 enter its fingerprint, so a checkpoint of a run on another number of devices is refused
 rather than continued with another batch.
+
+Only whole global batches are trained and validated on when mirrored (`whole_batches`):
+tf.distribute splits a batch into per-replica chunks from the front, so a partial last
+batch leaves a replica with an empty one, and the backbone fails on it (TensorFlow 2.21,
+Keras 3.15: `Incompatible shapes: [0,32,32,3] vs. [32]` in the first BatchNorm). The
+tf.distribute input guide's remedy is `drop_remainder=True`; padding would need masked
+samples in every loss and metric. Training loses nothing (a different remainder of the
+reshuffled images each epoch); validation leaves out the same < global batch images each
+epoch, and says how many.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import logging
 from typing import Any
 
 from fauna.config import BackboneTrainConfig
+from fauna.training import TrainError
+from fauna.training.trainset import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,14 @@ def training_strategy() -> Any:
     return tf.distribute.get_strategy()
 
 
+def for_replicas(
+    bcfg: BackboneTrainConfig, data: TrainingData, replicas: int
+) -> tuple[BackboneTrainConfig, TrainingData]:
+    """The run's settings and data on `replicas` devices (one: unchanged)."""
+    scaled = scaled_for_replicas(bcfg, replicas)
+    return scaled, whole_batches(data, scaled.batch_size, replicas)
+
+
 def scaled_for_replicas(bcfg: BackboneTrainConfig, replicas: int) -> BackboneTrainConfig:
     """Global batch = per-replica batch x replicas, learning rates x replicas."""
     if replicas <= 1:
@@ -54,3 +73,24 @@ def scaled_for_replicas(bcfg: BackboneTrainConfig, replicas: int) -> BackboneTra
         f"({bcfg.batch_size} per replica), learning rates x{replicas}"
     )
     return scaled
+
+
+def whole_batches(data: TrainingData, batch_size: int, replicas: int) -> TrainingData:
+    """`data` read in whole global batches when mirrored; too few images is one line."""
+    if replicas <= 1:
+        return data
+    for split, images in (("train", data.train_images), ("validation", data.val_images)):
+        if split == "validation" and data.val_dir is None:
+            continue
+        if images < batch_size:
+            raise TrainError(
+                f"{images} {split} images do not fill one global batch of {batch_size} "
+                f"({replicas} replicas): lower train.batch_size"
+            )
+    left_out = data.val_images % batch_size if data.val_dir is not None else 0
+    if left_out:
+        log.warning(
+            f"{replicas} replicas: validation on whole batches of {batch_size}, "
+            f"{left_out} of {data.val_images} images left out (the same ones every epoch)"
+        )
+    return dataclasses.replace(data, whole_batches=True)

@@ -65,9 +65,10 @@ def run_training(
         if features_once(job, phase):
             from fauna.training.features import head_features
 
-            batch, seed = job.bcfg.batch_size, job.cfg.seed
-            with head_features(model, job.data, batch, seed, job.store.dir) as (head, tr, va):
-                run.fit(tr, va, extra_callbacks, head=head)
+            batch, seed, views = job.bcfg.batch_size, job.cfg.seed, job.cfg.head_feature_views
+            with head_features(model, job.data, batch, seed, job.store.dir, views) as once:
+                extra = [*once.callbacks, *extra_callbacks]
+                run.fit(once.train, once.val, extra, head=once.head)
         else:
             run.fit(train_ds, val_ds, extra_callbacks)
         resume = None
@@ -77,10 +78,12 @@ def run_training(
 def features_once(job: Job, phase: Phase) -> bool:
     """Train this phase's head on backbone features computed once (training/features.py)?
 
-    Only when the backbone is frozen and nothing random changes the images between epochs.
+    Only when the backbone is frozen, and either nothing random changes the images between
+    epochs or `train.head_feature_views` augmented views are to be computed once.
     """
     frozen = phase.trainable_layers is None and job.recipe.start == PRETRAINED
-    return frozen and job.data.augment is None and job.cfg.head_features_once
+    fixed = job.data.augment is None or job.cfg.head_feature_views > 0
+    return frozen and fixed and job.cfg.head_features_once
 
 
 def _done(recipe: Recipe, index: int, state: TrainingState) -> bool:

@@ -26,13 +26,19 @@ class TrainingData:
     augment: AugmentConfig | None
     class_counts: list[int]
     val_images: int
+    # Only whole batches (several replicas: tf.distribute would hand one an empty batch).
+    whole_batches: bool = False
 
     @property
     def train_images(self) -> int:
         return sum(self.class_counts)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return math.ceil(self.train_images / batch_size)
+        return self.steps(self.train_images, batch_size)
+
+    def steps(self, images: int, batch_size: int) -> int:
+        """Batches of `images` per pass: a partial last one dropped with `whole_batches`."""
+        return images // batch_size if self.whole_batches else math.ceil(images / batch_size)
 
 
 def augment_settings(data: Path) -> AugmentConfig | None:
@@ -116,11 +122,14 @@ def training_datasets(data: TrainingData, batch_size: int, seed: int) -> tuple[A
         training=True,
         augment=data.augment,
         seed=seed,
+        drop_remainder=data.whole_batches,
     ).apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch(batch_size)))
     if data.val_dir is None:
         return train, None
-    val_steps = math.ceil(data.val_images / batch_size)
-    val = make_dataset(data.val_dir, data.image_size, num_classes, batch_size)
+    val_steps = data.steps(data.val_images, batch_size)
+    val = make_dataset(
+        data.val_dir, data.image_size, num_classes, batch_size, drop_remainder=data.whole_batches
+    )
     return train, val.apply(tf.data.experimental.assert_cardinality(val_steps))
 
 
