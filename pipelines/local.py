@@ -154,8 +154,14 @@ def registry_line(cfg: Config) -> str:
     return url if url else f"off (set {URL_ENV} or model_registry.url to register the run)"
 
 
-def run_pipeline_locally(cfg: Config, arguments: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Run the pipeline under kfp.local with these run parameters; returns publish.json."""
+def run_pipeline_locally(
+    cfg: Config, arguments: dict[str, Any], run_dir: Path, *, mirror_checkpoints: bool = True
+) -> dict[str, Any]:
+    """Run the pipeline under kfp.local with these run parameters; returns publish.json.
+
+    mirror_checkpoints=False: train keeps its per-epoch checkpoints on local disk only (the
+    embedded S3 server dies with the run, so a mirror there could never resume anything;
+    the uploads cost about 6% of the smoke run's training CPU, docs/performance.md)."""
     from kfp import local
 
     from fauna.pipelines.pipeline import build_pipeline
@@ -165,7 +171,7 @@ def run_pipeline_locally(cfg: Config, arguments: dict[str, Any], run_dir: Path) 
         pipeline_root=str(run_dir / "kfp"),
         raise_on_error=True,
     )
-    pipeline = build_pipeline(cfg)
+    pipeline = build_pipeline(cfg, mirror_checkpoints=mirror_checkpoints)
     # kfp.local indents task logs by swapping builtins.print per task; with tasks running in
     # parallel the swaps interleave and can leave print indented for good. Put it back.
     original_print = builtins.print
@@ -275,7 +281,7 @@ def run(args: Any, cfg: Config) -> int:
 
             result = run_pipeline_in_docker(cfg, arguments, run_dir)
         else:
-            result = run_pipeline_locally(cfg, arguments, run_dir)
+            result = run_pipeline_locally(cfg, arguments, run_dir, mirror_checkpoints=not embedded)
         verify_published(result)
         metrics = json.loads(storage.read_text(f"{result['report_uri']}/metrics.json"))
     lines = summary_lines(result, metrics) + ["", *task_time_lines(run_dir)]

@@ -119,8 +119,12 @@ def _place_training(task: dsl.PipelineTask, p: PipelineConfig, gpus: Any) -> Non
         )
 
 
-def build_pipeline(cfg: Config):
+def build_pipeline(cfg: Config, *, mirror_checkpoints: bool = True):
     """The pipeline function: run parameters default to `cfg`, step settings come from it.
+
+    mirror_checkpoints: train mirrors each epoch's checkpoint to s3://<bucket>/checkpoints
+    (a retried run resumes from it); off for a store that dies with the run (the local
+    run's embedded server), where the uploads could never be used.
 
     Longer than usual: the graph (every task, its settings and its placement) reads best
     as one function, the way KFP's DSL is written; the helpers above hold what repeats.
@@ -193,7 +197,7 @@ def build_pipeline(cfg: Config):
                 # A whole value: the backend substitutes placeholders nowhere else (see
                 # `backend_conformance_problems`); the component builds the S3 path.
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                checkpoint_root=f"s3://{p.bucket}/checkpoints",
+                checkpoint_root=f"s3://{p.bucket}/checkpoints" if mirror_checkpoints else "",
                 data=data,
             )
             _place_training(train_task, p, run["gpus_per_task"])

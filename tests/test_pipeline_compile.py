@@ -241,6 +241,20 @@ def test_train_knobs_reach_the_train_task_as_whole_run_parameters(gpu_docs):
     assert "iteratorPolicy" not in loop  # parallelism 0: every backbone at once
 
 
+def test_a_pipeline_without_the_checkpoint_mirror_gives_train_no_checkpoint_root(tmp_path):
+    """The local run's embedded S3 dies with the run: train keeps its checkpoints on disk."""
+    from fauna.pipelines.pipeline import build_pipeline
+
+    path = tmp_path / "local.yaml"
+    compiler.Compiler().compile(build_pipeline(Config(), mirror_checkpoints=False), str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    params = body["train"]["inputs"]["parameters"]
+    assert params["checkpoint_root"]["runtimeValue"]["constant"] == ""
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
 def test_parallelism_is_compiled_into_the_loop(tmp_path):
     _, docs = _compile(tmp_path, parallelism=1)
     loop = next(t for t in _spec(docs)["root"]["dag"]["tasks"].values() if "parameterIterator" in t)

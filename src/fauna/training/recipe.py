@@ -179,6 +179,8 @@ def compile_for_phase(model: Any, phase: Phase, recipe: Recipe) -> None:
     from fauna.model.network import set_trainable
 
     set_trainable(model, phase.trainable_layers, freeze_batchnorm=recipe.freeze_batchnorm)
+    # jit_compile stays Keras' "auto" (XLA off without an accelerator): on the CPU XLA made
+    # every smoke backbone's training slower (docs/performance.md, bench/bench_xla.py).
     model.compile(
         optimizer=keras.optimizers.Adam(phase.learning_rate),
         loss=LOSS,
