@@ -36,7 +36,7 @@ def training_strategy() -> Any:
         devices = tf.config.list_logical_devices(kind)
         if len(devices) > 1:
             names = [d.name for d in devices]
-            log.info(f"training on {len(names)} {kind} devices (MirroredStrategy): {names}")
+            log.info("training on %s %s devices (MirroredStrategy): %s", len(names), kind, names)
             return tf.distribute.MirroredStrategy(devices=names)
         if devices and kind == "GPU":
             break
@@ -50,7 +50,10 @@ def scaled_for_replicas(bcfg: BackboneTrainConfig, replicas: int) -> BackboneTra
     rates = {name: getattr(bcfg, name) * replicas for name in SCALED_RATES}
     scaled = dataclasses.replace(bcfg, batch_size=bcfg.batch_size * replicas, **rates)
     log.info(
-        f"{replicas} replicas: global batch {scaled.batch_size} "
-        f"({bcfg.batch_size} per replica), learning rates x{replicas}"
+        "%s replicas: global batch %s (%s per replica), learning rates x%s",
+        replicas,
+        scaled.batch_size,
+        bcfg.batch_size,
+        replicas,
     )
     return scaled

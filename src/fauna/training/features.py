@@ -133,7 +133,7 @@ def _allocate(count: int, width: int, spill: Path | None) -> np.ndarray:
     if spill is None or count * width * 4 <= IN_MEMORY_BYTES:
         return np.empty((count, width), dtype=np.float32)
     spill.parent.mkdir(parents=True, exist_ok=True)
-    log.info(f"head features of {count} images ({count * width * 4 / 2**30:.1f} GiB) -> {spill}")
+    log.info("head features of %s images (%.1f GiB) -> %s", count, count * width * 4 / 2**30, spill)
     return np.lib.format.open_memmap(spill, mode="w+", dtype=np.float32, shape=(count, width))
 
 
@@ -150,9 +150,11 @@ def head_features(
         if data.val_dir is not None:
             val = extract(model, data.val_dir, data, batch_size, folder / "val.npy")
         log.info(
-            f"head phase: backbone features of {len(train.labels)} train and "
-            f"{len(val.labels) if val else 0} validation images computed once "
-            f"({time.perf_counter() - started:.1f} s)"
+            "head phase: backbone features of %s train and %s validation images computed "
+            "once (%.1f s)",
+            len(train.labels),
+            len(val.labels) if val else 0,
+            time.perf_counter() - started,
         )
         num_classes = len(data.classes)
         train_ds = train.dataset(num_classes, batch_size, seed)
