@@ -136,7 +136,6 @@ def test_a_terminal_gets_a_bar_and_a_file_gets_lines(monkeypatch, tmp_path: Path
 STEPS = textwrap.dedent(
     """
     import sys
-import termios
     from fauna import logs
     from fauna.cli import main
     from fauna.data.synthetic import generate
