@@ -1,7 +1,10 @@
 """One logging setup for every entry point (the CLI and the KFP components).
 
-Modules log with `logging.getLogger(__name__)`; this shows their lines on stderr as
-`[step] message`, so a run's log reads as the pipeline does.
+Modules log with `logging.getLogger(__name__)` and %-style arguments (ruff's G rules);
+this shows their lines on stderr as `[step] message`, so a run's log reads as the
+pipeline does. `-q` leaves warnings and errors only. `progress` is the one progress
+display (a bar on a terminal, periodic lines in files and pod logs) and `result` a
+step's JSON result on stdout for scripts (README, "Output").
 
 TensorFlow's C++ start-up chatter (oneDNN and CPU-feature notices) is written before its
 log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide it, and TF_ENABLE_ONEDNN_OPTS=0
