@@ -679,9 +679,9 @@ def test_cli_prints_a_summary(capsys, zoo: Path, tmp_path: Path):
     out = tmp_path / "raw"
     limit = f"data.max_image_pixels={MAX_PIXELS}"
     assert main(["ingest", "--source", str(zoo), "--out", str(out), "--set", limit]) == 0
-    printed = capsys.readouterr().out
-    assert "ingested 10 images in 2 classes" in printed
-    assert f"report: {out / 'report.txt'}" in printed
+    printed = capsys.readouterr()  # one summary line, logged (stderr); nothing on stdout
+    assert printed.out == "" and printed.err.count("[ingest] 10 images in 2 classes") == 1
+    assert f"(report: {out / 'report.txt'})" in printed.err
 
 
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
@@ -813,7 +813,7 @@ def test_a_presigned_url_is_redacted_everywhere(capsys, zoo: Path, tmp_path: Pat
     written = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".txt"))
     for text in (written, printed.out, printed.err, json.dumps(metadata)):
         assert not [s for s in secrets if s in text], text
-    assert shown in (out / "report.txt").read_text() and shown in printed.out
+    assert shown in (out / "report.txt").read_text() and shown in printed.err
     assert read_json(out / "source.json")["name"] == metadata["name"] == "zoo"
 
 

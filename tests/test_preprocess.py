@@ -338,7 +338,8 @@ def test_cli_overrides_and_one_line_errors(raw: Path, tmp_path: Path, capsys) ->
         "images_per_shard": PreprocessConfig().images_per_shard,
         "count": 0,
     }
-    assert "kept" in capsys.readouterr().out
+    err = capsys.readouterr().err  # the summary once: counts, reasons, size, mode, shards
+    assert err.count(" kept + 4 quarantined; ") == err.count(": 24px stretch JPEGs in 1 ") == 1
     assert cli.main(["preprocess", "--raw", str(tmp_path / "nope"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fauna preprocess: error:") and "\n" not in err

@@ -262,5 +262,9 @@ def test_katib_default_collector_reads_every_epoch_of_real_train_output(
             expected.append(history[-1][name])
         assert values == pytest.approx(expected, rel=1e-3, abs=1e-4), (name, log)
     epoch_lines = [line for line in log.splitlines() if re.search(r"epoch \d/3: ", line)]
-    assert len(epoch_lines) == 3 and all("ETA " in line for line in epoch_lines), log
+    assert len(epoch_lines) == 3, log
+    # epoch n/N, the metrics, then the epoch's time, the run's so far and the time left
+    timing = re.compile(r"\(\d+\.\d s; \d+ (min \d+ )?s elapsed, ETA \d+ (min \d+ )?s\)$")
+    assert all(timing.search(line) for line in epoch_lines), epoch_lines
     assert epoch_lines[-1].endswith("ETA 0 s)")
+    assert captured.out == ""  # the summary is logged once, as the step's last line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fauna.config import PAPER_CLASSES, Config
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_MARKER = "SYNTHETIC"
 PATTERNS = ("hstripes", "vstripes", "checks", "rings", "diagonal", "dots")
@@ -128,5 +131,5 @@ def run(args: Any, cfg: Config) -> int:
         layout=args.layout,
         seed=args.seed,
     )
-    print(f"wrote {args.classes} x {args.per_class} synthetic images to {path} ({args.layout})")
+    log.info("%d x %d synthetic images -> %s (%s)", args.classes, args.per_class, path, args.layout)
     return 0

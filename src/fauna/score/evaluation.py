@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 from fauna.contracts import PreprocessInfo, SourceInfo
 from fauna.data.dataset import read_classes
 from fauna.errors import FaunaError
+from fauna.logs import progress
 from fauna.score.metrics import LOSS_EPSILON
 from fauna.score.policy import Predictions, skill_shortfall
 
@@ -178,8 +178,6 @@ def run_inference(
 
     `keep_ids` restricts the model to those images (decoding still streams all).
     """
-    from tqdm import tqdm
-
     from fauna.data.input_pipeline import make_dataset
 
     ds = make_dataset(
@@ -188,15 +186,9 @@ def run_inference(
     outputs: list[list[np.ndarray]] = []
     labels: list[np.ndarray] = []
     ids: list[str] = []
-    bar = tqdm(
-        ds.as_numpy_iterator(),
-        desc=desc,
-        unit="batch",
-        total=split_batches(data_dir, split),
-        file=sys.stderr,
-        leave=False,
-        disable=not sys.stderr.isatty(),  # a bar only on a terminal, never in files or pod logs
-    )
+    total = split_batches(data_dir, split)
+    batches = ds.as_numpy_iterator()
+    bar = progress(batches, total=total, desc=desc, unit="batch", log=log, leave=False)
     for images, onehot, batch_ids in bar:
         names = [i.decode() for i in batch_ids]
         if keep_ids is not None:
@@ -456,8 +448,8 @@ def score_model(
     try:
         model = with_features(model)
     except EvaluationError:  # no named penultimate layer: judge the predictions alone
-        log.info(f"{backbone}: no 'embedding' or 'predictions' layer, feature spread not measured")
-    log.info(f"{backbone}: predicting the test split of {data_dir}")
+        log.info("%s: no 'embedding' or 'predictions' layer, feature spread not measured", backbone)
+    log.info("%s: predicting the test split of %s", backbone, data_dir)
     result = run_inference(
         model, data_dir, image_size, len(classes), desc=desc or f"evaluate {backbone}"
     )
@@ -472,7 +464,7 @@ def score_model(
     scored.features = result.outputs[1] if len(result.outputs) > 1 else None
     reason = guard(metrics, scored.predictions(), policy, not_finite)
     if reason:
-        log.warning(f"{backbone} is flagged as degenerate: {reason}")
+        log.warning("%s is flagged as degenerate: %s", backbone, reason)
     metrics["degenerate"] = reason is not None
     metrics["degenerate_reason"] = reason
     return scored

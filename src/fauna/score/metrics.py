@@ -82,7 +82,7 @@ def canonical(key: str) -> str:
     """The metric's current name (a deprecated alias translated, with a warning)."""
     if key in DEPRECATED_ALIASES:
         new = DEPRECATED_ALIASES[key]
-        log.warning(f"champion metric {key!r} is deprecated: it means {new!r} (lower is better)")
+        log.warning("champion metric %r is deprecated: it means %r (lower is better)", key, new)
         return new
     return key
 

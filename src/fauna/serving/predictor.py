@@ -236,11 +236,11 @@ class ChampionFollower:
         if not uri or uri == self.model_uri:
             self.etag = etag
             return False
-        log.info(f"the champion of {self.dataset_key} moved to {uri}: loading it")
+        log.info("the champion of %s moved to %s: loading it", self.dataset_key, uri)
         served = ServedModel.load(uri, self.cfg)
         self.swap(served)
         self.model_uri, self.etag = uri, etag
-        log.info(f"now serving {uri}")
+        log.info("now serving %s", uri)
         return True
 
     def _loop(self) -> None:
@@ -248,7 +248,7 @@ class ChampionFollower:
             try:
                 self.check_once()
             except Exception as exc:  # noqa: BLE001 - keep serving the current model
-                log.warning(f"champion poll failed (still serving {self.model_uri}): {exc}")
+                log.warning("champion poll failed (still serving %s): %s", self.model_uri, exc)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="champion-follower", daemon=True)

@@ -240,7 +240,7 @@ def run(args: Any, cfg: Config) -> int:
 
     logging.getLogger("kserve").addFilter(OneLineRefusals(InvalidInput))
     served = load_served(args.model, cfg)
-    log.info(f"serving {served.source} as {args.name!r} ({len(served.classes)} classes)")
+    log.info("serving %s as %r (%s classes)", served.source, args.name, len(served.classes))
     limits = Limits(args.max_image_bytes, cfg.data.max_image_pixels, args.max_images)
     batcher = Batcher(args.max_batch, args.max_latency_ms / 1000)
     model = build_model_class(kserve)(args.name, served, limits, args.top_k, batcher)

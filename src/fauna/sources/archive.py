@@ -9,16 +9,17 @@ more than `max_compression_ratio` times its own size (a zip bomb), or to more th
 
 from __future__ import annotations
 
+import logging
 import re
 import stat
-import sys
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
+from fauna.logs import progress
 from fauna.sources.base import CHUNK, Fetched, Limits, Source, SourceError, slug
+
+log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 UNSAFE_MEMBER = "unsafe archive member"
@@ -166,7 +167,7 @@ def _extract_zip(archive: Path, target: Path, limits: Limits) -> list[tuple[str,
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             _check_zip_directory(infos, budget)
-            for info in tqdm(infos, desc=f"unpack {archive.name}", file=sys.stderr):
+            for info in progress(infos, desc=f"unpack {archive.name}", unit="file", log=log):
                 why = _unsafe_name(info.filename)
                 if not why and stat.S_ISLNK(info.external_attr >> 16):
                     why = "symbolic link"
@@ -236,7 +237,7 @@ def _extract_tar(
     try:
         _check_tar_headers(archive, mode, limits)
         with tarfile.open(archive, mode) as tf:
-            for member in tqdm(tf, desc=f"unpack {archive.name}", file=sys.stderr):
+            for member in progress(tf, desc=f"unpack {archive.name}", unit="file", log=log):
                 tf.members = []  # tarfile keeps every header otherwise: memory per member
                 budget.member()
                 # Where this member ends in the unpacked stream: known before reading it.

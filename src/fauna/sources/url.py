@@ -10,7 +10,7 @@ bytes must be a zip or tar(.gz/.bz2/.xz), so a stream of anything else stops at 
 from __future__ import annotations
 
 import base64
-import sys
+import logging
 import time
 import urllib.error
 import urllib.parse
@@ -18,8 +18,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from tqdm import tqdm
-
+from fauna.logs import progress
 from fauna.sources.archive import (
     SNIFF_BYTES,
     archive_format,
@@ -38,6 +37,8 @@ from fauna.sources.base import (
     redact_url,
     slug,
 )
+
+log = logging.getLogger(__name__)
 
 # The longest wait for one read (a connection, or silence mid-transfer) at most.
 HTTP_TIMEOUT_S = 60
@@ -116,7 +117,7 @@ def _copy_bounded(
     waited for); the format is judged from the first bytes."""
     done, head, pace = 0, b"", _Pace(limits, shown)
     desc = f"download {name}"
-    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr) as bar:
+    with progress(total=total, desc=desc, unit="B", unit_scale=True, log=log) as bar:
         while chunk := response.read1(CHUNK):
             done += len(chunk)
             if done > limits.max_dataset_bytes:

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from fauna.config import AUGMENT_MODES, AugmentConfig, Config, PreprocessConfig, check_augment
 from fauna.contracts import AugmentInfo, PreprocessInfo, SplitInfo
@@ -52,6 +51,7 @@ from fauna.data.dataset import (
     write_manifest,
 )
 from fauna.data.records import Record, ShuffledShardWriter, iter_records, shard_paths
+from fauna.logs import progress
 from fauna.step_output import require_output, step_output
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ class AugmentResult:
     def summary(self) -> str:
         parts = ", ".join(f"{self.counts[s]} {s}" for s in SPLITS)
         return (
-            f"augment ({self.mode}): train {sum(self.before.values())} -> "
-            f"{sum(self.after.values())} (+{self.copies_added} augmented copies); {parts}"
+            f"{self.mode}: train {sum(self.before.values())} -> {sum(self.after.values())} "
+            f"(+{self.copies_added} augmented copies); {parts} -> {self.out}"
         )
 
 
@@ -168,7 +168,7 @@ def _oversample(
     rows: list[dict[str, Any]] = []
     originals = 0
 
-    def keep(made: list[tuple[Record, str]], bar: tqdm) -> None:
+    def keep(made: list[tuple[Record, str]], bar: Any) -> None:
         for copy, source_id in made:
             writer.write(copy)
             rows.append(
@@ -183,7 +183,7 @@ def _oversample(
             )
         bar.update(len(made))
 
-    with tqdm(total=train_count + added, desc="oversample", unit="img") as bar:
+    with progress(total=train_count + added, desc="oversample", unit="img", log=log) as bar:
         for rec in iter_records(split_dir / "train"):
             writer.write(rec)
             originals += 1
@@ -256,7 +256,7 @@ def augment_dataset(split_dir: Path, out: Path, cfg: AugmentConfig) -> AugmentRe
         assert result.counts["train"] == len(train_rows) + len(copies), result.counts
         _augment_info(cfg, result, target).write(tmp)
         carry_files(split_dir, tmp, CARRIED_FILES)
-    log.info(result.summary())
+    log.info("%s", result.summary())
     return result
 
 
@@ -308,7 +308,5 @@ def add_arguments(parser: Any) -> None:
 
 def run(args: Any, cfg: Config) -> int:
     aug = cfg.augment if args.mode is None else dataclasses.replace(cfg.augment, mode=args.mode)
-    result = augment_dataset(Path(args.data), Path(args.out), aug)
-    print(result.summary())
-    print(f"wrote {result.out} (manifest.csv, augment.json)")
+    augment_dataset(Path(args.data), Path(args.out), aug)  # logs its one summary line
     return 0

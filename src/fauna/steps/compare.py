@@ -10,12 +10,11 @@ metrics.json for machines.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from fauna import timing
+from fauna import logs, timing
 from fauna.config import Config
 from fauna.contracts import COMPARE_STEP, DATA_STEPS, REPORT_HTML, Comparison
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
@@ -113,12 +112,15 @@ def compare_backbones(
         carry_forward((CLASSES, SOURCE), inputs.evals.values(), tmp)
     champion = machine["champion"]
     if champion is None:
-        log.warning(f"no champion: no model is eligible; report in {out}")
+        log.warning("no champion: no model is eligible; report in %s", out)
     else:
         log.info(
-            f"champion by {metric_spec(champion['metric']).label}: {champion['backbone']} "
-            f"({champion['value']:.4f}): {champion['evidence']}; "
-            f"report in {Path(out) / REPORT_HTML}"
+            "champion by %s: %s (%.4f): %s; report in %s",
+            metric_spec(champion["metric"]).label,
+            champion["backbone"],
+            champion["value"],
+            champion["evidence"],
+            Path(out) / REPORT_HTML,
         )
     return machine
 
@@ -149,5 +151,5 @@ def run(args: Any, cfg: Config) -> int:
         data_dir=Path(args.data) if args.data else None,
         notes=args.note,
     )
-    print(json.dumps(result["champion"]))  # null when every model is flagged
+    logs.result(result["champion"])  # null when every model is flagged
     return 0

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fauna import timing
+from fauna import logs, timing
 from fauna.config import CompareConfig, Config, EvaluateConfig
 from fauna.contracts import CONFUSION_PNG, DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, EvalMetrics
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, write_json
@@ -183,8 +181,11 @@ def evaluate_model(
         carry_forward((CLASSES, SOURCE), (data_dir, model_dir), tmp)
     shown = "  ".join(f"{s.label} {s.format(m[s.key])}" for s in SPECS)
     log.info(
-        f"{scored.backbone}: {shown}  "
-        f"({m['n_test']} test images, chance top-1 {1 / len(scored.classes):.4f})"
+        "%s: %s  (%s test images, chance top-1 %.4f)",
+        scored.backbone,
+        shown,
+        m["n_test"],
+        1 / len(scored.classes),
     )
     return metrics
 
@@ -200,7 +201,6 @@ def run(args: Any, cfg: Config) -> int:
     metrics = evaluate_model(
         Path(args.model), Path(args.data), Path(args.out), cfg.evaluate, cfg.compare
     )
-    if not sys.stdout.isatty():
-        keys = ("backbone", *METRIC_KEYS, "degenerate", "degenerate_reason")
-        print(json.dumps({k: metrics[k] for k in keys}))
+    keys = ("backbone", *METRIC_KEYS, "degenerate", "degenerate_reason")
+    logs.result({k: metrics[k] for k in keys})
     return 0

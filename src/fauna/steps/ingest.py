@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tqdm import tqdm
-
 from fauna.config import Config, DataConfig
 from fauna.contracts import Classes, SourceInfo
 from fauna.data.dataset import (
@@ -48,6 +46,7 @@ from fauna.data.imagecheck import (
     inspect_image,
 )
 from fauna.data.synthetic import SYNTHETIC_MARKER
+from fauna.logs import progress
 from fauna.sources import Limits, dataset_name, described, fetch, is_local, redact
 from fauna.sources.layout import Candidate, Layout, find_data_root, read_layout, visible
 from fauna.step_output import step_output
@@ -89,6 +88,18 @@ class IngestResult:
     @property
     def report(self) -> Path:
         return self.out / REPORT
+
+    def summary(self) -> str:
+        """The step's one summary line (logged once, by `ingest_dataset`)."""
+        origin = f"cache {self.cache_location}" if self.from_cache else self.source
+        reasons = "".join(f"; {n} {reason}" for reason, n in self.reasons.items())
+        cached = f"; cached at {self.cache_location}" if self.cache_location else ""
+        return (
+            f"{self.kept} images in {len(self.classes)} classes from {origin} (version "
+            f"{self.version}{', SYNTHETIC' if self.synthetic else ''}): {self.total_in} in = "
+            f"{self.kept} kept + {self.quarantined} quarantined{reasons} -> {self.out} "
+            f"(report: {self.report}){'' if self.from_cache else cached}"
+        )
 
     def metadata(self) -> dict[str, Any]:
         """Flat values for a KFP artifact's metadata."""
@@ -135,6 +146,7 @@ def ingest_dataset(
                 location = _store_in_cache(source, tmp, cfg, name, remote=remote)
     result = _result_from_dir(out, from_cache=from_cache)
     result.cache_location = location
+    log.info("%s", result.summary())
     return result
 
 
@@ -201,7 +213,6 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
     SourceInfo.from_json({**info, "max_image_pixels": cfg.max_image_pixels}).write(tmp)
     quarantine.write(tmp)
     _append_report(tmp, quarantine, shown, version, synthetic, rows, cfg)
-    log.info("%s", quarantine.summary())
     return fetched.remote
 
 
@@ -283,7 +294,7 @@ def _inspect_all(candidates: list[Candidate], cfg: DataConfig) -> list[ImageChec
     batch = workers * 64  # bounded: one pending future per file would grow with the count
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(candidates), desc="ingest: check", unit="img") as bar,
+        progress(total=len(candidates), desc="check", unit="img", log=log) as bar,
     ):
         for start in range(0, len(candidates), batch):
             checks.extend(pool.map(inspect, candidates[start : start + batch]))
@@ -344,7 +355,7 @@ def _write_images(
     """images/<label>/<name>, original bytes (moved out of a download, copied from a folder)."""
     rows = []
     taken: set[str] = set()
-    for cand, check in tqdm(kept, desc="ingest: write", unit="img"):
+    for cand, check in progress(kept, desc="write", unit="img", log=log):
         rel = f"{IMAGES}/{cand.label}/{cand.rel}"
         if rel in taken:  # two source folders with the same file name in one class
             pure = PurePosixPath(rel)
@@ -511,19 +522,6 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any, cfg: Config) -> int:
-    result = ingest_dataset(
-        args.source or cfg.data.source, Path(args.out), cfg.data, refresh=args.refresh
-    )
-    origin = f"cache {result.cache_location}" if result.from_cache else result.source
-    print(
-        f"ingested {result.kept} images in {len(result.classes)} classes from {origin} "
-        f"(version {result.version}{', SYNTHETIC' if result.synthetic else ''})"
-    )
-    print(
-        f"{result.total_in} in = {result.kept} kept + {result.quarantined} quarantined"
-        + "".join(f"; {n} {reason}" for reason, n in result.reasons.items())
-    )
-    if result.cache_location and not result.from_cache:
-        print(f"cached at {result.cache_location}")
-    print(f"report: {result.report}")
+    """The summary is `ingest_dataset`'s one log line (the KFP component shows the same)."""
+    ingest_dataset(args.source or cfg.data.source, Path(args.out), cfg.data, refresh=args.refresh)
     return 0

@@ -41,6 +41,7 @@ from fauna.data.dataset import (
 )
 from fauna.data.imagecheck import BOMB, bomb_from_pillow, bomb_warnings_as_errors
 from fauna.data.imaging import FILTER_NAME, preprocess_image
+from fauna.logs import progress
 from fauna.step_output import require_output, step_output
 
 if TYPE_CHECKING:
@@ -176,7 +177,6 @@ def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> Preproces
         raise DatasetError(f"{raw / MANIFEST} lists no images: nothing to preprocess")
     with step_output(out, STEP) as tmp:
         quarantine = _write_shards(raw, tmp, cfg, total)
-        log.info("%s", quarantine.summary())
         if quarantine.kept == 0:
             reasons = ", ".join(f"{n} {reason}" for reason, n in quarantine.reasons.items())
             raise DatasetError(f"no image of {raw} could be preprocessed ({reasons})")
@@ -185,14 +185,18 @@ def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> Preproces
 
         shards = len(shard_paths(tmp / SHARDS_DIR))
     elapsed = time.monotonic() - started
+    reasons = "".join(f"; {n} {reason}" for reason, n in quarantine.reasons.items())
+    log.info(
+        "%d in = %d kept + %d quarantined%s: %dpx %s JPEGs in %d shard(s) -> %s in %.1f s",
+        *(quarantine.total_in, quarantine.kept, len(quarantine.items), reasons),
+        *(cfg.image_size, cfg.mode, shards, out, elapsed),
+    )
     return PreprocessResult(out, quarantine.kept, len(quarantine.items), shards, elapsed)
 
 
 def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Quarantine:
     """Every manifest row's image into shards (or the quarantine), and the new manifest."""
     # Main process only: TensorFlow (heavy, and it must not be in the workers).
-    from tqdm import tqdm
-
     from fauna.data.records import Record, ShardWriter
 
     classes = read_classes(raw)
@@ -204,13 +208,13 @@ def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Qu
     log.info("%d images from %s with %d worker(s)", total, raw, workers)
     with (
         ShardWriter(out / SHARDS_DIR, cfg.images_per_shard) as writer,
-        tqdm(total=total, desc=STEP, unit="img", mininterval=1.0) as progress,
+        progress(total=total, desc="images", unit="img", log=log) as bar,
         closing(_outcomes(raw / MANIFEST, job, workers)) as outcomes,  # stops the pool
     ):
 
         def kept_rows() -> Iterator[dict[str, Any]]:
             for row, data, reason, detail in outcomes:
-                progress.update()
+                bar.update()
                 if row["label"] not in label_index:
                     quarantine.reject(row["path"], "unknown label", row["label"])
                 elif data is None:
@@ -255,10 +259,5 @@ def add_arguments(parser: Any) -> None:
 def run(args: Any, cfg: Config) -> int:
     given = {"image_size": args.image_size, "mode": args.mode, "workers": args.workers}
     cfg = cfg.merged({"preprocess": {k: v for k, v in given.items() if v is not None}})
-    result = preprocess_dataset(args.raw, args.out, cfg.preprocess)
-    print((args.out / "report.txt").read_text(), end="")
-    print(
-        f"wrote {result.count} images ({cfg.preprocess.image_size}px, {cfg.preprocess.mode}) "
-        f"in {result.shards} shard(s) to {result.out} in {result.seconds:.1f}s"
-    )
+    preprocess_dataset(args.raw, args.out, cfg.preprocess)  # logs its one summary line
     return 0

@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from fauna import logs
 from fauna.config import Config
 from fauna.contracts import (
     COMPARE_STEP,
@@ -123,17 +124,17 @@ def _upload_model(model_dir: Path, uri: str, champion_uri: str | None) -> None:
             == (Path(model_dir) / TRAIN_INFO).read_text()
         )
         if same:
-            log.info(f"{uri} already holds this model (a retried publish): not uploaded again")
+            log.info("%s already holds this model (a retried publish): not uploaded again", uri)
             return
         if uri == champion_uri:
             raise PublishError(
                 f"{uri} is the champion and holds another model: publish this one under a "
                 "new run id"
             )
-        log.warning(f"{uri} holds an earlier or incomplete upload: replacing it")
+        log.warning("%s holds an earlier or incomplete upload: replacing it", uri)
         storage.delete_prefix(uri)
     n = storage.upload_verified(model_dir, uri, exclude=SKIP_ON_UPLOAD)
-    log.info(f"uploaded {n} files -> {uri}")
+    log.info("uploaded %s files -> %s", n, uri)
 
 
 # --------------------------------------------------------------------- deciding
@@ -219,7 +220,7 @@ class Decider:
         if stored is not None:
             value = stored.value(self.cfg.compare.champion_metric)
             return Rescored(stored, None, value, "on the same test split")
-        log.info(f"re-evaluating the champion ({current['model_uri']}) on this run's test split")
+        log.info("re-evaluating the champion (%s) on this run's test split", current["model_uri"])
         return _rescore(current["model_uri"], self.data_dir, self.cfg)
 
     def __call__(self, current: dict[str, Any] | None) -> tuple[Promotion, dict | None]:
@@ -399,7 +400,7 @@ class Artifacts:
         try:
             self(Promotion(False, reason, self.base.promotion.metric, value, None))
         except Exception as exc:  # the store may still be failing: the step fails anyway
-            log.warning(f"could not write the records of the failed move: {exc}")
+            log.warning("could not write the records of the failed move: %s", exc)
 
 
 def _inputs(report_dir: Path, model_dirs: list[Path], data_dir: Path) -> DatasetId:
@@ -458,7 +459,7 @@ def publish_run(
         _record(bucket, dataset, run_id, decider, promotion, rounds)
         if artifacts.published is not promotion:
             artifacts(promotion)
-    log.info(("PROMOTED: " if promotion.promoted else "not promoted: ") + promotion.reason)
+    log.info("%s: %s", "PROMOTED" if promotion.promoted else "not promoted", promotion.reason)
     result = replace(base, promotion=promotion)
     # The registry mirrors the decision (optional; a failure there is one warning line).
     registry.after_publish(result.to_dict(), cfg, candidate and candidate["test_split_signature"])
@@ -511,7 +512,7 @@ def _record(
     uri = champion.record_decision(
         bucket, dataset.key, run_id, decision, rounds, candidate, new, current
     )
-    log.info(f"history: {uri}")
+    log.info("history: %s", uri)
 
 
 def champion_after(result: PublishResult, bucket: str) -> dict[str, Any] | None:
@@ -570,5 +571,5 @@ def run(args: Any, cfg: Config) -> int:
         Path(args.out),
         cfg,
     )
-    print(json.dumps(result.to_dict(), indent=2))
+    logs.result(result.to_dict())  # the summary is logged; this is for a pipe or a file
     return 0

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from fauna.config import Config, SplitConfig
 from fauna.contracts import PreprocessInfo, SplitInfo
 from fauna.data.dataset import (
@@ -50,6 +48,7 @@ from fauna.data.dataset import (
     write_manifest,
 )
 from fauna.data.records import ShuffledShardWriter, iter_records, shard_paths
+from fauna.logs import progress
 from fauna.step_output import require_output, step_output
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,8 @@ class SplitResult:
 
     def summary(self) -> str:
         parts = " + ".join(f"{self.counts[s]} {s}" for s in SPLITS)
-        return f"split: {self.total} in = {parts}" + ("" if self.reconciles else "  ** MISMATCH **")
+        shown = f"{self.total} in = {parts} -> {self.out}"
+        return shown + ("" if self.reconciles else "  ** MISMATCH **")
 
 
 def _rounded(x: float) -> int:
@@ -156,7 +156,7 @@ def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
         write_manifest(tmp / MANIFEST, out_rows, SPLIT_FIELDS)
         _split_info(cfg, rows, result, shards, per_shard).write(tmp)
         carry_files(pre, tmp, CARRIED_FILES)
-    log.info(result.summary())
+    log.info("%s", result.summary())
     return result
 
 
@@ -199,7 +199,7 @@ def _write_shards(
     }
     seen: set[str] = set()
     records = iter_records(pre / SHARDS_DIR)
-    for rec in tqdm(records, total=len(rows), desc=STEP, unit="img", mininterval=1.0):
+    for rec in progress(records, total=len(rows), desc="records", unit="img", log=log):
         name = assignment.get(rec.id)
         if name is None:
             raise DatasetError(f"record {rec.id!r} in the shards is not in the manifest")
@@ -267,9 +267,5 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any, cfg: Config) -> int:
-    result = split_dataset(Path(args.data), Path(args.out), cfg.split)
-    print(result.summary())
-    for note in result.notes:
-        print(f"  note: {note}")
-    print(f"wrote {result.out} (manifest.csv, split.json)")
+    split_dataset(Path(args.data), Path(args.out), cfg.split)  # logs its notes and summary
     return 0

@@ -83,17 +83,16 @@ def train_backbone(
     backbones.check_preprocessing(spec)
     dataset = load_training_data(data)
     backbones.check_input_size(spec, dataset.image_size)
-    log.info(effective_settings(spec.name, cfg, bcfg))  # once every check has passed
+    log.info("%s", effective_settings(spec.name, cfg, bcfg))  # once every check has passed
     strategy = training_strategy()  # several devices: one replica each, batch and rates scaled
     bcfg, dataset = for_replicas(bcfg, dataset, strategy.num_replicas_in_sync)
     policy = _policy(cfg)
     fingerprint = _fingerprint(spec.name, bcfg, cfg, dataset, policy, data)
     if _already_trained(out, fingerprint):
-        log.info(f"{spec.name} is already trained in {out}: nothing to do")
+        log.info("%s is already trained in %s: nothing to do", spec.name, out)
         return TrainResult.from_folder(out)
-    store = CheckpointStore(
-        checkpoint_dir or default_checkpoint_dir(out), checkpoint_uri, fingerprint
-    )
+    checkpoints = checkpoint_dir or default_checkpoint_dir(out)
+    store = CheckpointStore(checkpoints, checkpoint_uri, fingerprint)
     recipe = plan_recipe(bcfg, dataset.steps_per_epoch(bcfg.batch_size))
     with _precision(policy), strategy.scope(), step_output(out, STEP) as folder:
         from fauna.training.loop import Job, run_training
@@ -106,8 +105,9 @@ def train_backbone(
             store.discard()
             raise
     store.finish()
-    log.info(f"{spec.name} -> {out}")
-    return TrainResult.from_folder(out)
+    result = TrainResult.from_folder(out)
+    log.info("%s", result.summary())  # the step's one summary line
+    return result
 
 
 def effective_settings(name: str, cfg: TrainConfig, bcfg: BackboneTrainConfig) -> str:
@@ -251,7 +251,7 @@ def add_arguments(parser: Any) -> None:
 
 def run(args: Any, cfg: Config) -> int:
     data = fetch_data(args.data) if args.data.startswith("s3://") else Path(args.data)
-    result = train_backbone(
+    train_backbone(  # logs the settings, one line per epoch and the summary
         data,
         args.out,
         args.backbone,
@@ -259,14 +259,5 @@ def run(args: Any, cfg: Config) -> int:
         epochs=args.epochs,
         checkpoint_uri=args.checkpoint_uri,
         checkpoint_dir=args.checkpoint_dir,
-    )
-    kept = result.kept
-    shown = " ".join(
-        f"{k}={kept[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_macro_f1") if k in kept
-    )
-    print(
-        f"{result.backbone}: {result.epochs_run} epochs, {result.train_seconds:.1f} s, "
-        f"{result.images_per_second:.1f} images/s; the weights kept (epoch "
-        f"{kept.get('epoch', -1) + 1}): {shown} -> {result.model_dir}"
     )
     return 0

@@ -15,14 +15,13 @@ noise up into clusters that look like structure. The step then says so instead
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fauna import timing
+from fauna import logs, timing
 from fauna.config import Config, TsneConfig
 from fauna.contracts import DATA_STEPS, EVALUATE_STEP, TRAIN_STEP, TSNE_INFO, TSNE_PNG, TSNE_STEP
 from fauna.data.dataset import CLASSES, SOURCE, carry_forward, read_classes, write_json
@@ -112,7 +111,9 @@ def _embed_from_evaluation(eval_dir: Path, data_dir: Path, cfg: TsneConfig) -> E
         )
     backbone, labels = str(saved["backbone"]), saved["labels"]
     rows = pick_sample([str(i) for i in saved["ids"]], labels, cfg)
-    log.info(f"{backbone}: {len(rows)} of {len(labels)} test images, features from {eval_dir}")
+    log.info(
+        "%s: %s of %s test images, features from %s", backbone, len(rows), len(labels), eval_dir
+    )
     emb = saved["features"][rows].astype(np.float32)
     return backbone, emb, labels[rows], [str(i) for i in saved["ids"][rows]], classes, len(labels)
 
@@ -123,7 +124,7 @@ def _embed(model_dir: Path, data_dir: Path, cfg: TsneConfig) -> Embedded:
     backbone = model_backbone(model_dir)
     all_ids, all_labels = split_labels(data_dir)
     keep = {all_ids[i] for i in pick_sample(all_ids, all_labels, cfg)}
-    log.info(f"{backbone}: embedding {len(keep)} of {len(all_ids)} test images")
+    log.info("%s: embedding %s of %s test images", backbone, len(keep), len(all_ids))
     model = embedding_model(load_model(model_dir))
     result = run_inference(
         model, data_dir, image_size, len(classes), keep_ids=keep, desc=f"embed {backbone}"
@@ -170,7 +171,7 @@ def tsne_embeddings(source_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig
             f"its penultimate-layer features are the same for every image "
             f"(relative spread {spread:.1e}, below {MIN_FEATURE_SPREAD:g})"
         )
-        log.warning(f"{backbone}: no t-SNE: {skipped}")
+        log.warning("%s: no t-SNE: %s", backbone, skipped)
     info = {
         "backbone": backbone,
         "n": n,
@@ -203,7 +204,7 @@ def tsne_embeddings(source_dir: Path, data_dir: Path, out: Path, cfg: TsneConfig
         page = tsne_page(f"t-SNE: {backbone}", title, png, caption, info["synthetic"], skipped)
         (tmp / "tsne.html").write_text(page)
         carry_forward((CLASSES, SOURCE), (data_dir, source_dir), tmp)
-    log.info(f"{backbone}: wrote {out / 'tsne.html'}")
+    log.info("%s: wrote %s", backbone, out / "tsne.html")
     return info
 
 
@@ -228,5 +229,5 @@ def add_arguments(parser: Any) -> None:
 def run(args: Any, cfg: Config) -> int:
     source = Path(args.evaluation or args.model)
     info = tsne_embeddings(source, Path(args.data), Path(args.out), cfg.tsne)
-    print(json.dumps(info))
+    logs.result(info)  # the summary is logged; this is for a pipe or a file
     return 0

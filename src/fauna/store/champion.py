@@ -198,7 +198,7 @@ def move_pointer(
             else:
                 storage.write_text(uri, text, content_type=JSON, if_match=current[1])
         except storage.PreconditionFailed:
-            log.info(f"the champion of {dataset_key} changed while deciding: reading it again")
+            log.info("the champion of %s changed while deciding: reading it again", dataset_key)
             continue
         except storage.StorageError as exc:
             if not _landed(uri, text, exc):
@@ -223,7 +223,7 @@ def _landed(uri: str, text: str, failure: Exception) -> bool:
         failure.pointer_may_have_moved = True  # type: ignore[attr-defined]
         return False
     if found is not None and found[0] == text:
-        log.warning(f"writing {uri} failed, but it holds what was written: the write landed")
+        log.warning("writing %s failed, but it holds what was written: the write landed", uri)
         return True
     return False
 
@@ -263,7 +263,7 @@ def record_move(
     try:
         storage.write_text(uri, json.dumps(entry, indent=2), content_type=JSON, if_none_match=True)
     except storage.PreconditionFailed:
-        log.info(f"{uri} already records this move")
+        log.info("%s already records this move", uri)
     return uri
 
 
@@ -364,8 +364,10 @@ def datasets_with_champion(bucket: str) -> list[str]:
         if len(parts) == 3 and parts[2] == POINTER:
             if parts[1] == LEGACY_DATASET:
                 log.warning(
-                    f"ignoring s3://{bucket}/{key}: a champion from before champions were "
-                    "kept per dataset (publish a run to make one for its dataset)"
+                    "ignoring s3://%s/%s: a champion from before champions were kept per "
+                    "dataset (publish a run to make one for its dataset)",
+                    bucket,
+                    key,
                 )
                 continue
             found.append(parts[1])

@@ -85,14 +85,14 @@ def probe(bucket: str) -> None:
         raise _lacks(endpoint, bucket, f"a conditional PutObject failed ({exc})") from None
     finally:
         _remove(uri)
-    log.info(f"the store at {endpoint} enforces conditional writes (bucket {bucket})")
+    log.info("the store at %s enforces conditional writes (bucket %s)", endpoint, bucket)
 
 
 def _remove(uri: str) -> None:
     try:
         storage.delete(uri)
     except storage.StorageError as exc:  # an append-only bucket may refuse it: it is tiny
-        log.warning(f"could not delete the store-check probe {uri}: {exc}")
+        log.warning("could not delete the store-check probe %s: %s", uri, exc)
 
 
 def require_conditional_writes(bucket: str) -> None:

@@ -307,10 +307,8 @@ def register_run(
         "versions": versions,
         "champion": current[0] if current and marked else None,
     }
-    log.info(
-        f"model registry: {len(versions)} version(s) of {rm.name!r} registered"
-        + (f", champion {current[0]}" if current and marked else "")
-    )
+    champion = f", champion {current[0]}" if current and marked else ""
+    log.info("model registry: %d version(s) of %r registered%s", len(versions), rm.name, champion)
     return summary
 
 
@@ -329,8 +327,10 @@ def after_publish(
     except Exception as exc:  # the registry is a mirror: it never fails the publish
         reason = str(exc) if isinstance(exc, FaunaError) else one_line(exc)
         log.warning(
-            f"model registry not updated ({reason}); the champion pointer is unaffected: "
-            f"run `fauna register --run {published.get('run_id')}` later"
+            "model registry not updated (%s); the champion pointer is unaffected: "
+            "run `fauna register --run %s` later",
+            reason,
+            published.get("run_id"),
         )
         return None
 

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from s3transfer.subscribers import BaseSubscriber
 
 from fauna import timing
+from fauna.logs import progress
 from fauna.store.s3client import (  # noqa: F401  (re-exported: fauna.store.storage is the public API)
     DEFAULT_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
@@ -336,9 +337,7 @@ def _transfer_manager(s3):
 
 def _wait_all(transfers: list[tuple[Future, str]], what: str, s3) -> None:
     """Wait for every transfer in order (the first failure raises, naming its key)."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(transfers), desc=what, unit="file", disable=None, leave=False) as bar:
+    with progress(total=len(transfers), desc=what, unit="file", log=log, leave=False) as bar:
         for future, uri in transfers:
             with _translated(uri, s3):
                 future.result()

@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from fauna.logs import duration
 from fauna.training import Diverged
 from fauna.training.recipe import warmup_cosine
 
@@ -134,19 +135,10 @@ class EpochLine(keras.callbacks.Callback):
         pairs = " ".join(f"{k}={float(logs[k]):.4g}" for k in names if k in logs)
         left = max(0, self.total - epoch - 1) * self.seconds / self.epochs
         progress.info(
-            f"epoch {epoch + 1}/{self.total}: {pairs} lr={current_lr(self.model):.3g} "
-            f"({took:.1f} s; ETA {_duration(left)})"
+            "epoch %d/%d: %s lr=%.3g (%.1f s; %s elapsed, ETA %s)",
+            *(epoch + 1, self.total, pairs, current_lr(self.model), took),
+            *(duration(self.seconds), duration(left)),
         )
-
-
-def _duration(seconds: float) -> str:
-    """`45 s`, `12 min 5 s`, `3 h 20 min`."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 class _ResumableCounters:

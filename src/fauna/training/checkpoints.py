@@ -155,7 +155,9 @@ class CheckpointStore:
                 try:
                     storage.delete_prefix(f"{self.remote}/{name}")
                 except storage.StorageError as exc:  # left for the next save to remove
-                    log.warning(f"could not remove the old checkpoint {self.remote}/{name}: {exc}")
+                    log.warning(
+                        "could not remove the old checkpoint %s/%s: %s", self.remote, name, exc
+                    )
 
     def finish(self) -> None:
         """After success: the local checkpoints go; S3 keeps the newest (a retried task
@@ -174,7 +176,7 @@ class CheckpointStore:
             try:
                 storage.delete_prefix(self.remote)
             except storage.StorageError as exc:
-                log.warning(f"could not remove the checkpoints under {self.remote}: {exc}")
+                log.warning("could not remove the checkpoints under %s: %s", self.remote, exc)
 
     # ----------------------------------------------------------------- loading
 
@@ -210,7 +212,7 @@ class CheckpointStore:
                 folder = self.dir / name if name in local else self._download(name, remote[name])
                 return self._load(folder, where)
             except DamagedCheckpoint as exc:
-                log.warning(f"checkpoint {where} is damaged ({exc}): trying the one before")
+                log.warning("checkpoint %s is damaged (%s): trying the one before", where, exc)
                 problems.append(f"{name}: {exc}")
                 if name not in local:
                     shutil.rmtree(self.dir / name, ignore_errors=True)
@@ -227,7 +229,7 @@ class CheckpointStore:
         prefix = f"{self.remote}/{name}"
         partial = self.dir / f"{name}{PARTIAL}"
         shutil.rmtree(partial, ignore_errors=True)
-        log.info(f"fetching the checkpoint {prefix}")
+        log.info("fetching the checkpoint %s", prefix)
         storage.download_file(f"{prefix}/{STATE_FILE}", partial / STATE_FILE)
         try:
             files = json.loads((partial / STATE_FILE).read_text())["files"]

@@ -59,6 +59,19 @@ class TrainResult:
         found = [h for h in self.history if h["epoch"] == self.weights_from_epoch]
         return found[-1] if found else self.final
 
+    def summary(self) -> str:
+        """The step's last line: its pace and the kept weights' validation metrics (the
+        `name=value` pairs Katib's `latest` strategy reads, docs/training.md)."""
+        kept = self.kept
+        shown = " ".join(
+            f"{k}={kept[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_macro_f1") if k in kept
+        )
+        return (
+            f"{self.backbone}: {self.epochs_run} epochs, {self.train_seconds:.1f} s, "
+            f"{self.images_per_second:.1f} images/s; the weights kept (epoch "
+            f"{kept.get('epoch', -1) + 1}): {shown} -> {self.model_dir}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["model_dir"] = str(self.model_dir)
@@ -147,10 +160,6 @@ def write_outputs(
     plot_history(history, folder / HISTORY_PNG, f"{job.name}: training history")
     info = TrainInfo.from_json(train_info(job, final, history, data_dir, calibrated))
     info.write(folder)
-    log.info(
-        f"{job.name}: {len(history)} epochs in {info.rest['train_seconds']:.1f} s "
-        f"({info.rest['images_per_second']:.1f} images/s)"
-    )
 
 
 def train_info(

@@ -47,7 +47,7 @@ def training_strategy() -> Any:
         devices = tf.config.list_logical_devices(kind)
         if len(devices) > 1:
             names = [d.name for d in devices]
-            log.info(f"training on {len(names)} {kind} devices (MirroredStrategy): {names}")
+            log.info("training on %s %s devices (MirroredStrategy): %s", len(names), kind, names)
             return tf.distribute.MirroredStrategy(devices=names)
         if devices and kind == "GPU":
             break
@@ -69,8 +69,11 @@ def scaled_for_replicas(bcfg: BackboneTrainConfig, replicas: int) -> BackboneTra
     rates = {name: getattr(bcfg, name) * replicas for name in SCALED_RATES}
     scaled = dataclasses.replace(bcfg, batch_size=bcfg.batch_size * replicas, **rates)
     log.info(
-        f"{replicas} replicas: global batch {scaled.batch_size} "
-        f"({bcfg.batch_size} per replica), learning rates x{replicas}"
+        "%s replicas: global batch %s (%s per replica), learning rates x%s",
+        replicas,
+        scaled.batch_size,
+        bcfg.batch_size,
+        replicas,
     )
     return scaled
 
@@ -90,7 +93,11 @@ def whole_batches(data: TrainingData, batch_size: int, replicas: int) -> Trainin
     left_out = data.val_images % batch_size if data.val_dir is not None else 0
     if left_out:
         log.warning(
-            f"{replicas} replicas: validation on whole batches of {batch_size}, "
-            f"{left_out} of {data.val_images} images left out (the same ones every epoch)"
+            "%s replicas: validation on whole batches of %s, "
+            "%s of %s images left out (the same ones every epoch)",
+            replicas,
+            batch_size,
+            left_out,
+            data.val_images,
         )
     return dataclasses.replace(data, whole_batches=True)

@@ -188,7 +188,7 @@ def _allocate(shape: tuple[int, ...], spill: Path | None) -> np.ndarray:
     if spill is None or size <= IN_MEMORY_BYTES:
         return np.empty(shape, dtype=np.float32)
     spill.parent.mkdir(parents=True, exist_ok=True)
-    log.info(f"head features {shape} ({size / 2**30:.1f} GiB) -> {spill}")
+    log.info("head features %s (%.1f GiB) -> %s", shape, size / 2**30, spill)
     return np.lib.format.open_memmap(spill, mode="w+", dtype=np.float32, shape=shape)
 
 
@@ -227,8 +227,10 @@ def head_features(
         if data.val_dir is not None:
             val = extract(model, data.val_dir, data, batch_size, folder / "val.npy")
         log.info(
-            f"head phase: backbone features of {what} and {len(val.labels) if val else 0} "
-            f"validation images computed once ({time.perf_counter() - started:.1f} s)"
+            "head phase: backbone features of %s and %s validation images computed once (%.1f s)",
+            what,
+            len(val.labels) if val else 0,
+            time.perf_counter() - started,
         )
         num_classes, whole = len(data.classes), data.whole_batches
         train_ds = train.dataset(num_classes, batch_size, seed, whole)

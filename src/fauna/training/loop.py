@@ -94,13 +94,12 @@ def _done(recipe: Recipe, index: int, state: TrainingState) -> bool:
 
 def _start(job: Job, checkpoint: Checkpoint | None) -> tuple[keras.Model, list[dict]]:
     if checkpoint is None:
+        data, phases = job.data, job.recipe.phases
         log.info(
-            f"training {job.name} ({job.recipe.start}: weights {job.bcfg.weights}, "
-            f"{job.data.image_size} px, {job.policy}): {job.data.train_images} train images, "
-            f"{len(job.data.classes)} classes, phases "
-            + ", ".join(
-                f"{p.name} {p.epochs} epochs at lr {p.learning_rate:g}" for p in job.recipe.phases
-            )
+            "training %s (%s: weights %s, %d px, %s): %d train images, %d classes, phases %s",
+            *(job.name, job.recipe.start, job.bcfg.weights, data.image_size, job.policy),
+            *(data.train_images, len(data.classes)),
+            ", ".join(f"{p.name} {p.epochs} epochs at lr {p.learning_rate:g}" for p in phases),
         )
         model = build_model(
             job.name,
@@ -115,8 +114,12 @@ def _start(job: Job, checkpoint: Checkpoint | None) -> tuple[keras.Model, list[d
         return model, []
     state = checkpoint.state
     log.info(
-        f"resuming {job.name} after epoch {state.epoch + 1} ({state.phase}"
-        f"{', phase done' if state.phase_done else ''}) from {checkpoint.where}"
+        "resuming %s after epoch %s (%s%s) from %s",
+        job.name,
+        state.epoch + 1,
+        state.phase,
+        ", phase done" if state.phase_done else "",
+        checkpoint.where,
     )
     model = checkpoint.model
     if state.phase_done and checkpoint.best_weights is not None:
@@ -211,8 +214,12 @@ class PhaseRun:
         if self.resume and self.plateau is not None:
             self.model.optimizer.learning_rate = self.resume.state.lr
         log.info(
-            f"{self.phase.name}: epochs {first + 1}..{self.phase.end}, "
-            f"lr {self.phase.learning_rate:g} ({self.phase.schedule})"
+            "%s: epochs %s..%s, lr %g (%s)",
+            self.phase.name,
+            first + 1,
+            self.phase.end,
+            self.phase.learning_rate,
+            self.phase.schedule,
         )
         counts = self.job.data.class_counts
         callbacks: Any = self.callbacks(extra)
