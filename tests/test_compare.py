@@ -27,6 +27,15 @@ METRICS = {
 }
 
 
+def separable_share(n: int, confidence: float) -> float:
+    """The resolution a sign test gives at `confidence`, counted out here as the test's own
+    oracle: k images, all won by one model, with 0.5^k below 1 - confidence, as a share of n."""
+    k = 1
+    while 0.5**k >= 1 - confidence:
+        k += 1
+    return k / n
+
+
 N_TEST = 30
 
 
@@ -158,7 +167,9 @@ def test_champion_and_machine_metrics(tmp_path: Path) -> None:
     assert f"on 30 test images, with {conf:.0%} confidence" in evidence
     # Each score's uncertainty, the no-skill levels and the test size, for the report.
     assert result["chance"] == pytest.approx(1 / 3) and result["n_test"] == N_TEST
-    assert result["resolution"] == pytest.approx(5 / N_TEST)  # 0.5^5 < 5%: five images
+    assert result["resolution"] == pytest.approx(
+        separable_share(N_TEST, Config().compare.confidence)
+    )
     for b, row in result["backbones"].items():
         assert row["n_test"] == N_TEST and row["chance"] == pytest.approx(1 / 3)
         assert row["majority"] == pytest.approx(1 / 3)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_compare import separable_share
 
 from fauna.config import CompareConfig, Config, ConfigError
 from fauna.score.metrics import CHAMPION_METRICS, METRIC_KEYS, metric_spec, score
@@ -27,6 +28,8 @@ from fauna.score.policy import (
 )
 
 POLICY = CompareConfig()
+# What 108 test images can separate at the policy's confidence, in points.
+SEPARABLE_108 = 100 * separable_share(108, POLICY.confidence)
 CLASSES4 = ["antelope", "german+shepherd", "killer+whale", "mole"]
 
 
@@ -148,7 +151,7 @@ def test_intervals_narrow_with_more_images() -> None:
     assert (large.high - large.low) < (small.high - small.low) / 3
     f1 = interval(smoke_like(0, 0.8, n=200), "macro_f1", POLICY)
     assert f1 is not None and f1.low < f1.value < f1.high and f1.confidence == POLICY.confidence
-    assert resolution(30, POLICY) == pytest.approx(5 / 30)  # 0.5^5 < 5%: five images at best
+    assert resolution(30, POLICY) == pytest.approx(separable_share(30, POLICY.confidence))
 
 
 def test_the_report_shows_the_top1_interval_the_policy_decides_with() -> None:
@@ -186,7 +189,7 @@ def test_a_clear_winner_is_promoted_and_a_near_tie_held() -> None:
     assert not promoted and c.gain == pytest.approx(1 / n, abs=0.002)
     assert "better than the champion by 0.009 ± " in reason
     assert "on 108 test images — not enough evidence" in reason
-    assert "108 test images can separate differences of about 5 points" in reason
+    assert f"can separate differences of about {SEPARABLE_108:.0f} points" in reason
 
     promoted, reason, _ = challenge(champion, better, "top1", POLICY)
     assert not promoted and reason.startswith("does not beat the champion: top-1 accuracy worse")
@@ -269,7 +272,7 @@ def test_a_tie_is_said_and_broken_by_validation_then_size() -> None:
     assert "tie-break: the higher validation score, then the smaller model: small" in (
         choice.evidence
     )
-    assert "108 test images can separate differences of about 5 points" in choice.evidence
+    assert f"can separate differences of about {SEPARABLE_108:.0f} points" in choice.evidence
     same_val = [
         Entrant("big", a, validation=0.8, params=25_000_000),
         Entrant("small", b, validation=0.8, params=1_000_000),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_compare import CLASSES, METRICS, make_run
+from test_compare import CLASSES, METRICS, make_run, separable_share
 
 from fauna.config import PAPER_CLASSES, Config
 
@@ -146,7 +146,8 @@ def test_chance_test_size_and_intervals_beside_the_scores(tmp_path: Path) -> Non
     assert "chance (1/3) 33.33% top-1" in page.text
     # The largest test class: make_run writes 10 test images per class.
     assert "always answering the largest class 33.33% top-1" in page.text
-    assert "30 test images can separate differences of about 17% at best." in page.text
+    share = separable_share(30, Config().compare.confidence)
+    assert f"30 test images can separate differences of about {share:.0%} at best." in page.text
     rows = {r["backbone"]["text"]: r for r in page.table_with("top-1")}
     for backbone, m in METRICS.items():
         row = rows[backbone]
