@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 
 # SQLite's page cache (which also bounds its sorter's memory) per connection, in KiB.
-CACHE_KIB = 8192
+CACHE_KIB = 2048
 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
