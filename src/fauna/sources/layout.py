@@ -8,7 +8,9 @@ before any file is opened (with a reason), for ingest to check.
 from __future__ import annotations
 
 import csv
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -206,12 +208,26 @@ def _label_problem(label: str, cfg: DataConfig) -> tuple[str, str]:
     return "", ""
 
 
-def _files_under(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(_hidden(part) for part in p.relative_to(folder).parts)
-    )
+def _files_under(folder: Path) -> Iterator[Path]:
+    """The visible files under `folder` in `sorted()` order of their paths, streamed.
+
+    That order is a depth-first walk with each folder's names sorted, so only one listing
+    per level is held (not one `Path` per file). As `rglob` did: symlinked folders are not
+    entered, symlinks to files count, an unreadable folder is skipped.
+    """
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted((e.name, e.is_dir() and not e.is_symlink()) for e in listing)
+    except PermissionError:
+        return
+    for name, is_dir in entries:
+        if _hidden(name):
+            continue
+        path = folder / name
+        if is_dir:
+            yield from _files_under(path)
+        elif path.is_file():
+            yield path
 
 
 def _folders_layout(
