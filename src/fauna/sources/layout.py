@@ -215,16 +215,21 @@ def _files_under(folder: Path) -> Iterator[Path]:
     per level is held (not one `Path` per file). As `rglob` did: symlinked folders are not
     entered, symlinks to files count, an unreadable folder is skipped.
     """
+    names, folders = [], set()
     try:
         with os.scandir(folder) as listing:
-            entries = sorted((e.name, e.is_dir() and not e.is_symlink()) for e in listing)
+            for entry in listing:
+                names.append(entry.name)
+                if entry.is_dir() and not entry.is_symlink():
+                    folders.add(entry.name)
     except PermissionError:
         return
-    for name, is_dir in entries:
+    names.sort()
+    for name in names:
         if _hidden(name):
             continue
         path = folder / name
-        if is_dir:
+        if name in folders:
             yield from _files_under(path)
         elif path.is_file():
             yield path
