@@ -1,18 +1,22 @@
 """How a fetched folder labels its images: one folder per class, or a label CSV.
 
-`read_layout` turns the folder into candidates (file, label, name inside its class) and
-the items refused before any file is opened (with a reason), for ingest to check.
+`read_layout` turns the folder into candidates (file, label, name inside its class), added
+to an on-disk `FileTable` so that nothing per file stays in memory, and the items refused
+before any file is opened (with a reason), for ingest to check.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fauna.config import DataConfig
 from fauna.data.dataset import DatasetError
+from fauna.data.filetable import FileTable
 from fauna.data.imagecheck import IMAGE_EXTENSIONS, looks_like_image
 from fauna.data.synthetic import SYNTHETIC_MARKER
 
@@ -34,20 +38,12 @@ NO_CLASS_FOLDER = "no class folder"
 UNSUPPORTED_FILE = "unsupported file type"
 
 
-@dataclass(slots=True)
-class Candidate:
-    """One file to check: `item` names it in reports, `rel` is its name inside its class."""
-
-    item: str
-    path: str  # a str, not a Path: ingest holds one Candidate per file (~0.5 KB less each)
-    rel: str
-    label: str
-
-
 @dataclass
 class Layout:
+    # One row per file to check: its item (its name in reports), path, rel (its name inside
+    # its class) and label.
+    candidates: FileTable
     kind: str = "folders"  # folders | csv
-    candidates: list[Candidate] = field(default_factory=list)
     # (item, reason, detail) decided before any file is opened.
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
     # Label CSVs found beside class folders that were not used (for a hint).
@@ -122,12 +118,15 @@ def _no_label_csv(root: Path, others: list[tuple[Path, list]], cfg: DataConfig) 
     )
 
 
-def read_layout(root: Path, cfg: DataConfig, labels_csv: Path | None = None) -> Layout:
+def read_layout(
+    root: Path, cfg: DataConfig, table: FileTable, labels_csv: Path | None = None
+) -> Layout:
     """The layout of `root`: the label CSV named (by the source or `data.labels_csv`), else
-    as `data.layout` says, else detected (a label CSV, or one folder per class)."""
+    as `data.layout` says, else detected (a label CSV, or one folder per class). The
+    candidates go into `table`."""
     named = _named_csv(root, cfg, labels_csv)
     if named is not None:
-        return _csv_layout(named.parent, _fitting_csv(named, cfg), cfg)
+        return _csv_layout(named.parent, _fitting_csv(named, cfg), cfg, table)
     csvs, others = _label_csvs(root, cfg)
     class_dirs = [p for p in visible(root) if p.is_dir()]
     layout = cfg.layout
@@ -146,8 +145,8 @@ def read_layout(root: Path, cfg: DataConfig, labels_csv: Path | None = None) -> 
             f"no dataset layout found in {root}: expected one folder per class or a label CSV"
         )
     if layout == "csv":
-        return _csv_layout(root, csvs[0], cfg)
-    found = _folders_layout(root, class_dirs, cfg)
+        return _csv_layout(root, csvs[0], cfg, table)
+    found = _folders_layout(root, class_dirs, cfg, table)
     found.unused_csvs = [c.path.name for c in csvs]
     return found
 
@@ -209,20 +208,41 @@ def _label_problem(label: str, cfg: DataConfig) -> tuple[str, str]:
     return "", ""
 
 
-def _files_under(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(_hidden(part) for part in p.relative_to(folder).parts)
-    )
+def _files_under(folder: Path) -> Iterator[Path]:
+    """The visible files under `folder` in `sorted()` order of their paths, streamed.
+
+    That order is a depth-first walk with each folder's names sorted, so only one listing
+    per level is held (not one `Path` per file). As `rglob` did: symlinked folders are not
+    entered, symlinks to files count, an unreadable folder is skipped.
+    """
+    names, folders = [], set()
+    try:
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                names.append(entry.name)
+                if entry.is_dir() and not entry.is_symlink():
+                    folders.add(entry.name)
+    except PermissionError:
+        return
+    names.sort()
+    for name in names:
+        if _hidden(name):
+            continue
+        path = folder / name
+        if name in folders:
+            yield from _files_under(path)
+        elif path.is_file():
+            yield path
 
 
-def _folders_layout(root: Path, class_dirs: list[Path], cfg: DataConfig) -> Layout:
+def _folders_layout(
+    root: Path, class_dirs: list[Path], cfg: DataConfig, table: FileTable
+) -> Layout:
     """One folder per class; train/ val/ test/ folders that each hold classes are merged."""
     groups = [(root, class_dirs, "")]
     if all(d.name.lower() in SPLIT_FOLDERS for d in class_dirs):
         groups = [(d, [c for c in visible(d) if c.is_dir()], d.name) for d in class_dirs]
-    layout = Layout()
+    layout = Layout(table)
     for folder, classes, split in groups:
         for path in visible(folder):
             if path.is_file() and looks_like_image(path):
@@ -240,7 +260,7 @@ def _folders_layout(root: Path, class_dirs: list[Path], cfg: DataConfig) -> Layo
                 else:
                     rel = path.relative_to(class_dir).as_posix()
                     rel = f"{split}/{rel}" if split else rel
-                    layout.candidates.append(Candidate(item, str(path), rel, label))
+                    table.add(item, str(path), rel, label)
     return layout
 
 
@@ -261,12 +281,11 @@ def _image_bases(root: Path, csv_path: Path) -> list[Path]:
     return [first, root]
 
 
-def _csv_layout(root: Path, label_csv: _LabelCsv, cfg: DataConfig) -> Layout:
+def _csv_layout(root: Path, label_csv: _LabelCsv, cfg: DataConfig, table: FileTable) -> Layout:
     """Rows of the CSV, resolved against the image folder (see `_image_bases`)."""
-    layout = Layout(kind="csv")
+    layout = Layout(table, kind="csv")
     csv_path = label_csv.path
     bases = _image_bases(root, csv_path)
-    named: set[Path] = set()
     with csv_path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.DictReader(fh)
         reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
@@ -280,16 +299,16 @@ def _csv_layout(root: Path, label_csv: _LabelCsv, cfg: DataConfig) -> Layout:
                 layout.rejected.append((item, MISSING_FILE, f"not found under {bases[0].name}/"))
                 continue
             path, base = found
-            named.add(path)
+            table.name(str(path))
             item = path.relative_to(root).as_posix()
             reason, detail = _label_problem(label, cfg)
             if reason:
                 layout.rejected.append((item, reason, f"{where}: {detail}".rstrip(": ")))
                 continue
             rel = path.relative_to(base).as_posix()
-            layout.candidates.append(Candidate(item, str(path), rel, label))
+            table.add(item, str(path), rel, label)
     for path in _files_under(bases[0]):
-        if looks_like_image(path) and path not in named:
+        if looks_like_image(path) and not table.is_named(str(path)):
             item = path.relative_to(root).as_posix()
             layout.rejected.append((item, NOT_IN_CSV, f"no row in {csv_path.name}"))
     return layout

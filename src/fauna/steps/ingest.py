@@ -19,8 +19,8 @@ import os
 import shutil
 import signal
 import threading
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,18 +40,15 @@ from fauna.data.dataset import (
     read_manifest,
     write_manifest,
 )
-from fauna.data.imagecheck import (
-    ImageCheck,
-    bomb_warnings_as_errors,
-    inspect_image,
-)
+from fauna.data.filetable import FileTable
+from fauna.data.imagecheck import bomb_warnings_as_errors, inspect_image
 from fauna.data.synthetic import SYNTHETIC_MARKER
 from fauna.logs import progress
 from fauna.sources import Limits, dataset_name, described, fetch, is_local, redact
-from fauna.sources.layout import Candidate, Layout, find_data_root, read_layout, visible
+from fauna.sources.layout import Layout, find_data_root, read_layout, visible
 from fauna.step_output import step_output
 from fauna.store import storage
-from fauna.store.champion import content_fingerprint
+from fauna.store.champion import fingerprint_sorted
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +60,10 @@ CONFLICT = "conflicting labels"
 SMALL_CLASS = "class too small"
 MANIFEST_FIELDS = ["path", "label", "sha256", "width", "height", "format"]
 COMPLETE_MARKER = "_COMPLETE"
-# Inside the output's temporary folder: the download and the unpacked archive.
+# Inside the output's temporary folder: the download and the unpacked archive; the
+# per-file table (fauna.data.filetable), removed before the output is published.
 WORK_DIR = ".fauna-ingest-work"
+FILE_TABLE = ".fauna-ingest-files.sqlite"
 
 
 @dataclass
@@ -172,7 +171,7 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
     """Fetch, check and write the dataset into the temporary folder; True if remote."""
     shown = redact(source)
     work = tmp / WORK_DIR
-    with bomb_warnings_as_errors(cfg.max_image_pixels):
+    with bomb_warnings_as_errors(cfg.max_image_pixels), FileTable(tmp / FILE_TABLE) as table:
         fetched = fetch(source, work, Limits.from_config(cfg))
         root = fetched.root.resolve()
         _check_not_nested(root, out, shown)
@@ -180,28 +179,27 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
         if not [p for p in visible(data_root) if p.name != SYNTHETIC_MARKER]:
             raise DatasetError(f"empty dataset: {shown} holds no files")
         _count_files(data_root, cfg)
-        layout = read_layout(data_root, cfg, fetched.labels_csv)
+        layout = read_layout(data_root, cfg, table, fetched.labels_csv)
         _check_size(layout, cfg)
         quarantine = Quarantine(step=STEP)
         for member, reason, detail in fetched.refused:
             quarantine.reject(member, reason, detail)
         for item, reason, detail in layout.rejected:
             quarantine.reject(item, reason, detail)
-        checks = _inspect_all(layout.candidates, cfg)
-        kept = _select(layout.candidates, checks, cfg, quarantine)
-        quarantine.total_in = len(fetched.refused) + len(layout.rejected) + len(layout.candidates)
-        quarantine.kept = len(kept)
-        if not kept:
+        _inspect_all(table, cfg)
+        sizes = _select(table, cfg, quarantine)
+        quarantine.total_in = len(fetched.refused) + len(layout.rejected) + len(table)
+        quarantine.kept = sum(sizes.values())
+        if not quarantine.kept:
             raise DatasetError(_empty_message(shown, quarantine))
-        _check_two_classes(kept, shown, layout)
+        _check_two_classes(sizes, shown, layout)
         move = root.is_relative_to(work.resolve())
-        rows = _write_images(kept, tmp, move=move)
-    shutil.rmtree(work, ignore_errors=True)
-    version = content_version(rows)
-    write_manifest(tmp / MANIFEST, rows, MANIFEST_FIELDS)
-    Classes(tuple(sorted({row["label"] for row in rows}))).write(tmp)
-    # What the data is (the champion's dataset key), whatever the folder or archive is called.
-    content = content_fingerprint((row["label"], row["sha256"]) for row in rows)
+        write_manifest(tmp / MANIFEST, _write_images(table, tmp, move), MANIFEST_FIELDS)
+        shutil.rmtree(work, ignore_errors=True)
+        version = content_version((path, sha) for path, _, sha in table.written("path"))
+        # What the data is (the champion's dataset key), whatever the folder or archive is called.
+        content = fingerprint_sorted((label, sha) for _, label, sha in table.written("label"))
+    Classes(tuple(sorted(sizes))).write(tmp)
     info = {
         "source": shown,
         "name": name,
@@ -212,7 +210,7 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
     # The pixel limit ingest checked with: preprocess applies the same one.
     SourceInfo.from_json({**info, "max_image_pixels": cfg.max_image_pixels}).write(tmp)
     quarantine.write(tmp)
-    _append_report(tmp, quarantine, shown, version, synthetic, rows, cfg)
+    _append_report(tmp, quarantine, shown, version, synthetic, sizes, cfg)
     return fetched.remote
 
 
@@ -237,19 +235,16 @@ def _check_size(layout: Layout, cfg: DataConfig) -> None:
     files = len(layout.candidates) + len(layout.rejected)
     if files > cfg.max_files:
         raise limits.exceeded("the dataset has more files", files, "max_files")
-    size = sum(os.stat(c.path).st_size for c in layout.candidates)
+    size = sum(os.stat(path).st_size for batch in layout.candidates.paths() for _, path in batch)
     if size > cfg.max_dataset_bytes:
         raise limits.exceeded(f"the images total {size} bytes", size, "max_dataset_bytes")
 
 
-def _check_two_classes(
-    kept: list[tuple[Candidate, ImageCheck]], shown: str, layout: Layout
-) -> None:
+def _check_two_classes(sizes: dict[str, int], shown: str, layout: Layout) -> None:
     """A classifier needs two classes: one class is a layout mistake, said in one line."""
-    labels = Counter(cand.label for cand, _ in kept)
-    if len(labels) >= 2:
+    if len(sizes) >= 2:
         return
-    ((label, count),) = labels.items()
+    ((label, count),) = sizes.items()
     if layout.kind == "csv":
         hint = "the label CSV names one label only"
     elif layout.unused_csvs:
@@ -268,77 +263,78 @@ def _check_two_classes(
     )
 
 
-def content_version(rows: list[dict[str, Any]]) -> str:
-    """A short content hash over the sorted (path, sha256) of the kept files."""
+def content_version(files: Iterable[tuple[str, str]]) -> str:
+    """A short content hash over the kept files' (path, sha256), given sorted by path."""
     digest = hashlib.sha256()
-    for row in sorted(rows, key=lambda r: r["path"]):
-        digest.update(f"{row['path']}\t{row['sha256']}\n".encode())
+    for path, sha in files:
+        digest.update(f"{path}\t{sha}\n".encode())
     return digest.hexdigest()[:16]
 
 
 # -- checking and choosing ---------------------------------------------------------------------
 
 
-def _inspect_all(candidates: list[Candidate], cfg: DataConfig) -> list[ImageCheck]:
-    """Hash + fully decode every file; threads overlap I/O, hashing and Pillow's decoders."""
-    if not candidates:
-        return []
+def _inspect_all(table: FileTable, cfg: DataConfig) -> None:
+    """Hash + fully decode every file; threads overlap I/O, hashing and Pillow's decoders.
+
+    Bounded: one batch of paths and of results at a time, recorded in `table`.
+    """
+    if not len(table):
+        return
     from joblib.externals.loky import cpu_count
 
     workers = min(32, cpu_count() * 2)
 
-    def inspect(cand: Candidate) -> ImageCheck:
-        return inspect_image(cand.path, cfg.max_image_pixels, cfg.max_file_bytes)
+    def inspect(entry: tuple[int, str]) -> tuple[int, bool, str, int, int, str, str, str]:
+        i, path = entry
+        c = inspect_image(path, cfg.max_image_pixels, cfg.max_file_bytes)
+        return i, c.ok, c.sha256, c.width, c.height, c.format, c.reason, c.detail
 
-    checks: list[ImageCheck] = []
-    batch = workers * 64  # bounded: one pending future per file would grow with the count
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
-        progress(total=len(candidates), desc="check", unit="img", log=log) as bar,
+        progress(total=len(table), desc="check", unit="img", log=log) as bar,
     ):
-        for start in range(0, len(candidates), batch):
-            checks.extend(pool.map(inspect, candidates[start : start + batch]))
-            bar.update(min(batch, len(candidates) - start))
-    return checks
+        for batch in table.paths(workers * 64):
+            table.record(list(pool.map(inspect, batch)))
+            bar.update(len(batch))
 
 
-def _select(
-    candidates: list[Candidate],
-    checks: list[ImageCheck],
-    cfg: DataConfig,
-    quarantine: Quarantine,
-) -> list[tuple[Candidate, ImageCheck]]:
-    """Drop broken images, duplicates, conflicting copies and too-small classes."""
-    by_hash: dict[str, list[tuple[Candidate, ImageCheck]]] = defaultdict(list)
-    for cand, check in sorted(zip(candidates, checks, strict=True), key=lambda cc: cc[0].item):
-        if check.ok:
-            by_hash[check.sha256].append((cand, check))
-        else:
-            quarantine.reject(cand.item, check.reason, check.detail)
-    kept = []
-    for group in by_hash.values():
-        labels = sorted({cand.label for cand, _ in group})
+def _select(table: FileTable, cfg: DataConfig, quarantine: Quarantine) -> dict[str, int]:
+    """Drop broken images, duplicates, conflicting copies and too-small classes; the kept
+    files' count per class.
+
+    Duplicates are found by a sort over the table by sha256 (one group in memory at a
+    time); the quarantine lists, as before: the broken files by item, then the duplicate
+    and conflict groups in the order of their first item, then the too-small classes.
+    """
+    for item, reason, detail in table.refused():
+        quarantine.reject(item, reason, detail)
+    for group in table.by_content():
+        (first_id, first_item, _), rest = group[0], group[1:]
+        labels = sorted({label for _, _, label in group})
         if len(labels) > 1:
-            items = ", ".join(cand.item for cand, _ in group)
-            for cand, _ in group:
-                detail = f"same content labelled {' and '.join(labels)}: {items}"
-                quarantine.reject(cand.item, CONFLICT, detail)
-            continue
-        kept.append(group[0])
-        for cand, _ in group[1:]:
-            quarantine.reject(cand.item, DUPLICATE, f"same content as {group[0][0].item}")
-    sizes = Counter(cand.label for cand, _ in kept)
+            items = ", ".join(item for _, item, _ in group)
+            detail = f"same content labelled {' and '.join(labels)}: {items}"
+            rejects = [(i, item, CONFLICT, detail) for i, item, _ in group]
+        else:
+            table.keep([first_id])
+            detail = f"same content as {first_item}"
+            rejects = [(i, item, DUPLICATE, detail) for i, item, _ in rest]
+        if rejects:
+            table.reject_grouped((first_id, first_item), rejects)
+    for item, reason, detail in table.grouped_rejects():
+        quarantine.reject(item, reason, detail)
+    sizes = table.kept_sizes()
     small = {label for label, n in sizes.items() if n < cfg.min_images_per_class}
-    for cand, _ in kept:
-        if cand.label in small:
+    for item, _, _, label, *_ in table.kept("item"):
+        if label in small:
             detail = (
-                f"{cand.label} has {sizes[cand.label]} image(s) "
+                f"{label} has {sizes[label]} image(s) "
                 f"< data.min_images_per_class={cfg.min_images_per_class}"
             )
-            quarantine.reject(cand.item, SMALL_CLASS, detail)
-    return sorted(
-        ((c, k) for c, k in kept if c.label not in small), key=lambda ck: (ck[0].label, ck[0].rel)
-    )
+            quarantine.reject(item, SMALL_CLASS, detail)
+    table.unkeep(small)
+    return {label: n for label, n in sizes.items() if label not in small}
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -349,35 +345,30 @@ def _check_not_nested(root: Path, out: Path, shown: str) -> None:
         raise DatasetError(f"the output folder {out} and the source {shown} must not overlap")
 
 
-def _write_images(
-    kept: list[tuple[Candidate, ImageCheck]], out: Path, move: bool
-) -> list[dict[str, Any]]:
-    """images/<label>/<name>, original bytes (moved out of a download, copied from a folder)."""
-    rows = []
-    taken: set[str] = set()
-    for cand, check in progress(kept, desc="write", unit="img", log=log):
-        rel = f"{IMAGES}/{cand.label}/{cand.rel}"
-        if rel in taken:  # two source folders with the same file name in one class
-            pure = PurePosixPath(rel)
-            rel = str(pure.with_name(f"{pure.stem}_{check.sha256[:8]}{pure.suffix}"))
-        taken.add(rel)
+def _write_images(table: FileTable, out: Path, move: bool) -> Iterator[dict[str, Any]]:
+    """images/<label>/<name>, original bytes (moved out of a download, copied from a folder):
+    the kept files, by label and name; yields their manifest rows."""
+    sizes = table.kept_sizes()
+    bar = progress(total=sum(sizes.values()), desc="write", unit="img", log=log)
+    for _, path, name, label, sha, width, height, fmt in table.kept("label"):
+        rel = f"{IMAGES}/{label}/{name}"
         dest = out / rel
+        # Two source folders with the same file name in one class: only this step writes
+        # into images/, so a file already there is one written before.
+        if os.path.lexists(dest):
+            pure = PurePosixPath(rel)
+            rel = str(pure.with_name(f"{pure.stem}_{sha[:8]}{pure.suffix}"))
+            dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if move:
-            os.replace(cand.path, dest)
+            os.replace(path, dest)
         else:
-            shutil.copyfile(cand.path, dest)
-        rows.append(
-            {
-                "path": rel,
-                "label": cand.label,
-                "sha256": check.sha256,
-                "width": check.width,
-                "height": check.height,
-                "format": check.format,
-            }
-        )
-    return rows
+            shutil.copyfile(path, dest)
+        table.wrote(rel, label, sha)
+        bar.update()
+        yield {"path": rel, "label": label, "sha256": sha, "width": width, "height": height,
+               "format": fmt}  # fmt: skip
+    bar.close()
 
 
 def _append_report(
@@ -386,10 +377,9 @@ def _append_report(
     source: str,
     version: str,
     synthetic: bool,
-    rows: list[dict[str, Any]],
+    per_class: dict[str, int],
     cfg: DataConfig,
 ) -> None:
-    per_class = Counter(row["label"] for row in rows)
     lines = [
         f"counts reconcile: {'yes' if quarantine.reconciles else 'NO'}",
         f"source: {source}" + ("  (SYNTHETIC data, not real photos)" if synthetic else ""),

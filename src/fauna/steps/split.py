@@ -17,6 +17,11 @@ The records are copied into new shards per split in a seeded random order (an
 external shuffle, one shard in memory at a time), because the preprocess output
 is ordered by class and a train-time shuffle buffer cannot mix a large
 class-sorted stream.
+
+Memory is flat in the image count: the manifest's (id, label, sha256) go into a scratch
+SQLite table (`fauna.data.scratch`), which groups duplicates, counts and answers each
+record's id -> split; Python holds one group size per duplicate group of the class being
+assigned (8 bytes each) and one manifest row at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import Counter, defaultdict
+import sqlite3
+import tempfile
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,7 @@ from fauna.data.dataset import (
     write_manifest,
 )
 from fauna.data.records import ShuffledShardWriter, iter_records, shard_paths
+from fauna.data.scratch import blob, connect, text
 from fauna.logs import progress
 from fauna.step_output import require_output, step_output
 
@@ -55,6 +65,12 @@ log = logging.getLogger(__name__)
 
 STEP = SPLIT_STEP
 SPLIT_FIELDS = ["id", "label", "label_index", "sha256", "split"]
+# Scratch tables: one row per manifest row (n: its line order), one per duplicate group.
+_SCHEMA = """
+CREATE TABLE rows (n INTEGER PRIMARY KEY, id BLOB, label BLOB, sha256 BLOB, split INTEGER,
+    seen INTEGER DEFAULT 0);
+CREATE TABLE groups (g INTEGER PRIMARY KEY, sha256 BLOB UNIQUE, split INTEGER);
+"""
 CARRIED_FILES = (CLASSES, SOURCE, PREPROCESS_INFO)
 
 
@@ -81,59 +97,89 @@ def _rounded(x: float) -> int:
 
 
 def _take(
-    groups: list[list[dict[str, str]]], target: int, at_least_one: bool
-) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
-    """Greedily take whole groups, in order, up to `target` images."""
+    groups: Sequence[int], sizes: Sequence[int], target: int, at_least_one: bool
+) -> tuple[list[int], list[int]]:
+    """Greedily take whole groups (indices into `sizes`), in order, up to `target` images."""
     taken, rest, n = [], [], 0
     for group in groups:
-        if n + len(group) <= target:
+        if n + sizes[group] <= target:
             taken.append(group)
-            n += len(group)
+            n += sizes[group]
         else:
             rest.append(group)
     if at_least_one and not taken and len(rest) >= 2:
-        smallest = min(rest, key=len)
+        smallest = min(rest, key=lambda g: sizes[g])
         rest.remove(smallest)
         taken.append(smallest)
     return taken, rest
 
 
-def assign_splits(
-    rows: list[dict[str, str]], classes: list[str], cfg: SplitConfig
-) -> tuple[dict[str, str], list[str]]:
-    """id -> split for every manifest row, plus notes on classes handled specially."""
-    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        groups[row["sha256"]].append(row)
+def _strata(db: sqlite3.Connection, classes: list[str]) -> tuple[dict[str, array], array]:
+    """Duplicate groups (same sha256) by sha256: each belongs to its most frequent label
+    (ties: the first class). label -> its groups' numbers, in sha256 order; group sizes."""
     order = {name: i for i, name in enumerate(classes)}
-    strata: dict[str, list[list[dict[str, str]]]] = defaultdict(list)
-    for sha in sorted(groups):
-        group = groups[sha]
-        votes = Counter(r["label"] for r in group)
-        # A duplicate group belongs to its most frequent label (ties: the first class).
-        label = min(votes, key=lambda name: (-votes[name], order[name]))
-        strata[label].append(group)
+    strata: dict[str, array] = {}
+    sizes = array("q")
 
-    assignment: dict[str, str] = {}
+    def close(sha: bytes, votes: dict[str, int]) -> None:
+        label = min(votes, key=lambda name: (-votes[name], order[name]))
+        db.execute("INSERT INTO groups (g, sha256) VALUES (?, ?)", (len(sizes), sha))
+        strata.setdefault(label, array("q")).append(len(sizes))
+        sizes.append(sum(votes.values()))
+
+    sql = "SELECT sha256, label, COUNT(*) FROM rows GROUP BY sha256, label ORDER BY sha256"
+    current, votes = None, {}
+    for sha, label, n in _rows(db, sql):
+        if sha != current and votes:
+            close(current, votes)
+            votes = {}
+        current, votes[text(label)] = sha, n
+    if votes:
+        close(current, votes)
+    return strata, sizes
+
+
+def _rows(db: sqlite3.Connection, sql: str) -> Iterator[tuple]:
+    """The rows of a query, read ahead in batches (the caller writes while it iterates)."""
+    cursor = db.execute(sql)
+    while batch := cursor.fetchmany(1024):
+        yield from batch
+
+
+def assign_splits(
+    db: sqlite3.Connection, classes: list[str], cfg: SplitConfig
+) -> tuple[dict[str, int], list[str]]:
+    """The split of every manifest row in `db` (rows.split, an index into SPLITS); the
+    images per split and notes on classes handled specially."""
+    strata, sizes = _strata(db, classes)
+    split_of = array("b", bytes(len(sizes)))
     notes: list[str] = []
     for label in classes:
-        class_groups = strata.get(label, [])
+        class_groups = strata.pop(label, None)
         if not class_groups:
             continue
         random.Random(f"{cfg.seed}:{label}").shuffle(class_groups)
-        n = sum(len(g) for g in class_groups)
+        n = sum(sizes[g] for g in class_groups)
         if len(class_groups) < 2:
             notes.append(f"class {label!r} has {n} image(s), all identical or one: train only")
         test_target = min(_rounded(n * cfg.test_fraction), n - 1)
-        test, pool = _take(class_groups, test_target, at_least_one=True)
-        pool_n = sum(len(g) for g in pool)
+        test, pool = _take(class_groups, sizes, test_target, at_least_one=True)
+        pool_n = sum(sizes[g] for g in pool)
         val_target = min(_rounded(pool_n * cfg.val_fraction), pool_n - 1)
-        val, train = _take(pool, val_target, at_least_one=cfg.val_fraction > 0 and len(pool) >= 3)
+        at_least_one = cfg.val_fraction > 0 and len(pool) >= 3
+        val, train = _take(pool, sizes, val_target, at_least_one=at_least_one)
         for name, chosen in (("test", test), ("val", val), ("train", train)):
             for group in chosen:
-                for row in group:
-                    assignment[row["id"]] = name
-    return assignment, notes
+                split_of[group] = SPLITS.index(name)
+    db.executemany(
+        "UPDATE groups SET split = ? WHERE g = ?", ((s, g) for g, s in enumerate(split_of))
+    )
+    db.execute(
+        "UPDATE rows SET split = (SELECT split FROM groups WHERE groups.sha256 = rows.sha256)"
+    )
+    db.execute("CREATE UNIQUE INDEX rows_id ON rows (id)")
+    counts = dict(db.execute("SELECT split, COUNT(*) FROM rows GROUP BY split").fetchall())
+    return {name: counts.get(i, 0) for i, name in enumerate(SPLITS)}, notes
 
 
 def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
@@ -144,33 +190,55 @@ def split_dataset(pre: Path, out: Path, cfg: SplitConfig) -> SplitResult:
     pre, out = Path(pre), Path(out)
     require_output(pre, PREPROCESS_STEP)
     check_distinct(pre, out)
-    classes, rows = _read_input(pre)
-    assignment, notes = assign_splits(rows, classes, cfg)
+    with tempfile.TemporaryDirectory(prefix="fauna-split-") as scratch:
+        db = connect(Path(scratch) / "rows.sqlite", _SCHEMA)
+        try:
+            return _split(pre, out, cfg, db)
+        finally:
+            db.close()
+
+
+def _split(pre: Path, out: Path, cfg: SplitConfig, db: sqlite3.Connection) -> SplitResult:
+    classes, total, per_shard = _read_input(pre, db)
+    expected, notes = assign_splits(db, classes, cfg)
     for note in notes:
         log.warning(note)
     with step_output(out, STEP) as tmp:
-        counts, shards, per_shard = _write_shards(pre, tmp, rows, assignment, cfg)
-        result = SplitResult(out, len(rows), counts, _per_class(rows, assignment, classes), notes)
-        # Streamed, not a second list of every row: memory stays one manifest's worth.
-        out_rows = ({**r, "split": assignment[r["id"]]} for r in rows)
-        write_manifest(tmp / MANIFEST, out_rows, SPLIT_FIELDS)
-        _split_info(cfg, rows, result, shards, per_shard).write(tmp)
+        counts, shards = _write_shards(pre, tmp, db, total, expected, per_shard, cfg)
+        result = SplitResult(out, total, counts, _per_class(db, classes), notes)
+        write_manifest(tmp / MANIFEST, _out_rows(pre, db), SPLIT_FIELDS)
+        _split_info(cfg, db, result, shards, per_shard).write(tmp)
         carry_files(pre, tmp, CARRIED_FILES)
     log.info("%s", result.summary())
     return result
 
 
-def _read_input(pre: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The classes and manifest rows of a preprocess output, refused if inconsistent."""
+def _out_rows(pre: Path, db: sqlite3.Connection) -> Iterator[dict[str, str]]:
+    """The input manifest's rows, streamed again, each with its split."""
+    splits = _rows(db, "SELECT split FROM rows ORDER BY n")
+    for row, (split,) in zip(read_manifest(pre / MANIFEST), splits, strict=True):
+        yield {**row, "split": SPLITS[split]}
+
+
+def _read_input(pre: Path, db: sqlite3.Connection) -> tuple[list[str], int, int]:
+    """The classes, the image count and the images per shard of a preprocess output, its
+    manifest's rows into `db`; refused if inconsistent."""
     classes = read_classes(pre)
-    rows = list(read_manifest(pre / MANIFEST))
-    if not rows:
+    per_shard_seen: Counter[str | None] = Counter()
+    sql = "INSERT INTO rows (id, label, sha256) VALUES (?, ?, ?)"
+    total = 0
+    for row in read_manifest(pre / MANIFEST):
+        db.execute(sql, (blob(row["id"]), blob(row["label"]), blob(row["sha256"])))
+        per_shard_seen[row.get("shard")] += 1
+        total += 1
+    if not total:
         raise DatasetError(f"no images in {pre / MANIFEST}: nothing to split")
-    ids = Counter(r["id"] for r in rows)
-    repeated = [i for i, n in ids.items() if n > 1]
+    sql = "SELECT id, MIN(n) AS first FROM rows GROUP BY id HAVING COUNT(*) > 1 ORDER BY first"
+    repeated = db.execute(sql).fetchall()
     if repeated:
-        raise DatasetError(f"{len(repeated)} id(s) repeat in the manifest, e.g. {repeated[0]}")
-    labels = sorted({r["label"] for r in rows})
+        example = text(repeated[0][0])
+        raise DatasetError(f"{len(repeated)} id(s) repeat in the manifest, e.g. {example}")
+    labels = sorted(text(label) for (label,) in db.execute("SELECT DISTINCT label FROM rows"))
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise DatasetError(f"labels missing from classes.json: {', '.join(unknown)}")
@@ -181,48 +249,52 @@ def _read_input(pre: Path) -> tuple[list[str], list[dict[str, str]]]:
         )
     if not shard_paths(pre / SHARDS_DIR):
         raise DatasetError(f"no shards in {pre / SHARDS_DIR}: is this a preprocess output?")
-    return classes, rows
+    info = PreprocessInfo.read_first(pre)
+    # Keep the preprocess step's shard size (from its info, else from its manifest).
+    per_shard = int((info and info.images_per_shard) or max(per_shard_seen.values()))
+    return classes, total, per_shard
 
 
 def _write_shards(
-    pre: Path, out: Path, rows: list[dict[str, str]], assignment: dict[str, str], cfg: SplitConfig
-) -> tuple[dict[str, int], dict[str, int], int]:
-    """Every record into its split's shards, shuffled: (counts, shards, per shard) per split."""
-    expected = Counter(assignment.values())
-    info = PreprocessInfo.read_first(pre)
-    # Keep the preprocess step's shard size (from its info, else from its manifest).
-    rows_per_shard = Counter(r.get("shard") for r in rows)
-    per_shard = int((info and info.images_per_shard) or max(rows_per_shard.values()))
+    pre: Path,
+    out: Path,
+    db: sqlite3.Connection,
+    total: int,
+    expected: dict[str, int],
+    per_shard: int,
+    cfg: SplitConfig,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Every record into its split's shards, shuffled: (counts, shards) per split."""
     writers = {
         name: ShuffledShardWriter(out / name, expected[name], per_shard, f"{cfg.seed}:{name}")
         for name in SPLITS
     }
-    seen: set[str] = set()
+    seen = 0
+    lookup = "UPDATE rows SET seen = seen + 1 WHERE id = ? RETURNING split, seen"
     records = iter_records(pre / SHARDS_DIR)
-    for rec in progress(records, total=len(rows), desc="records", unit="img", log=log):
-        name = assignment.get(rec.id)
-        if name is None:
+    for rec in progress(records, total=total, desc="records", unit="img", log=log):
+        found = next(iter(db.execute(lookup, (blob(rec.id),)).fetchall()), None)
+        if found is None:
             raise DatasetError(f"record {rec.id!r} in the shards is not in the manifest")
-        if rec.id in seen:
+        if found[1] > 1:
             raise DatasetError(f"record {rec.id!r} appears twice in the shards")
-        seen.add(rec.id)
-        writers[name].write(rec)
+        seen += 1
+        writers[SPLITS[found[0]]].write(rec)
     shards = {name: writer.close() for name, writer in writers.items()}
-    missing = len(rows) - len(seen)
+    missing = total - seen
     if missing:
         raise DatasetError(f"{missing} manifest row(s) have no record in the shards")
     counts = {name: writers[name].count for name in SPLITS}
     # Counts reconcile: every input image is in exactly one split.
-    assert sum(counts.values()) == len(rows) == len(assignment), (counts, len(rows))
-    return counts, shards, per_shard
+    assert sum(counts.values()) == total == sum(expected.values()), (counts, total)
+    return counts, shards
 
 
-def _per_class(
-    rows: list[dict[str, str]], assignment: dict[str, str], classes: list[str]
-) -> dict[str, dict[str, int]]:
+def _per_class(db: sqlite3.Connection, classes: list[str]) -> dict[str, dict[str, int]]:
     per_class = {label: {name: 0 for name in SPLITS} for label in classes}
-    for row in rows:
-        per_class[row["label"]][assignment[row["id"]]] += 1
+    sql = "SELECT label, split, COUNT(*) FROM rows GROUP BY label, split"
+    for label, split, n in db.execute(sql):
+        per_class[text(label)][SPLITS[split]] += n
     for c in per_class.values():
         c["total"] = sum(c[s] for s in SPLITS)
     return per_class
@@ -230,29 +302,31 @@ def _per_class(
 
 def _split_info(
     cfg: SplitConfig,
-    rows: list[dict[str, str]],
+    db: sqlite3.Connection,
     result: SplitResult,
     shards: dict[str, int],
     per_shard: int,
 ) -> SplitInfo:
     """split.json: settings, totals (they reconcile), per-class counts, duplicate groups."""
-    counts = result.counts
-    group_sizes = Counter(r["sha256"] for r in rows)
-    labels_per_sha: dict[str, set[str]] = defaultdict(set)
-    for r in rows:
-        labels_per_sha[r["sha256"]].add(r["label"])
+    counts, total = result.counts, result.total
+    sql = (
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(labels > 1), 0) FROM"
+        " (SELECT COUNT(*) AS size, COUNT(DISTINCT label) AS labels FROM rows GROUP BY sha256"
+        " HAVING size > 1)"
+    )
+    groups, images_in_groups, cross_class = db.execute(sql).fetchone()
     return SplitInfo.from_json(
         {
             "seed": cfg.seed,
             "test_fraction": cfg.test_fraction,
             "val_fraction": cfg.val_fraction,
-            "totals": {"in": len(rows), **counts, "reconciles": result.reconciles},
-            "fractions": {name: round(counts[name] / len(rows), 4) for name in SPLITS},
+            "totals": {"in": total, **counts, "reconciles": result.reconciles},
+            "fractions": {name: round(counts[name] / total, 4) for name in SPLITS},
             "per_class": result.per_class,
             "duplicates": {
-                "groups": sum(1 for n in group_sizes.values() if n > 1),
-                "images_in_groups": sum(n for n in group_sizes.values() if n > 1),
-                "cross_class_groups": sum(1 for s in labels_per_sha.values() if len(s) > 1),
+                "groups": groups,
+                "images_in_groups": images_in_groups,
+                "cross_class_groups": cross_class,
             },
             "shards": shards,
             "images_per_shard": per_shard,
