@@ -45,15 +45,15 @@ def parse_json(text: str, where: str) -> Any:
 
 def load_document(path: Path) -> dict[str, Any]:
     """A JSON object from `path`, or one line saying what is wrong with the file."""
-    return _object(load_json(path), str(path))
+    return check_object(load_json(path), str(path))
 
 
 def parse_document(text: str, where: str) -> dict[str, Any]:
     """A JSON object from `text` read from `where` (a path or an s3:// URI)."""
-    return _object(parse_json(text, where), where)
+    return check_object(parse_json(text, where), where)
 
 
-def _object(doc: Any, where: str) -> dict[str, Any]:
+def check_object(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ContractError(f"{where} must hold a JSON object, not {type(doc).__name__}")
     return doc
@@ -105,7 +105,40 @@ def check_list(doc: Any, where: str, known: int) -> list[Any]:
     return doc
 
 
-class Document:
+class Stored:
+    """A document kept as FILE in a step output folder: how it is read and written.
+
+    `from_json` (each document's own) checks the shape, so `read` hands it any JSON value.
+    """
+
+    FILE: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "") -> Any:
+        raise NotImplementedError
+
+    def to_json(self) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def read(cls, folder: Path) -> Any:
+        """The document in a step output folder."""
+        path = Path(folder) / cls.FILE
+        return cls.from_json(load_json(path), str(path))
+
+    @classmethod
+    def read_first(cls, *folders: Path) -> Any:
+        """The document of the first folder that holds one (None: none does)."""
+        found = next((Path(f) for f in folders if (Path(f) / cls.FILE).is_file()), None)
+        return None if found is None else cls.read(found)
+
+    def write(self, folder: Path) -> Path:
+        """Write the document into a step output folder; its path."""
+        return dump(Path(folder) / self.FILE, self.to_json())
+
+
+class Document(Stored):
     """The shared read/write of an object document: the version, typed fields, then `rest`.
 
     TYPES are the keys every version-1 document has (fields, in the written order);
@@ -114,8 +147,6 @@ class Document:
     when there, kept in `rest`.
     """
 
-    FILE: ClassVar[str]
-    SCHEMA_VERSION: ClassVar[int] = 1
     TYPES: ClassVar[dict[str, tuple[type, ...]]] = {}
     CHECKED: ClassVar[dict[str, tuple[type, ...]]] = {}
     OPTIONAL: ClassVar[dict[str, tuple[type, ...]]] = {}
@@ -127,7 +158,7 @@ class Document:
     @classmethod
     def from_json(cls, doc: dict[str, Any], where: str = "") -> Any:
         where = where or cls.FILE
-        check_version(_object(doc, where), where, cls.SCHEMA_VERSION)
+        check_version(check_object(doc, where), where, cls.SCHEMA_VERSION)
         typed = {k: check_key(doc, k, t, where) for k, t in cls.TYPES.items()}
         for key, types in cls.CHECKED.items():
             check_key(doc, key, types, where)
@@ -136,19 +167,3 @@ class Document:
                 check_key(doc, key, types, where)
         rest = {k: v for k, v in doc.items() if k not in typed and k != VERSION_KEY}
         return cls(**typed, rest=rest)  # type: ignore[call-arg]
-
-    @classmethod
-    def read(cls, folder: Path) -> Any:
-        """The document in a step output folder."""
-        path = Path(folder) / cls.FILE
-        return cls.from_json(load_document(path), str(path))
-
-    @classmethod
-    def read_first(cls, *folders: Path) -> Any:
-        """The document of the first folder that holds one (None: none does)."""
-        found = next((Path(f) for f in folders if (Path(f) / cls.FILE).is_file()), None)
-        return None if found is None else cls.read(found)
-
-    def write(self, folder: Path) -> Path:
-        """Write the document into a step output folder; its path."""
-        return dump(Path(folder) / self.FILE, self.to_json())

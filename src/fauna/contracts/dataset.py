@@ -4,10 +4,9 @@ classes.json, source.json, preprocess.json, split.json, augment.json."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from fauna.contracts.base import ContractError, Document, check_list, check_value, dump, load_json
+from fauna.contracts.base import ContractError, Document, Stored, check_list, check_value
 from fauna.contracts.names import (
     AUGMENT_INFO,
     CLASSES,
@@ -22,7 +21,7 @@ _OPT_STR = (str, type(None))
 
 
 @dataclass(frozen=True)
-class Classes:
+class Classes(Stored):
     """classes.json: the class names in label order (label index = position).
 
     Written by ingest, carried by every later step into the model folder. A JSON list, so
@@ -45,14 +44,6 @@ class Classes:
         if twice:
             raise ContractError(f"{where} lists {', '.join(map(repr, twice))} more than once")
         return cls(tuple(names))
-
-    @classmethod
-    def read(cls, folder: Path) -> Classes:
-        path = Path(folder) / CLASSES
-        return cls.from_json(load_json(path), str(path))
-
-    def write(self, folder: Path) -> Path:
-        return dump(Path(folder) / CLASSES, self.to_json())
 
 
 @dataclass(frozen=True)

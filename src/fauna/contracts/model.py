@@ -4,10 +4,9 @@ evaluate's metrics.json."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from fauna.contracts.base import Document, check_key, check_list, check_value, dump, load_json
+from fauna.contracts.base import Document, Stored, check_key, check_list, check_value
 from fauna.contracts.names import EVAL_METRICS, HISTORY_JSON, TRAIN_INFO
 
 OPT_STR = (str, type(None))
@@ -69,7 +68,7 @@ class TrainInfo(Document):
 
 
 @dataclass(frozen=True)
-class History:
+class History(Stored):
     """train's history.json: one object per epoch, numbered from 0 across the phases.
 
     Each holds `epoch` (checked), `phase`, the learning rate, the train and `val_` metrics
@@ -90,14 +89,6 @@ class History:
             check_value(entry, f"entry {i}", (dict,), where)
             check_key(entry, "epoch", (int,), f"{where} entry {i}")
         return cls(tuple(entries))
-
-    @classmethod
-    def read(cls, folder: Path) -> History:
-        path = Path(folder) / HISTORY_JSON
-        return cls.from_json(load_json(path), str(path))
-
-    def write(self, folder: Path) -> Path:
-        return dump(Path(folder) / HISTORY_JSON, self.to_json())
 
     def entry(self, epoch: Any) -> dict[str, Any] | None:
         """The entry of the epoch whose weights were kept (`epoch` an index), else the last."""

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from fauna.contracts.base import (
     VERSION_KEY,
     Document,
+    Stored,
     check_key,
+    check_object,
     check_version,
-    dump,
-    load_document,
 )
 from fauna.contracts.names import COMPARISON, PUBLISH_JSON
 
@@ -62,7 +61,7 @@ class Promotion:
 
 
 @dataclass(frozen=True)
-class PublishResult:
+class PublishResult(Stored):
     """publish.json: where the run was published and the promotion decision."""
 
     FILE: ClassVar[str] = PUBLISH_JSON
@@ -82,7 +81,7 @@ class PublishResult:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], where: str = PUBLISH_JSON) -> PublishResult:
-        check_version(doc, where, cls.SCHEMA_VERSION)
+        check_version(check_object(doc, where), where, cls.SCHEMA_VERSION)
         strs = {k: check_key(doc, k, (str,), where) for k in ("run_id", "run_uri", "report_uri")}
         promo = check_key(doc, "promotion", (dict,), where)
         return cls(
@@ -99,11 +98,3 @@ class PublishResult:
                 already_champion=bool(promo.get("already_champion", False)),
             ),
         )
-
-    @classmethod
-    def read(cls, folder: Path) -> PublishResult:
-        path = Path(folder) / PUBLISH_JSON
-        return cls.from_json(load_document(path), str(path))
-
-    def write(self, folder: Path) -> Path:
-        return dump(Path(folder) / PUBLISH_JSON, self.to_json())
