@@ -281,12 +281,12 @@ def test_data_steps_offline_on_a_read_only_root(image, photos, tmp_path, user):
     splits = rows(work / "splits" / "manifest.csv")
     assert len(splits) == total
     assert {r["split"] for r in splits} == {"train", "val", "test"}
-    balanced = rows(work / "balanced" / "manifest.csv")
-    assert len([r for r in balanced if r["split"] != "train"]) == len(
+    augmented = rows(work / "augmented" / "manifest.csv")
+    assert len([r for r in augmented if r["split"] != "train"]) == len(
         [r for r in splits if r["split"] != "train"]
     )
     uid = int(user.split(":")[0]) if user else IMAGE_UID
-    assert {p.stat().st_uid for p in (work / "balanced").rglob("*")} == {uid}
+    assert {p.stat().st_uid for p in (work / "augmented").rglob("*")} == {uid}
 
 
 @pytest.mark.parametrize("mount", ["read-only", "owned-by-root"])
