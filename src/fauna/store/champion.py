@@ -126,14 +126,9 @@ class DatasetId:
         return cls.of(source.rest, list(Classes.read(folder).names))
 
 
-def content_fingerprint(images: Iterable[tuple[str, str]]) -> str:
-    """What a dataset is: a hash over its images' sorted (label, sha256), paths left out."""
-    return fingerprint_sorted(sorted(images))
-
-
 def fingerprint_sorted(images: Iterable[tuple[str, str]]) -> str:
-    """`content_fingerprint` of (label, sha256) pairs given already sorted (streamed: a
-    caller with many images sorts them on disk)."""
+    """What a dataset is: a hash over its images' (label, sha256), paths left out, given
+    sorted (streamed: ingest sorts them on disk)."""
     digest = hashlib.sha256()
     for label, sha in images:
         digest.update(f"{label}\t{sha}\n".encode())
