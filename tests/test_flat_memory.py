@@ -1,4 +1,5 @@
-"""ingest's duplicate detection and split's assignment hold nothing per image in Python.
+"""ingest's duplicate detection, split's assignment and the quarantine hold nothing per
+image in Python.
 
 Both keep their per-image rows in a scratch SQLite file (`fauna.data.scratch`) and let it
 sort; these tests run them over 50,000 generated rows under tracemalloc, which counts
@@ -9,10 +10,12 @@ a regression and leaves room for the batches and one duplicate group. No timing.
 """
 
 import hashlib
+import json
 import tracemalloc
 from pathlib import Path
 
 from fauna.config import SplitConfig
+from fauna.data.dataset import Quarantine, write_json
 from fauna.data.filetable import FileTable
 from fauna.data.scratch import blob, connect
 from fauna.steps.split import _SCHEMA, assign_splits
@@ -77,3 +80,37 @@ def test_split_assignment_over_50k_images_holds_no_row_objects(tmp_path: Path):
     db.close()
     assert sum(result["counts"].values()) == N and not result["notes"]
     assert peak < BOUND, f"{peak / 2**20:.1f} MiB of Python objects for {N} images"
+
+
+def test_quarantine_of_50k_rejected_files_holds_no_item_objects(tmp_path: Path):
+    """A source of unreadable files (the 100,000-tiny-file probe) costs disk, not memory;
+    quarantine.json is still the whole document, byte for byte what `write_json` wrote."""
+    quarantine = Quarantine("ingest", total_in=N)
+    detail = "image too small: 1x1 px (needs at least 32 px on each side)"
+
+    def run() -> None:
+        for i in range(N):
+            reason = "too_small" if i % 3 else "unreadable"
+            quarantine.reject(f"class{i % 10:02d}/{i:06d}.jpg", reason, detail)
+
+    peak = _peak(run)
+    assert peak < BOUND, f"{peak / 2**20:.1f} MiB of Python allocations for {N} rejected files"
+    quarantine.write(tmp_path)
+    written = json.loads((tmp_path / "quarantine.json").read_text())
+    assert written["quarantined"] == len(written["items"]) == N and written["reconciles"]
+    assert written["reasons"] == {"too_small": N - N // 3 - 1, "unreadable": N // 3 + 1}
+    assert written["items"][1] == {
+        "item": "class01/000001.jpg",
+        "reason": "too_small",
+        "detail": detail,
+    }
+    write_json(tmp_path / "whole.json", written)
+    assert (tmp_path / "quarantine.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+
+
+def test_an_empty_quarantine_is_written_as_before(tmp_path: Path):
+    Quarantine("preprocess", total_in=2, kept=2).write(tmp_path)
+    written = json.loads((tmp_path / "quarantine.json").read_text())
+    assert written["items"] == [] and written["reasons"] == {} and written["reconciles"]
+    write_json(tmp_path / "whole.json", written)
+    assert (tmp_path / "quarantine.json").read_bytes() == (tmp_path / "whole.json").read_bytes()

@@ -19,9 +19,9 @@ import csv
 import json
 import logging
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,29 +119,48 @@ def check_distinct(source: Path, out: Path) -> None:
         raise DatasetError(f"output folder must differ from the input (and not contain it): {out}")
 
 
-@dataclass
 class Quarantine:
-    """Everything a step rejected, with a reason, so nothing is lost silently."""
+    """Everything a step rejected, with a reason, so nothing is lost silently.
 
-    step: str
-    total_in: int = 0
-    kept: int = 0
-    items: list[dict[str, str]] = field(default_factory=list)
+    The rejected items go to an anonymous temporary file as they come, not into memory:
+    a source of 100,000 unreadable files costs a line each on disk and a counter here.
+    """
+
+    def __init__(self, step: str, total_in: int = 0, kept: int = 0) -> None:
+        self.step, self.total_in, self.kept = step, total_in, kept
+        self.count = 0
+        self.first: dict[str, str] | None = None
+        self._reasons: Counter[str] = Counter()
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # closed with self
 
     def reject(self, item: str, reason: str, detail: str = "") -> None:
-        self.items.append({"item": item, "reason": reason, "detail": detail})
+        entry = {"item": item, "reason": reason, "detail": detail}
+        self._spool.write(json.dumps(entry) + "\n")
+        self.first = self.first or entry
+        self._reasons[reason] += 1
+        self.count += 1
+
+    def items(self) -> Iterator[dict[str, str]]:
+        """The rejected items in the order they came, read back from the spool."""
+        self._spool.flush()
+        self._spool.seek(0)
+        try:
+            for line in self._spool:
+                yield json.loads(line)
+        finally:
+            self._spool.seek(0, 2)  # later rejects append
 
     @property
     def reasons(self) -> dict[str, int]:
-        return dict(Counter(i["reason"] for i in self.items).most_common())
+        return dict(self._reasons.most_common())
 
     @property
     def reconciles(self) -> bool:
-        return self.total_in == self.kept + len(self.items)
+        return self.total_in == self.kept + self.count
 
     def summary(self) -> str:
         lines = [
-            f"{self.step}: {self.total_in} in = {self.kept} kept + {len(self.items)} quarantined"
+            f"{self.step}: {self.total_in} in = {self.kept} kept + {self.count} quarantined"
             + ("" if self.reconciles else "  ** COUNTS DO NOT RECONCILE **"),
         ]
         for reason, n in self.reasons.items():
@@ -149,16 +168,24 @@ class Quarantine:
         return "\n".join(lines)
 
     def write(self, directory: Path) -> None:
-        write_json(
-            directory / QUARANTINE,
-            {
-                "step": self.step,
-                "total_in": self.total_in,
-                "kept": self.kept,
-                "quarantined": len(self.items),
-                "reconciles": self.reconciles,
-                "reasons": self.reasons,
-                "items": self.items,
-            },
-        )
+        """quarantine.json, streamed item by item: the bytes `write_json` gives the whole."""
+        head = {
+            "step": self.step,
+            "total_in": self.total_in,
+            "kept": self.kept,
+            "quarantined": self.count,
+            "reconciles": self.reconciles,
+            "reasons": self.reasons,
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / QUARANTINE).open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(head, indent=2)[:-2] + ",\n")
+            if not self.count:
+                fh.write('  "items": []\n}\n')
+            else:
+                fh.write('  "items": [')
+                for n, entry in enumerate(self.items()):
+                    text = json.dumps(entry, indent=2).replace("\n", "\n    ")
+                    fh.write(("," if n else "") + "\n    " + text)
+                fh.write("\n  ]\n}\n")
         (directory / REPORT).write_text(self.summary() + "\n")

@@ -398,7 +398,7 @@ def _empty_message(shown: str, quarantine: Quarantine) -> str:
     if not quarantine.total_in:
         return f"empty dataset: no image files found in {shown}"
     reasons = ", ".join(f"{n} {reason}" for reason, n in quarantine.reasons.items())
-    example = quarantine.items[0]
+    example = quarantine.first or {"item": shown, "reason": "?", "detail": ""}
     return (
         f"empty dataset: no valid image in {shown} ({quarantine.total_in} quarantined: {reasons}; "
         f"e.g. {example['item']}: {example['detail'] or example['reason']})"

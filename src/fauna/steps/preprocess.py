@@ -188,10 +188,10 @@ def preprocess_dataset(raw: Path, out: Path, cfg: PreprocessConfig) -> Preproces
     reasons = "".join(f"; {n} {reason}" for reason, n in quarantine.reasons.items())
     log.info(
         "%d in = %d kept + %d quarantined%s: %dpx %s JPEGs in %d shard(s) -> %s in %.1f s",
-        *(quarantine.total_in, quarantine.kept, len(quarantine.items), reasons),
+        *(quarantine.total_in, quarantine.kept, quarantine.count, reasons),
         *(cfg.image_size, cfg.mode, shards, out, elapsed),
     )
-    return PreprocessResult(out, quarantine.kept, len(quarantine.items), shards, elapsed)
+    return PreprocessResult(out, quarantine.kept, quarantine.count, shards, elapsed)
 
 
 def _write_shards(raw: Path, out: Path, cfg: PreprocessConfig, total: int) -> Quarantine:
