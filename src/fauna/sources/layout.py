@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fauna.config import DataConfig
-from fauna.data.dataset import DatasetError
+from fauna.data.dataset import DatasetError, Quarantine
 from fauna.data.filetable import FileTable
 from fauna.data.imagecheck import IMAGE_EXTENSIONS, looks_like_image
 from fauna.data.synthetic import SYNTHETIC_MARKER
@@ -44,8 +44,8 @@ class Layout:
     # its class) and label.
     candidates: FileTable
     kind: str = "folders"  # folders | csv
-    # (item, reason, detail) decided before any file is opened.
-    rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    # What was refused before any file is opened (spooled to disk, not held per file).
+    rejected: Quarantine = field(default_factory=lambda: Quarantine("layout"))
     # Label CSVs found beside class folders that were not used (for a hint).
     unused_csvs: list[str] = field(default_factory=list)
 
@@ -247,16 +247,16 @@ def _folders_layout(
         for path in visible(folder):
             if path.is_file() and looks_like_image(path):
                 item = path.relative_to(root).as_posix()
-                layout.rejected.append((item, NO_CLASS_FOLDER, "not inside a class folder"))
+                layout.rejected.reject(item, NO_CLASS_FOLDER, "not inside a class folder")
         for class_dir in classes:
             label = class_dir.name.strip()
             reason, detail = _label_problem(label, cfg)
             for path in _files_under(class_dir):
                 item = path.relative_to(root).as_posix()
                 if reason:
-                    layout.rejected.append((item, reason, detail))
+                    layout.rejected.reject(item, reason, detail)
                 elif not looks_like_image(path):
-                    layout.rejected.append((item, UNSUPPORTED_FILE, path.suffix or "no extension"))
+                    layout.rejected.reject(item, UNSUPPORTED_FILE, path.suffix or "no extension")
                 else:
                     rel = path.relative_to(class_dir).as_posix()
                     rel = f"{split}/{rel}" if split else rel
@@ -296,21 +296,21 @@ def _csv_layout(root: Path, label_csv: _LabelCsv, cfg: DataConfig, table: FileTa
             found = _resolve(name, bases) if name else None
             if found is None:
                 item = f"{where}: {name or '(no file name)'}"
-                layout.rejected.append((item, MISSING_FILE, f"not found under {bases[0].name}/"))
+                layout.rejected.reject(item, MISSING_FILE, f"not found under {bases[0].name}/")
                 continue
             path, base = found
             table.name(str(path))
             item = path.relative_to(root).as_posix()
             reason, detail = _label_problem(label, cfg)
             if reason:
-                layout.rejected.append((item, reason, f"{where}: {detail}".rstrip(": ")))
+                layout.rejected.reject(item, reason, f"{where}: {detail}".rstrip(": "))
                 continue
             rel = path.relative_to(base).as_posix()
             table.add(item, str(path), rel, label)
     for path in _files_under(bases[0]):
         if looks_like_image(path) and not table.is_named(str(path)):
             item = path.relative_to(root).as_posix()
-            layout.rejected.append((item, NOT_IN_CSV, f"no row in {csv_path.name}"))
+            layout.rejected.reject(item, NOT_IN_CSV, f"no row in {csv_path.name}")
     return layout
 
 

@@ -184,11 +184,11 @@ def _ingest_into(source: str, tmp: Path, out: Path, cfg: DataConfig, name: str) 
         quarantine = Quarantine(step=STEP)
         for member, reason, detail in fetched.refused:
             quarantine.reject(member, reason, detail)
-        for item, reason, detail in layout.rejected:
-            quarantine.reject(item, reason, detail)
+        for entry in layout.rejected.items():
+            quarantine.reject(entry["item"], entry["reason"], entry["detail"])
         _inspect_all(table, cfg)
         sizes = _select(table, cfg, quarantine)
-        quarantine.total_in = len(fetched.refused) + len(layout.rejected) + len(table)
+        quarantine.total_in = len(fetched.refused) + layout.rejected.count + len(table)
         quarantine.kept = sum(sizes.values())
         if not quarantine.kept:
             raise DatasetError(_empty_message(shown, quarantine))
@@ -232,7 +232,7 @@ def _count_files(root: Path, cfg: DataConfig) -> None:
 def _check_size(layout: Layout, cfg: DataConfig) -> None:
     """The limits on the dataset as a whole (a folder, an S3 tree, what Kaggle unpacked)."""
     limits = Limits.from_config(cfg)
-    files = len(layout.candidates) + len(layout.rejected)
+    files = len(layout.candidates) + layout.rejected.count
     if files > cfg.max_files:
         raise limits.exceeded("the dataset has more files", files, "max_files")
     size = sum(os.stat(path).st_size for batch in layout.candidates.paths() for _, path in batch)
