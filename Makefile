@@ -59,6 +59,7 @@ bench-ingest: $(STAMP) ## ingest peak RSS vs input size: folders, zip bombs, hug
 bench-train: $(STAMP) ## training images/s: tf.data pipeline vs in-memory tensors; head phase: backbone every epoch vs features once
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_train.py --head-epochs 3 --images 256 --image-size 75
+	$(BIN)/python bench/bench_train.py --head-epochs 3 --images 256 --image-size 128
 
 bench-serve: $(STAMP) ## fauna serve requests/s, p50/p99: ResNet50 128 px, 1/4/16 clients, batching on/off
 	$(BIN)/python bench/bench_serve.py
